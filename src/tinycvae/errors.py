@@ -1,0 +1,13 @@
+"""Errors the command-line entries turn into one clear line and a non-zero exit."""
+
+
+class TinyCVAEError(Exception):
+    """Base for every error that names a bad value and what is allowed."""
+
+
+class ConfigError(TinyCVAEError, ValueError):
+    """A configuration value is invalid; raised before any data is rendered or trained."""
+
+
+class NonFiniteLossError(TinyCVAEError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""

@@ -1,0 +1,63 @@
+"""Hydra callbacks that make multiruns safe: validate every job before the first one
+starts, and report (and exit non-zero) when any job failed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from tinycvae.summary import SUMMARY_NAME, read_summary
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """The override list of every job the basic sweeper will launch."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    params = config.hydra.sweeper.get("params") or {}
+    task += [f"{k}={v}" for k, v in params.items()]
+    parsed = OverridesParser.create().parse_overrides(task)
+    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+
+class SweepGuard(Callback):
+    """``on_multirun_start``: compose and build every job (no data, no training) and stop
+    with one clear line if any is invalid. ``on_multirun_end``: list failed jobs and exit 1."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return  # other sweepers draw their jobs as they go
+        from hydra import compose
+
+        from tinycvae.errors import TinyCVAEError
+        from tinycvae.train import build
+
+        for overrides in job_overrides(config):
+            try:
+                cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
+                with open_dict(cfg):
+                    cfg.paths.output_dir = str(Path(config.hydra.sweep.dir) / "preflight")
+                build(cfg)
+            except TinyCVAEError as err:
+                print(f"error: job [{' '.join(overrides)}]: {err}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = []
+        for path in sorted(sweep_dir.glob(f"*/{SUMMARY_NAME}")):
+            summary = read_summary(path.parent)
+            rows.append((path.parent, summary.get("status", "unknown")))
+        failed = [(d, s) for d, s in rows if s != "ok"]
+        print(f"sweep {sweep_dir}: {len(rows) - len(failed)} of {len(rows)} jobs ok", flush=True)
+        for run_dir, status in failed:
+            print(f"  {run_dir}: {status}", file=sys.stderr, flush=True)
+        if failed:
+            raise SystemExit(1)

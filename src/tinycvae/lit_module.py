@@ -1,0 +1,91 @@
+"""The LightningModule that trains any :class:`~tinycvae.models.CVAE` variant."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from tinycvae.errors import ConfigError, NonFiniteLossError
+from tinycvae.losses import beta_at, check_recon, elbo_terms
+from tinycvae.models import CVAE
+
+
+class CVAEModule(pl.LightningModule):
+    """Trains a CVAE on ``(images, labels, factors)`` batches with the ELBO of
+    :mod:`tinycvae.losses`; logs ``{train,val,test}/{loss,recon,kl}`` per epoch."""
+
+    def __init__(
+        self,
+        model: CVAE,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        beta: float = 1.0,
+        beta_warmup: float = 0.0,
+        recon_loss: str = "bce",
+        run_info: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if not beta >= 0:
+            raise ConfigError(f"beta={beta} is invalid; allowed: a number >= 0")
+        if not beta_warmup >= 0:
+            raise ConfigError(f"beta_warmup={beta_warmup} is invalid; allowed: epochs >= 0")
+        check_recon(recon_loss)
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.beta = float(beta)
+        self.beta_warmup = float(beta_warmup)
+        self.recon_loss = recon_loss
+        self.run_info = run_info or {}  # resolved config etc., stored in every checkpoint
+
+    def _step(self, batch, stage: str, beta: float) -> torch.Tensor:
+        x, y, f = batch
+        out = self.model(x, y, f, sample=True)
+        terms = elbo_terms(out.logits, x, out.mu, out.logvar, beta, self.recon_loss)
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in terms.items()},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=x.shape[0],
+        )
+        return terms["loss"]
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        progress = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
+        beta = beta_at(self.beta, self.beta_warmup, progress)
+        loss = self._step(batch, "train", beta)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.current_epoch}, step {self.global_step}"
+            )
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/beta", beta_at(self.beta, self.beta_warmup, self.current_epoch + 1.0))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val", self.beta)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test", self.beta)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        kwargs = {}
+        target = getattr(self.scheduler_factory, "func", self.scheduler_factory)
+        if "total_steps" in inspect.signature(target).parameters and "total_steps" not in getattr(
+            self.scheduler_factory, "keywords", {}
+        ):
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["tinycvae"] = self.run_info

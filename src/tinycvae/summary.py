@@ -1,0 +1,66 @@
+"""``summary.json``: each run's own record, independent of the W&B service.
+
+Written atomically (temp file + rename) at the start (status ``running``) and at the end
+(``ok`` or ``failed: <reason>``), so a crash leaves a readable ``running`` record and a
+finished run's record is never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SUMMARY_NAME = "summary.json"
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep them readable
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / SUMMARY_NAME).read_text())
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunSummary:
+    """The record of one run; every ``update`` rewrites the file atomically."""
+
+    def __init__(self, run_dir: str | Path, **fields: Any) -> None:
+        self.path = Path(run_dir) / SUMMARY_NAME
+        self.data: dict[str, Any] = {"status": "running", "run_dir": str(run_dir), **fields}
+
+    def update(self, **fields: Any) -> None:
+        for key, value in fields.items():
+            if isinstance(value, dict) and isinstance(self.data.get(key), dict):
+                self.data[key] = {**self.data[key], **value}
+            else:
+                self.data[key] = value
+        write_json_atomic(self.path, self.data)
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]

@@ -1,0 +1,24 @@
+"""Train tinycvae CVAEs: ``python src/train.py [-m] [overrides]`` (see conf/train.yaml)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, uninstalled
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from tinycvae.cli import exit_on_error, objective  # noqa: E402
+from tinycvae.train import run  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    with exit_on_error():
+        return objective(run(cfg), cfg)
+
+
+if __name__ == "__main__":
+    main()
