@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets as tvd
-from torchvision_fakes import disable_cifar_checksums, write_fake_cifar10, write_fake_mnist
 
 from tinycvae.data.base import DataError
 from tinycvae.data.torchvision_sets import (
@@ -17,6 +16,8 @@ from tinycvae.data.torchvision_sets import (
     load_torchvision_splits,
     torchvision_spec,
 )
+
+from torchvision_fakes import disable_cifar_checksums, write_fake_cifar10, write_fake_mnist
 
 NAMES = ["mnist", "fashion_mnist", "cifar10"]
 CLASS = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}

@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tinycvae.data.datamodule import TensorDataModule
@@ -78,7 +79,7 @@ def build(cfg: DictConfig) -> Job:
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg:
         resolve_mode(wandb_cfg.get("mode", "auto"))
-    ckpt_path(cfg, run_dir_of(cfg))  # a missing explicit checkpoint is bad input too
+    check_resumable(cfg, ckpt_path(cfg, run_dir_of(cfg)))
     return Job(cfg, run_dir_of(cfg), datamodule, model, module)
 
 
@@ -94,6 +95,30 @@ def ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
     if not Path(value).is_file():
         raise ConfigError(f"ckpt_path={value} does not exist; allowed: last, null or a .ckpt file")
     return str(value)
+
+
+# Settings that fix the length of a schedule planned over the whole run (OneCycle).
+SCHEDULE_KEYS = ("trainer.max_epochs", "data.num_train", "data.batch_size")
+
+
+def check_resumable(cfg: DictConfig, path: str | None) -> None:
+    """A resumed run must keep the settings its checkpointed schedule was planned for."""
+    if path is None:
+        return
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True).get("tinycvae", {})
+    except Exception as err:  # noqa: BLE001 - a corrupt checkpoint is bad input
+        raise ConfigError(
+            f"ckpt_path={path} cannot be loaded: {str(err).splitlines()[0]}"
+        ) from None
+    old = OmegaConf.create(stored.get("config", {}))
+    for key in SCHEDULE_KEYS:
+        before, now = OmegaConf.select(old, key), OmegaConf.select(cfg, key)
+        if before is not None and before != now:
+            raise ConfigError(
+                f"{key}={now} differs from the checkpoint's {before}; a resumed run continues "
+                f"its learning-rate schedule: allowed: {key}={before}, or ckpt_path=null"
+            )
 
 
 def param_counts(model: CVAE) -> dict[str, int]:
@@ -132,9 +157,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         loggers = _loggers(cfg, run_dir, group, run_id, summary)
-        callbacks = [
-            _instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c
-        ]
+        callbacks = _callbacks(cfg, has_logger=bool(loggers))
         trainer: pl.Trainer = _instantiate(
             cfg.trainer,
             "trainer",
@@ -200,12 +223,24 @@ def _loggers(cfg: DictConfig, run_dir: Path, group, run_id: str, summary: RunSum
         if key == "wandb":
             settings = OmegaConf.to_container(node, resolve=True)
             lg = wandb_logger(settings, run_dir, cfg.name, group, run_id, summary.data["config"])
-            summary.update(wandb={"id": run_id, "mode": lg.experiment.settings.mode,
-                                  "dir": str(Path(lg.experiment.dir).parent)})
+            summary.update(
+                wandb={
+                    "id": run_id,
+                    "mode": lg.experiment.settings.mode,
+                    "dir": str(Path(lg.experiment.dir).parent),
+                }
+            )
             loggers.append(lg)
         else:
             loggers.append(_instantiate(node, f"logger.{key}", save_dir=str(run_dir)))
     return loggers
+
+
+def _callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
+    callbacks = [_instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    if not has_logger:  # Lightning refuses a learning-rate monitor with nothing to log to
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    return callbacks
 
 
 def _checkpoint_files(run_dir: Path) -> dict[str, str]:

@@ -122,7 +122,10 @@ def render_split(n: int, rng: np.random.Generator, s: DiceSettings) -> Split:
     angles = rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=n)
     scales = rng.uniform(s.scale_min, s.scale_max, size=n)
     images = np.stack(
-        [render_die(int(lbl) + 1, float(a), float(sc), s) for lbl, a, sc in zip(labels, angles, scales)]
+        [
+            render_die(int(lbl) + 1, float(a), float(sc), s)
+            for lbl, a, sc in zip(labels, angles, scales)
+        ]
     )
     lo, hi = scale_bounds(s)
     side = scales * np.array([fit_fraction(a) for a in angles])

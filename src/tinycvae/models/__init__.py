@@ -87,7 +87,9 @@ def build_cvae(
     encoder = None
     if latent_mode == "reparam":
         label_input = ("planes" if arch == "conv" else "vector") if label_planes else None
-        encoder = Encoder(backbone, make_condition(kind, k, feat, embed_dim), latent, k, label_input)
+        encoder = Encoder(
+            backbone, make_condition(kind, k, feat, embed_dim), latent, k, label_input
+        )
     return CVAE(encoder, Decoder(dec_cond, body), latent, k, latent_mode, sample_std)
 
 

@@ -1,0 +1,67 @@
+"""Shared fixtures: compose the real Hydra configs, shrunk to run in seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TRAIN = ROOT / "src" / "train.py"
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ["WANDB_MODE"] = "offline"  # never call the W&B service from the tests
+
+
+def compose_train(overrides: list[str], tmp_path: Path | None = None) -> DictConfig:
+    """The composed job config for ``overrides``; with ``tmp_path``, its folders there."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    if tmp_path is not None:
+        with open_dict(cfg):
+            cfg.paths.root_dir = str(tmp_path)
+            cfg.paths.data_dir = str(tmp_path / "data")
+            cfg.paths.log_dir = str(tmp_path / "logs")
+            cfg.paths.output_dir = str(tmp_path / "run")
+    return cfg
+
+
+TINY = [
+    "debug=smoke",
+    "data.num_train=128",
+    "data.num_val=32",
+    "data.num_test=32",
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "model.dim1=2",
+    "model.dim2=2",
+    "model.dim3=4",
+    "model.dim4=4",
+]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    def make(*overrides: str, logger: str = "none") -> DictConfig:
+        return compose_train([*TINY, f"logger={logger}", *overrides], tmp_path)
+
+    return make
+
+
+def run_train(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python src/train.py ARGS`` as a user runs it, in a scratch folder."""
+    env = {**os.environ, "TINYCVAE_ROOT": str(cwd), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

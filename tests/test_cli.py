@@ -1,0 +1,88 @@
+"""``python src/train.py`` as users run it: multiruns, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_train
+
+TINY = [
+    "debug=smoke",
+    "data.num_train=128",
+    "data.num_val=32",
+    "data.num_test=32",
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "model.dim1=2",
+    "model.dim2=2",
+    "model.dim3=4",
+    "model.dim4=4",
+]
+
+
+def summaries(root):
+    (sweep,) = (root / "logs" / "multiruns").iterdir()
+    return sweep, {
+        int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/summary.json")
+    }
+
+
+def test_the_readme_sweep_runs_four_jobs_in_their_own_folders(tmp_path):
+    proc = run_train(["-m", "model.latent=1,10", "beta=1e-5,1", *TINY], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep, jobs = summaries(tmp_path)
+    assert sorted(jobs) == [0, 1, 2, 3]
+    combos = {(j["config"]["model"]["latent"], j["config"]["beta"]) for j in jobs.values()}
+    assert combos == {(1, 1e-5), (1, 1.0), (10, 1e-5), (10, 1.0)}
+    assert len({j["wandb"]["id"] for j in jobs.values()}) == 4  # one W&B run per job
+    assert {j["group"] for j in jobs.values()} == {sweep.name}  # grouped by sweep
+    for num, job in jobs.items():
+        run_dir = sweep / str(num)
+        assert job["status"] == "ok"
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+        assert len(list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+    assert "4 of 4 jobs ok" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "logs"]  # cwd untouched
+
+
+def test_a_failing_job_does_not_take_its_neighbours_down(tmp_path):
+    proc = run_train(["-m", "optimizer.lr=1e30,0.01", "logger=none", *TINY], tmp_path)
+    assert proc.returncode == 1
+    _, jobs = summaries(tmp_path)
+    assert jobs[0]["status"] == "failed: non-finite loss"
+    assert jobs[1]["status"] == "ok" and "test/loss" in jobs[1]["metrics"]
+    assert "failed: non-finite loss" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("model.latent=0", "model.latent=0"),
+        ("model.dim2=0", "model.dim2=0"),
+        ("beta=-1", "beta=-1"),
+        ("model.latent_mode=bypass", "model.latent=10"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line_before_any_work(tmp_path, override, named):
+    proc = run_train([*TINY, override], tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert named in line and "allowed" in line
+    assert not (tmp_path / "data").exists()  # nothing rendered
+
+
+def test_unknown_group_option_names_the_choices(tmp_path):
+    proc = run_train([*TINY, "conditioning=film"], tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "film" in proc.stderr and "embed_add" in proc.stderr
+
+
+def test_a_bad_job_in_a_multirun_stops_the_sweep_before_the_first_job(tmp_path):
+    proc = run_train(["-m", "beta=1,-1", *TINY], tmp_path)
+    assert proc.returncode == 2
+    assert "beta=-1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("logs/multiruns/*/*/summary.json"))
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,81 @@
+"""Training jobs in-process on tiny settings: summary, checkpoints, resume, failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tinycvae.losses
+from tinycvae.errors import ConfigError
+from tinycvae.summary import read_summary
+from tinycvae.train import build, run
+
+
+def test_a_job_trains_checkpoints_and_summarises(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(logger="wandb")
+    summary = run(cfg)
+    assert summary["status"] == "ok"
+    on_disk = read_summary(tmp_path / "run")
+    assert on_disk["status"] == "ok"
+    for key in ("train/loss", "val/loss", "val/recon", "val/kl", "test/loss", "test/recon"):
+        assert key in on_disk["metrics"], key
+        assert on_disk["metrics"][key] == on_disk["metrics"][key]  # finite, not NaN
+    assert on_disk["params"]["params/decoder"] > 0
+    assert on_disk["config"]["model"]["latent"] == cfg.model.latent
+    assert on_disk["wall_time_s"] > 0
+    assert set(on_disk["checkpoints"]) == {"best", "last"}
+    ckpt = torch.load(on_disk["checkpoints"]["last"], weights_only=True)
+    assert ckpt["tinycvae"]["config"]["model"]["arch"] == "conv"
+    offline = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1 and on_disk["wandb"]["mode"] == "offline"
+    assert on_disk["wandb"]["id"] in offline[0].name
+
+
+def test_same_seed_same_result_on_cpu(tiny_cfg, tmp_path):
+    a = run(tiny_cfg("trainer.accelerator=cpu"))["metrics"]
+    b = run(tiny_cfg("trainer.accelerator=cpu"))["metrics"]
+    assert a["val/loss"] == b["val/loss"] and a["train/loss"] == b["train/loss"]
+
+
+def poison_loss_after(monkeypatch, calls_before_nan: int) -> None:
+    calls = {"n": 0}
+    real = tinycvae.losses.reconstruction
+
+    def poisoned(logits, x, kind="bce"):
+        calls["n"] += 1
+        value = real(logits, x, kind)
+        return value * float("nan") if calls["n"] > calls_before_nan else value
+
+    monkeypatch.setattr(tinycvae.losses, "reconstruction", poisoned)
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:  # the job dies in its second epoch
+        poison_loss_after(m, 6)
+        first = run(tiny_cfg("trainer.max_epochs=2"))
+    assert first["status"] == "failed: non-finite loss"
+    assert torch.load(first["checkpoints"]["last"], weights_only=True)["epoch"] == 0
+    second = run(tiny_cfg("trainer.max_epochs=2", "ckpt_path=last"))
+    assert second["status"] == "ok"
+    assert second["resumed_from"].endswith("last.ckpt")
+    assert second["wandb"]["id"] == first["wandb"]["id"]  # the same W&B run continues
+    ckpt = torch.load(second["checkpoints"]["last"], weights_only=True)
+    assert ckpt["epoch"] == 1  # 0-based: the second epoch ran, the first was not repeated
+
+
+def test_resuming_with_another_schedule_is_refused_before_work(tiny_cfg, tmp_path):
+    assert run(tiny_cfg("trainer.max_epochs=1"))["status"] == "ok"
+    with pytest.raises(ConfigError, match="trainer.max_epochs=3 differs"):
+        build(tiny_cfg("trainer.max_epochs=3", "ckpt_path=last"))
+
+
+def test_a_nonfinite_loss_fails_the_job_and_keeps_the_record(tiny_cfg, tmp_path, monkeypatch):
+    poison_loss_after(monkeypatch, 6)  # sanity val 1 + 4 train + val 1: dies in epoch 2
+    summary = run(tiny_cfg("trainer.max_epochs=3"))
+    assert summary["status"] == "failed: non-finite loss"
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["status"] == "failed: non-finite loss"
+    assert "epoch 1" in on_disk["error"]
+    assert "last" in on_disk["checkpoints"]  # the finished epoch's checkpoint survives
