@@ -1,0 +1,115 @@
+"""Training throughput of the harness against a plain PyTorch loop, same model and data.
+
+    python bench/throughput.py [--epochs 3] [--repeats 2] [overrides ...]
+
+Both paths train the model that the composed config builds (default: the README's
+conv CVAE on dice) for the same epochs with the same optimizer and OneCycle schedule,
+in this process, in alternating pairs; the ratio is the median over ``--repeats`` pairs
+(the pairs cancel most of the machine's drift). The harness runs
+as users run it (Lightning Trainer, checkpoints, progress bar) but without validation
+and without W&B, whose costs are not training throughput. Prints images/s for both and
+the ratio harness / plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+
+from tinycvae.losses import elbo_terms  # noqa: E402
+from tinycvae.train import build  # noqa: E402
+
+
+def job_config(overrides: list[str], out: Path, epochs: int):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "logger=none",
+                f"trainer.max_epochs={epochs}",
+                "+trainer.limit_val_batches=0",
+                "+trainer.num_sanity_val_steps=0",
+                "trainer.accelerator=cpu",
+                *overrides,
+            ],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        cfg.paths.data_dir = str(ROOT / "data")
+        cfg.callbacks.model_checkpoint.monitor = None  # no val loss: keep the last only
+    return cfg
+
+
+def harness(cfg) -> float:
+    from tinycvae.train import _callbacks, _instantiate
+
+    job = build(cfg)
+    trainer = _instantiate(cfg.trainer, "trainer", logger=False, callbacks=_callbacks(cfg, False))
+    job.datamodule.setup()
+    n = len(job.datamodule.splits.train) * cfg.trainer.max_epochs
+    start = time.perf_counter()
+    trainer.fit(job.module, datamodule=job.datamodule)
+    return n / (time.perf_counter() - start)
+
+
+def plain(cfg) -> float:
+    job = build(cfg)
+    job.datamodule.setup()
+    tr = job.datamodule.splits.train
+    model, bs, epochs = job.model, cfg.data.batch_size, cfg.trainer.max_epochs
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
+    steps = epochs * -(-len(tr) // bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.optimizer.lr, total_steps=steps)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(tr))
+        for i in range(0, len(tr), bs):
+            idx = order[i : i + bs]
+            x, y, f = tr.images[idx], tr.labels[idx], tr.factors[idx]
+            out = model(x, y, f)
+            loss = elbo_terms(out.logits, x, out.mu, out.logvar, cfg.beta, cfg.recon_loss)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return len(tr) * epochs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.latent=1")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = job_config(args.overrides, Path(tmp), args.epochs)
+        build(cfg).datamodule.prepare_data()  # render / cache the data outside the timing
+        pairs = []
+        for i in range(args.repeats):  # alternate which goes first, against drift
+            if i % 2:
+                h = harness(cfg)
+                pairs.append((plain(cfg), h))
+            else:
+                pairs.append((plain(cfg), harness(cfg)))
+    ratios = sorted(h / p for p, h in pairs)
+    print(f"threads: {torch.get_num_threads()}  epochs: {args.epochs}  overrides: {args.overrides}")
+    print(f"plain PyTorch loop: {max(p for p, _ in pairs):8.0f} images/s (best)")
+    print(f"tinycvae harness:   {max(h for _, h in pairs):8.0f} images/s (best)")
+    print(f"ratio harness/plain: {statistics.median(ratios):.3f} (median of {len(ratios)} pairs; "
+          f"range {ratios[0]:.3f}-{ratios[-1]:.3f})")
+
+
+if __name__ == "__main__":
+    main()
