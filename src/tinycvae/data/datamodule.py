@@ -76,6 +76,10 @@ class TensorDataModule(pl.LightningDataModule):
     def load_splits(self) -> Splits:
         raise NotImplementedError
 
+    def cache_key(self) -> str:
+        """Identifies the exact images of every split (for caches derived from them)."""
+        raise NotImplementedError
+
     def prepare_data(self) -> None:
         if self.splits is None:  # renders / downloads once (other ranks read the cache)
             self.splits = self.load_splits()
@@ -145,6 +149,9 @@ class DiceDataModule(TensorDataModule):
     def load_splits(self) -> Splits:
         return load_dice(self.settings, self.data_dir)
 
+    def cache_key(self) -> str:
+        return f"dice-{self.settings.cache_key()}"
+
 
 class TorchvisionDataModule(TensorDataModule):
     """MNIST, Fashion-MNIST or CIFAR-10 through torchvision (downloaded when online)."""
@@ -164,6 +171,9 @@ class TorchvisionDataModule(TensorDataModule):
         self.download = download
         self.val_size = val_size
         self.split_seed = split_seed
+
+    def cache_key(self) -> str:
+        return f"{self.name}-val{self.val_size}-seed{self.split_seed}"
 
     def load_splits(self) -> Splits:
         return load_torchvision_splits(
