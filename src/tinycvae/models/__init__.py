@@ -11,6 +11,7 @@ from tinycvae.errors import ConfigError
 from tinycvae.models import conv, mlp
 from tinycvae.models.conditioning import CONDITIONINGS, make_condition
 from tinycvae.models.cvae import CVAE, LATENT_MODES, CVAEOutput, Decoder, Encoder
+from tinycvae.models.samplers import SAMPLERS, LatentSampler, SamplerError
 
 ARCHITECTURES = ("conv", "mlp")
 
@@ -22,6 +23,9 @@ __all__ = [
     "Decoder",
     "Encoder",
     "LATENT_MODES",
+    "LatentSampler",
+    "SAMPLERS",
+    "SamplerError",
     "build_cvae",
     "count_params",
 ]
@@ -33,6 +37,7 @@ def build_cvae(
     latent: int = 10,
     latent_mode: str = "reparam",
     sample_std: float = 1.0,
+    sampler: str = "prior",
     conditioning: Mapping[str, Any] | None = None,
     dim1: int = 8,
     dim2: int = 8,
@@ -90,7 +95,7 @@ def build_cvae(
         encoder = Encoder(
             backbone, make_condition(kind, k, feat, embed_dim), latent, k, label_input
         )
-    return CVAE(encoder, Decoder(dec_cond, body), latent, k, latent_mode, sample_std)
+    return CVAE(encoder, Decoder(dec_cond, body), latent, k, latent_mode, sample_std, sampler)
 
 
 def count_params(module: Any) -> int:

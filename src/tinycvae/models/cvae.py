@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from tinycvae.errors import ConfigError
 from tinycvae.models.conditioning import LabelCondition
+from tinycvae.models.samplers import LatentSampler
 
 LATENT_MODES = ("reparam", "bypass")
 
@@ -83,6 +84,7 @@ class CVAE(nn.Module):
         num_classes: int,
         latent_mode: str = "reparam",
         sample_std: float = 1.0,
+        sampler: str = "prior",
     ) -> None:
         super().__init__()
         if latent_mode not in LATENT_MODES:
@@ -97,6 +99,7 @@ class CVAE(nn.Module):
         self.num_classes = num_classes
         self.latent_mode = latent_mode
         self.sample_std = sample_std
+        self.sampler = LatentSampler(sampler, num_classes, latent, sample_std, self.bypass)
 
     @property
     def bypass(self) -> bool:
@@ -126,15 +129,11 @@ class CVAE(nn.Module):
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         return CVAEOutput(self.decode(z, c), z, mu, logvar)
 
-    def prior_z(self, n: int, device: torch.device | None = None) -> Tensor:
-        """Latents for sampling: N(0, sample_std^2), or uniform factors in [-1, 1]."""
-        if self.bypass:
-            return torch.rand(n, self.latent, device=device) * 2.0 - 1.0
-        return torch.randn(n, self.latent, device=device) * self.sample_std
-
     @torch.no_grad()
-    def sample(self, c: Tensor, z: Tensor | None = None) -> Tensor:
-        """Images in [0, 1] for labels ``c``; latents drawn from the prior when not given."""
+    def sample(
+        self, c: Tensor, z: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Images in [0, 1] for labels ``c``; latents from ``self.sampler`` when not given."""
         if z is None:
-            z = self.prior_z(c.shape[0], device=c.device)
+            z = self.sampler(c, generator)
         return torch.sigmoid(self.decode(z, c))
