@@ -28,12 +28,17 @@ def compose_train(overrides: list[str], tmp_path: Path | None = None) -> DictCon
             cfg.paths.root_dir = str(tmp_path)
             cfg.paths.data_dir = str(tmp_path / "data")
             cfg.paths.log_dir = str(tmp_path / "logs")
-            cfg.paths.output_dir = str(tmp_path / "run")
+            if not any(o.startswith("paths.output_dir=") for o in overrides):
+                cfg.paths.output_dir = str(tmp_path / "run")
     return cfg
 
 
+# A job that trains in about a second: tiny dice, tiny model, one epoch.
 TINY = [
     "debug=smoke",
+    "trainer.limit_train_batches=null",
+    "trainer.limit_val_batches=null",
+    "trainer.limit_test_batches=null",
     "data.num_train=128",
     "data.num_val=32",
     "data.num_test=32",
@@ -48,8 +53,10 @@ TINY = [
 
 @pytest.fixture
 def tiny_cfg(tmp_path):
-    def make(*overrides: str, logger: str = "none") -> DictConfig:
-        return compose_train([*TINY, f"logger={logger}", *overrides], tmp_path)
+    def make(*overrides: str, logger: str = "none", metrics: str = "none") -> DictConfig:
+        return compose_train(
+            [*TINY, f"logger={logger}", f"metrics={metrics}", *overrides], tmp_path
+        )
 
     return make
 

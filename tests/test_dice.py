@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinycvae.data.base import DataError
 from tinycvae.data.dice import DiceSettings, dice_spec, load_dice, render_dice, render_die
+from tinycvae.errors import ConfigError
 
 SMALL = DiceSettings(num_train=96, num_val=24, num_test=24, seed=7)
 
@@ -38,6 +38,12 @@ def test_same_seed_same_images_other_seed_other_images(splits):
 
 def test_splits_are_distinct_images(splits):
     assert not torch.equal(splits.train.images[:24], splits.val.images)
+
+
+def test_val_and_test_do_not_change_with_the_training_size(splits):
+    bigger = render_dice(DiceSettings(num_train=97, num_val=24, num_test=24, seed=7))
+    assert torch.equal(bigger.val.images, splits.val.images)
+    assert torch.equal(bigger.test.images, splits.test.images)
 
 
 def test_the_rotated_die_is_never_clipped():
@@ -102,5 +108,5 @@ def test_cache_writes_once_and_reads_back(tmp_path):
     ],
 )
 def test_bad_settings_name_the_value(kwargs, bad):
-    with pytest.raises(DataError, match=bad.replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=bad.replace("[", r"\[")):
         DiceSettings(**kwargs).validate()

@@ -34,9 +34,18 @@ def test_a_job_trains_checkpoints_and_summarises(tiny_cfg, tmp_path):
 
 
 def test_same_seed_same_result_on_cpu(tiny_cfg, tmp_path):
-    a = run(tiny_cfg("trainer.accelerator=cpu"))["metrics"]
-    b = run(tiny_cfg("trainer.accelerator=cpu"))["metrics"]
+    a = run(tiny_cfg("trainer.accelerator=cpu", f"paths.output_dir={tmp_path}/a"))["metrics"]
+    torch.randn(1000)  # whatever ran before in the process must not matter
+    b = run(tiny_cfg("trainer.accelerator=cpu", f"paths.output_dir={tmp_path}/b"))["metrics"]
     assert a["val/loss"] == b["val/loss"] and a["train/loss"] == b["train/loss"]
+    c = run(tiny_cfg("seed=7", f"paths.output_dir={tmp_path}/c"))["metrics"]
+    assert c["val/loss"] != a["val/loss"]
+
+
+def test_a_fresh_start_never_overwrites_a_folders_checkpoints(tiny_cfg, tmp_path):
+    assert run(tiny_cfg())["status"] == "ok"
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        build(tiny_cfg())
 
 
 def poison_loss_after(monkeypatch, calls_before_nan: int) -> None:
@@ -54,10 +63,10 @@ def poison_loss_after(monkeypatch, calls_before_nan: int) -> None:
 def test_resume_continues_from_the_last_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     with monkeypatch.context() as m:  # the job dies in its second epoch
         poison_loss_after(m, 6)
-        first = run(tiny_cfg("trainer.max_epochs=2"))
+        first = run(tiny_cfg("trainer.max_epochs=2", logger="wandb"))
     assert first["status"] == "failed: non-finite loss"
     assert torch.load(first["checkpoints"]["last"], weights_only=True)["epoch"] == 0
-    second = run(tiny_cfg("trainer.max_epochs=2", "ckpt_path=last"))
+    second = run(tiny_cfg("trainer.max_epochs=2", "ckpt_path=last", logger="wandb"))
     assert second["status"] == "ok"
     assert second["resumed_from"].endswith("last.ckpt")
     assert second["wandb"]["id"] == first["wandb"]["id"]  # the same W&B run continues

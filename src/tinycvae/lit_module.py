@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from tinycvae.errors import ConfigError, NonFiniteLossError
+from tinycvae.checks import require_number
+from tinycvae.errors import NonFiniteLossError
 from tinycvae.losses import beta_at, check_recon, elbo_terms
 from tinycvae.models import CVAE
 
@@ -31,10 +32,8 @@ class CVAEModule(pl.LightningModule):
         run_info: dict | None = None,
     ) -> None:
         super().__init__()
-        if not beta >= 0:
-            raise ConfigError(f"beta={beta} is invalid; allowed: a number >= 0")
-        if not beta_warmup >= 0:
-            raise ConfigError(f"beta_warmup={beta_warmup} is invalid; allowed: epochs >= 0")
+        require_number(beta, "beta", 0)
+        require_number(beta_warmup, "beta_warmup", 0)
         check_recon(recon_loss)
         self.model = model
         self.optimizer_factory = optimizer
@@ -45,9 +44,9 @@ class CVAEModule(pl.LightningModule):
         self.run_info = run_info or {}  # resolved config etc., stored in every checkpoint
         self.train_means = nn.ModuleDict({k: MeanMetric() for k in ("loss", "recon", "kl")})
 
-    def _terms(self, batch, beta: float) -> dict[str, torch.Tensor]:
+    def _terms(self, batch, beta: float, generator=None) -> dict[str, torch.Tensor]:
         x, y, f = batch
-        out = self.model(x, y, f, sample=True)
+        out = self.model(x, y, f, sample=True, generator=generator)
         return elbo_terms(out.logits, x, out.mu, out.logvar, beta, self.recon_loss)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -70,8 +69,11 @@ class CVAEModule(pl.LightningModule):
         for metric in self.train_means.values():
             metric.reset()
 
-    def _eval_step(self, batch, stage: str) -> None:
-        terms = self._terms(batch, self.beta)
+    def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
+        # A fixed noise stream per batch: evaluation is repeatable, and it leaves the
+        # training's random stream alone (so checkpoint choice is not a noise draw).
+        gen = torch.Generator(device=self.device).manual_seed(batch_idx)
+        terms = self._terms(batch, self.beta, gen)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in terms.items()},
             prog_bar=stage == "val",
@@ -79,10 +81,10 @@ class CVAEModule(pl.LightningModule):
         )
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -102,3 +104,15 @@ class CVAEModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tinycvae"] = self.run_info
+        # The global RNG drives the reparameterisation noise: a resumed run continues
+        # the stream where it stopped instead of replaying it from the seed.
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])

@@ -59,12 +59,15 @@ def wandb_logger(
     )
 
 
-def finish_wandb() -> None:
-    """Close the current W&B run, whatever happened (else the next job logs into it)."""
+def finish_wandb(ok: bool = True, status: str | None = None) -> None:
+    """Close the current W&B run, whatever happened (else the next job logs into it),
+    marking a failed job as failed."""
     try:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            if status is not None:
+                wandb.run.summary["status"] = status
+            wandb.finish(exit_code=0 if ok else 1)
     except Exception:  # noqa: BLE001 - closing must never mask the run's own outcome
         pass

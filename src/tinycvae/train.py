@@ -9,6 +9,7 @@ jobs of a multirun still run and keep their results.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -20,10 +21,15 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tinycvae.checks import require_int
 from tinycvae.data.datamodule import TensorDataModule
-from tinycvae.errors import ConfigError, NonFiniteLossError
+from tinycvae.errors import ConfigError, NonFiniteLossError, TinyCVAEError
+from tinycvae.evaluator import EvaluatorSettings, check_floor, load_or_train
 from tinycvae.lit_module import CVAEModule
-from tinycvae.models import CVAE, count_params
+from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
+from tinycvae.metrics.callback import PeriodicQuality
+from tinycvae.metrics.fidelity import FEATURES, inception_weights
+from tinycvae.models import CVAE
 from tinycvae.summary import RunSummary, now_iso
 from tinycvae.tracking import finish_wandb, resolve_mode, wandb_logger
 
@@ -41,6 +47,8 @@ class Job:
     datamodule: TensorDataModule
     model: CVAE
     module: CVAEModule
+    quality: QualitySettings | None  # None: metrics=none
+    evaluator: EvaluatorSettings | None
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -52,9 +60,19 @@ def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
         return hydra.utils.instantiate(node, **kwargs)
     except hydra.errors.InstantiationException as err:
         cause = err.__cause__ or err
-        if isinstance(cause, ConfigError):
+        if isinstance(cause, TinyCVAEError):
             raise cause from None
         raise ConfigError(f"{what}: {str(cause).splitlines()[0]}") from None
+
+
+def _call(what: str, fn, *args: Any, **kwargs: Any) -> Any:
+    """Call a config-built factory; a bad value inside becomes a one-line ConfigError."""
+    try:
+        return fn(*args, **kwargs)
+    except TinyCVAEError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{what}: {str(err).splitlines()[0]}") from None
 
 
 def build(cfg: DictConfig) -> Job:
@@ -64,12 +82,19 @@ def build(cfg: DictConfig) -> Job:
     except Exception as err:  # noqa: BLE001 - an unresolvable interpolation is bad input
         raise ConfigError(f"config does not resolve: {str(err).splitlines()[0]}") from None
     assert isinstance(resolved, dict)
+    # Seed first: the model's initial weights are part of what the seed repeats.
+    pl.seed_everything(require_int(cfg.seed, "seed"), workers=True, verbose=False)
     datamodule = _instantiate(cfg.data, "data")
-    model = _instantiate(cfg.model, "model", _partial_=True, _convert_="all")(datamodule.spec)
+    model = _call(
+        "model", _instantiate(cfg.model, "model", _partial_=True, _convert_="all"), datamodule.spec
+    )
     run_info = {"config": resolved, "spec": asdict(datamodule.spec)}
+    optimizer = _instantiate(cfg.optimizer, "optimizer")
+    _call("optimizer", optimizer, params=model.parameters())  # bad lr etc. fail here, not later
+    _check_trainer(cfg)
     module = CVAEModule(
         model,
-        optimizer=_instantiate(cfg.optimizer, "optimizer"),
+        optimizer=optimizer,
         scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
         beta=cfg.beta,
         beta_warmup=cfg.beta_warmup,
@@ -79,8 +104,70 @@ def build(cfg: DictConfig) -> Job:
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg:
         resolve_mode(wandb_cfg.get("mode", "auto"))
-    check_resumable(cfg, ckpt_path(cfg, run_dir_of(cfg)))
-    return Job(cfg, run_dir_of(cfg), datamodule, model, module)
+    resume = ckpt_path(cfg, run_dir_of(cfg))
+    check_resumable(cfg, resume)
+    _check_no_overwrite(run_dir_of(cfg), resume)
+    quality, evaluator = _quality_settings(cfg, model)
+    return Job(cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator)
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    if t.get("max_epochs") is not None:
+        require_int(t.max_epochs, "trainer.max_epochs", 1)
+    accelerators = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+    if t.get("accelerator", "auto") not in accelerators:
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator} is unknown; allowed: {', '.join(accelerators)}"
+        )
+
+
+def _check_no_overwrite(run_dir: Path, resume: str | None) -> None:
+    """A fresh start never overwrites the checkpoints a run folder already holds."""
+    folder = run_dir / CHECKPOINT_DIR
+    if resume is None and folder.is_dir() and any(folder.glob("*.ckpt")):
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints; allowed: ckpt_path=last to resume that "
+            "run, or a new run folder"
+        )
+
+
+def _quality_settings(
+    cfg: DictConfig, model: CVAE
+) -> tuple[QualitySettings | None, EvaluatorSettings | None]:
+    m = cfg.get("metrics") or {}
+    if not m.get("enabled", False):
+        return None, None
+    fid = m.get("fid") or {}
+    features = fid.get("features", "evaluator")
+    if features not in FEATURES:
+        raise ConfigError(
+            f"metrics.fid.features={features} is unknown; allowed: {', '.join(FEATURES)}"
+        )
+    if not (isinstance(m.num_samples, int) and m.num_samples >= model.num_classes):
+        raise ConfigError(
+            f"metrics.num_samples={m.num_samples} is invalid; allowed: an integer >= "
+            f"{model.num_classes} (one per class)"
+        )
+    if not m.get("every_n_epochs", 0) >= 0:
+        raise ConfigError(f"metrics.every_n_epochs={m.every_n_epochs} is invalid; allowed: >= 0")
+    ev_cfg = OmegaConf.to_container(cfg.evaluator, resolve=True) if cfg.get("evaluator") else {}
+    try:
+        evaluator = EvaluatorSettings(**ev_cfg)
+    except TypeError as err:
+        raise ConfigError(f"evaluator: {err}; allowed: {EvaluatorSettings.__doc__}") from None
+    evaluator.validate()
+    weights = inception_weights(fid.get("inception_weights")) if features == "inception" else None
+    quality = QualitySettings(
+        num_samples=m.num_samples,
+        batch_size=m.get("batch_size", 1024),
+        features=features,
+        weights_path=weights,
+        kid=fid.get("kid", True),
+        prc=fid.get("prc", True),
+        seed=m.get("seed", 0),
+    )
+    return quality, evaluator
 
 
 def ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -91,7 +178,10 @@ def ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
         return None
     if value == "last":
         last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-        return str(last) if last.exists() else None
+        if last.exists():
+            return str(last)
+        log.warning("ckpt_path=last: %s has no last.ckpt; starting fresh", run_dir)
+        return None
     if not Path(value).is_file():
         raise ConfigError(f"ckpt_path={value} does not exist; allowed: last, null or a .ckpt file")
     return str(value)
@@ -121,14 +211,6 @@ def check_resumable(cfg: DictConfig, path: str | None) -> None:
             )
 
 
-def param_counts(model: CVAE) -> dict[str, int]:
-    return {
-        "params/total": count_params(model),
-        "params/encoder": count_params(model.encoder),
-        "params/decoder": count_params(model.decoder),
-    }
-
-
 def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items())}
 
@@ -151,13 +233,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         resumed_from=resume_from,
         config=job.module.run_info["config"],
         params=param_counts(job.model),
-        wandb={"id": run_id},
     )
     summary.update()
     try:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        evaluator = _prepare_evaluator(job, cfg)
+        if evaluator is not None:
+            summary.update(evaluator={"test_acc": evaluator.test_acc, "path": evaluator.path})
         loggers = _loggers(cfg, run_dir, group, run_id, summary)
         callbacks = _callbacks(cfg, has_logger=bool(loggers))
+        if evaluator is not None and cfg.metrics.get("every_n_epochs", 0) > 0:
+            callbacks.append(
+                PeriodicQuality(cfg.metrics.every_n_epochs, evaluator.evaluator, job.quality)
+            )
         trainer: pl.Trainer = _instantiate(
             cfg.trainer,
             "trainer",
@@ -172,24 +259,97 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         best = _checkpoint_files(run_dir).get("best")
         trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
         metrics.update(_float_metrics(trainer.callback_metrics))
+        summary.update(metrics=metrics)
+        if evaluator is not None:
+            metrics.update(_quality_stage(job, evaluator, best, loggers, summary))
         summary.update(status="ok", metrics=metrics)
+    except MetricsStageError as err:
+        log.exception("job %s failed in the metrics stage", cfg.name)
+        summary.update(status=f"failed: metrics: {err}")
     except NonFiniteLossError as err:
         log.error("%s: %s", cfg.name, err)
         summary.update(status="failed: non-finite loss", error=str(err))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl+C into SystemExit
         summary.update(status="failed: interrupted")
+        raise
+    except TinyCVAEError as err:  # bad setup found on the way (e.g. missing data files)
+        summary.update(status=f"failed: {err}")
         raise
     except Exception as err:  # noqa: BLE001 - record it; the sweep's other jobs go on
         log.exception("job %s failed", cfg.name)
         summary.update(status=f"failed: {type(err).__name__}: {str(err).splitlines()[0]}")
     finally:
-        finish_wandb()
+        finish_wandb(ok=summary.status == "ok", status=summary.status)
         summary.update(
             finished=now_iso(),
             wall_time_s=round(time.perf_counter() - start, 2),
             checkpoints=_checkpoint_files(run_dir),
         )
     return summary.data
+
+
+class MetricsStageError(Exception):
+    """The quality metrics failed after training; the checkpoints are kept."""
+
+
+def _prepare_evaluator(job: Job, cfg: DictConfig):
+    """The data set's evaluator (trained on first need, then cached), above its floor."""
+    if job.quality is None:
+        return None
+    dm = job.datamodule
+    dm.prepare_data()
+    record = load_or_train(
+        dm.splits, dm.spec, dm.cache_key(), cfg.paths.data_dir, job.evaluator, progress=True
+    )
+    check_floor(record, job.evaluator.floor)
+    if job.quality.features == "evaluator":
+        if record.path is None:  # torch-fidelity loads its feature network from a file
+            raise ConfigError("paths.data_dir=null: the evaluator needs a folder to live in")
+        job.quality.weights_path = str(record.path)
+    return record
+
+
+def _quality_stage(job: Job, evaluator, best: str | None, loggers, summary) -> dict[str, float]:
+    """Sampler fit, metrics and pictures on the best weights (already loaded by test)."""
+    from tinycvae.pictures import make_pictures
+
+    model, splits = job.module.model, job.datamodule.splits
+    start = time.perf_counter()
+    try:
+        fit_sampler(model, splits.train)
+        if best:
+            _store_sampler(best, model)
+        metrics, _, _ = evaluate_quality(model, splits.test, evaluator.evaluator, job.quality)
+        pictures = {}
+        if job.cfg.metrics.get("pictures", True):
+            pictures = make_pictures(
+                model,
+                splits.test,
+                job.run_dir / "pictures",
+                class_names=job.datamodule.spec.class_names,
+                seed=job.quality.seed,
+                sampler=model.sampler,
+            )
+    except Exception as err:  # noqa: BLE001 - keep the checkpoint, record the failure
+        raise MetricsStageError(f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+    metrics["time/metrics_s"] = round(time.perf_counter() - start, 3)
+    for lg in loggers:
+        lg.log_metrics(metrics)
+        if pictures and hasattr(lg, "log_image"):
+            for name, image in pictures.items():
+                lg.log_image(key=f"pictures/{name}", images=[image])
+    summary.update(pictures={n: str(job.run_dir / "pictures" / f"{n}.png") for n in pictures})
+    return metrics
+
+
+def _store_sampler(path: str, model: CVAE) -> None:
+    """Write the fitted sampler into the checkpoint whose weights it was fitted on."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key, value in model.sampler.state_dict().items():
+        ckpt["state_dict"][f"model.sampler.{key}"] = value.detach().cpu()
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
 
 
 def _sweep_group() -> str | None:

@@ -6,16 +6,18 @@ per-item transform, no collation), which keeps the loader out of the profile.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from tinycvae.data.base import DataError, DataSpec, Split, Splits
+from tinycvae.checks import require_int
+from tinycvae.data.base import DataSpec, Split, Splits
 from tinycvae.data.dice import DiceSettings, dice_spec, load_dice
 from tinycvae.data.torchvision_sets import load_torchvision_splits, torchvision_spec
+from tinycvae.errors import ConfigError
 
 Batch = tuple[Tensor, Tensor, Tensor]  # images, labels, factors
 
@@ -65,8 +67,9 @@ class TensorDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.name = name
-        if batch_size < 1:
-            raise DataError(f"data.batch_size={batch_size} is invalid; allowed: >= 1")
+        require_int(batch_size, "data.batch_size", 1)
+        require_int(eval_batch_size, "data.eval_batch_size", 1)
+        require_int(seed, "seed")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
@@ -138,7 +141,16 @@ class DiceDataModule(TensorDataModule):
         **kwargs,
     ) -> None:
         super().__init__(name, **kwargs)
-        lo, hi = (float(v) for v in scale_range)
+        if (
+            not isinstance(scale_range, Sequence)
+            or isinstance(scale_range, str)
+            or len(scale_range) != 2
+        ):
+            raise ConfigError(
+                f"data.scale_range={scale_range} is invalid; allowed: [min, max] with "
+                "0 < min <= max <= 1"
+            )
+        lo, hi = scale_range
         self.settings = DiceSettings(
             num_train, num_val, num_test, image_size, supersample, lo, hi, margin, render_seed
         )

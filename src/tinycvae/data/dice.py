@@ -27,13 +27,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from tinycvae.data.base import DataError, DataSpec, Split, Splits
+from tinycvae.checks import require_int, require_number
+from tinycvae.data.base import DataSpec, Split, Splits
+from tinycvae.errors import ConfigError
 
 CLASS_NAMES = ("1", "2", "3", "4", "5", "6")
 FACTOR_NAMES = ("angle", "scale")
 MAX_ANGLE = 45.0
 MIN_IMAGE_SIZE = 8
-RENDER_VERSION = 1  # bump when the drawing changes, so caches are rebuilt
+RENDER_VERSION = 2  # bump when the drawing changes, so caches are rebuilt
 
 # Pip positions on a 3x3 grid, (column, row) in {-1, 0, 1}.
 PIPS: dict[int, tuple[tuple[int, int], ...]] = {
@@ -61,22 +63,18 @@ class DiceSettings:
     seed: int = 1234
 
     def validate(self) -> None:
-        for key in ("num_train", "num_val", "num_test"):
-            if getattr(self, key) < 1:
-                raise DataError(f"data.{key}={getattr(self, key)} is invalid; allowed: >= 1")
-        if self.image_size < MIN_IMAGE_SIZE:
-            raise DataError(
-                f"data.image_size={self.image_size} is invalid; allowed: >= {MIN_IMAGE_SIZE}"
+        for key in ("num_train", "num_val", "num_test", "supersample"):
+            require_int(getattr(self, key), f"data.{key}", 1)
+        require_int(self.image_size, "data.image_size", MIN_IMAGE_SIZE)
+        require_int(self.seed, "data.render_seed")
+        lo = require_number(self.scale_min, "data.scale_range[0]", 0, exclusive=True)
+        hi = require_number(self.scale_max, "data.scale_range[1]", 0, exclusive=True)
+        if not lo <= hi <= 1.0:
+            raise ConfigError(
+                f"data.scale_range=[{lo}, {hi}] is invalid; allowed: 0 < min <= max <= 1"
             )
-        if self.supersample < 1:
-            raise DataError(f"data.supersample={self.supersample} is invalid; allowed: >= 1")
-        if not 0.0 < self.scale_min <= self.scale_max <= 1.0:
-            raise DataError(
-                f"data.scale_range=[{self.scale_min}, {self.scale_max}] is invalid; "
-                "allowed: 0 < min <= max <= 1"
-            )
-        if not 0.0 <= self.margin < 0.5:
-            raise DataError(f"data.margin={self.margin} is invalid; allowed: 0 <= margin < 0.5")
+        if not 0.0 <= require_number(self.margin, "data.margin", 0) < 0.5:
+            raise ConfigError(f"data.margin={self.margin} is invalid; allowed: 0 <= margin < 0.5")
 
     def cache_key(self) -> str:
         blob = json.dumps({"version": RENDER_VERSION, **asdict(self)}, sort_keys=True)
@@ -139,11 +137,13 @@ def render_split(n: int, rng: np.random.Generator, s: DiceSettings) -> Split:
 
 def render_dice(s: DiceSettings) -> Splits:
     s.validate()
-    rng = np.random.default_rng(s.seed)
+    # One independent stream per split: the val and test images do not change when
+    # the training set's size does (a sweep over num_train is scored on the same tests).
+    train, val, test = (np.random.default_rng(q) for q in np.random.SeedSequence(s.seed).spawn(3))
     return Splits(
-        train=render_split(s.num_train, rng, s),
-        val=render_split(s.num_val, rng, s),
-        test=render_split(s.num_test, rng, s),
+        train=render_split(s.num_train, train, s),
+        val=render_split(s.num_val, val, s),
+        test=render_split(s.num_test, test, s),
     )
 
 

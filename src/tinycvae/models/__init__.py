@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from tinycvae.checks import require_int, require_number
 from tinycvae.data.base import DataSpec
 from tinycvae.errors import ConfigError
 from tinycvae.models import conv, mlp
@@ -56,10 +57,8 @@ def build_cvae(
         raise ConfigError(
             f"model.latent_mode={latent_mode} is invalid; allowed: {', '.join(LATENT_MODES)}"
         )
-    if not isinstance(latent, int) or latent < 1:
-        raise ConfigError(f"model.latent={latent} is invalid; allowed: an integer >= 1")
-    if not sample_std > 0:
-        raise ConfigError(f"model.sample_std={sample_std} is invalid; allowed: > 0")
+    require_int(latent, "model.latent", 1)
+    require_number(sample_std, "model.sample_std", 0, exclusive=True)
     if latent_mode == "bypass":
         if spec.num_factors == 0:
             raise ConfigError(

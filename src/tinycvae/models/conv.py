@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from tinycvae.checks import require_int
 from tinycvae.errors import ConfigError
 
 STRIDES = (2, 1, 2, 2)
@@ -31,8 +32,7 @@ def spatial_chain(n: int) -> list[int]:
 
 def check_dims(dims: tuple[int, ...], shape: tuple[int, int, int]) -> None:
     for i, d in enumerate(dims, start=1):
-        if not isinstance(d, int) or d < 1:
-            raise ConfigError(f"model.dim{i}={d} is invalid; allowed: an integer >= 1")
+        require_int(d, f"model.dim{i}", 1)
     _, h, w = shape
     if min(h, w) < MIN_SIZE:
         raise ConfigError(

@@ -114,10 +114,16 @@ class CVAE(nn.Module):
         return self.decoder(z, c)
 
     def forward(
-        self, x: Tensor, c: Tensor, factors: Tensor | None = None, sample: bool | None = None
+        self,
+        x: Tensor,
+        c: Tensor,
+        factors: Tensor | None = None,
+        sample: bool | None = None,
+        generator: torch.Generator | None = None,
     ) -> CVAEOutput:
         """Reconstruct ``x``. z is drawn from q(z|x,c) when ``sample`` (default: in training
-        mode), else its mean; in bypass mode z is the first ``latent`` known factors."""
+        mode), else its mean; in bypass mode z is the first ``latent`` known factors.
+        ``generator`` makes the draw repeatable without touching the global RNG."""
         if self.bypass:
             if factors is None or factors.shape[1] < self.latent:
                 raise ConfigError(f"bypass needs {self.latent} known factor(s) per sample")
@@ -126,7 +132,8 @@ class CVAE(nn.Module):
         mu, logvar = self.encode(x, c)
         z = mu
         if self.training if sample is None else sample:
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + eps * torch.exp(0.5 * logvar)
         return CVAEOutput(self.decode(z, c), z, mu, logvar)
 
     @torch.no_grad()

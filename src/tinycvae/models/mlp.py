@@ -6,12 +6,11 @@ import math
 
 from torch import nn
 
-from tinycvae.errors import ConfigError
+from tinycvae.checks import require_int
 
 
 def check_hidden(hidden: int) -> None:
-    if not isinstance(hidden, int) or hidden < 1:
-        raise ConfigError(f"model.hidden={hidden} is invalid; allowed: an integer >= 1")
+    require_int(hidden, "model.hidden", 1)
 
 
 def encoder_backbone(in_dim: int, hidden: int) -> tuple[nn.Module, int]:

@@ -1,0 +1,156 @@
+"""Quality metrics of a trained CVAE, under stable keys.
+
+* ``test/mse``, ``test/ssim``: reconstructions of the test split (images in [0, 1];
+  SSIM by torchmetrics with ``data_range=1.0``).
+* ``gen/acc``: the share of ``num_samples`` generated images (balanced over classes) that
+  the data set's evaluator classifies as the requested class (seed 000's headline).
+* ``gen/{fid,kid,precision,recall}_<features>``: torch-fidelity on the same samples
+  against the test split (see :mod:`tinycvae.metrics.fidelity`).
+* ``params/{total,encoder,decoder}``: parameter counts (the decoder is what ships).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchmetrics.image import StructuralSimilarityIndexMeasure
+from torchmetrics.regression import MeanSquaredError
+
+from tinycvae.data.base import Split
+from tinycvae.metrics.fidelity import FEATURES, fidelity_metrics
+from tinycvae.models import CVAE, count_params
+
+__all__ = [
+    "FEATURES",
+    "QualitySettings",
+    "balanced_labels",
+    "evaluate_quality",
+    "fit_sampler",
+    "generate",
+    "generation_accuracy",
+    "PairMetrics",
+    "param_counts",
+    "reconstruction_metrics",
+]
+
+
+@dataclass
+class QualitySettings:
+    num_samples: int = 600
+    batch_size: int = 1024
+    features: str = "evaluator"  # feature network for FID/KID/precision/recall
+    weights_path: str | None = None  # that network's weights file
+    kid: bool = True
+    prc: bool = True
+    seed: int = 0
+
+
+def param_counts(model: CVAE) -> dict[str, int]:
+    return {
+        "params/total": count_params(model),
+        "params/encoder": count_params(model.encoder),
+        "params/decoder": count_params(model.decoder),
+    }
+
+
+def _batches(split: Split, batch_size: int):
+    for i in range(0, len(split), batch_size):
+        sl = slice(i, i + batch_size)
+        yield split.images[sl], split.labels[sl], split.factors[sl]
+
+
+@torch.no_grad()
+def latents_of(model: CVAE, split: Split, batch_size: int = 1024) -> Tensor:
+    """The z the decoder sees for each image: the posterior mean, or the known factors."""
+    if model.bypass:
+        return split.factors[:, : model.latent]
+    was = model.training
+    model.eval()
+    z = torch.cat([model.encode(x, y)[0] for x, y, _ in _batches(split, batch_size)])
+    model.train(was)
+    return z
+
+
+def fit_sampler(model: CVAE, train: Split, batch_size: int = 1024) -> None:
+    """Fit ``model.sampler``'s per-class Gaussians (a no-op for the ``prior`` sampler)."""
+    if model.sampler.kind == "class_gaussian":
+        model.sampler.fit(latents_of(model, train, batch_size), train.labels)
+
+
+class PairMetrics:
+    """Per-pixel MSE and SSIM of image pairs in [0, 1], accumulated over batches."""
+
+    def __init__(self, device=None) -> None:
+        self.mse = MeanSquaredError().to(device)
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+
+    def update(self, output: Tensor, target: Tensor) -> None:
+        self.mse.update(output, target)
+        self.ssim.update(output, target)
+
+    def compute(self, prefix: str = "test") -> dict[str, float]:
+        return {
+            f"{prefix}/mse": float(self.mse.compute()),
+            f"{prefix}/ssim": float(self.ssim.compute()),
+        }
+
+
+@torch.no_grad()
+def reconstruction_metrics(model: CVAE, split: Split, batch_size: int = 1024) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    pairs = PairMetrics(split.images.device)
+    for x, y, f in _batches(split, batch_size):
+        pairs.update(torch.sigmoid(model(x, y, f).logits), x)
+    model.train(was)
+    return pairs.compute("test")
+
+
+def generation_accuracy(evaluator, images: Tensor, labels: Tensor, batch_size: int = 1024) -> float:
+    """The share of ``images`` that ``evaluator`` classifies as their requested ``labels``."""
+    return float((evaluator.predict(images, batch_size) == labels).float().mean())
+
+
+def balanced_labels(n: int, num_classes: int, device=None) -> Tensor:
+    return torch.arange(n, device=device) % num_classes
+
+
+@torch.no_grad()
+def generate(model: CVAE, labels: Tensor, seed: int = 0, batch_size: int = 1024) -> Tensor:
+    """Images in [0, 1] for ``labels``, latents from the model's sampler, repeatable."""
+    was = model.training
+    model.eval()
+    gen = torch.Generator(device=labels.device).manual_seed(seed)
+    out = torch.cat(
+        [
+            model.sample(labels[i : i + batch_size], generator=gen)
+            for i in range(0, len(labels), batch_size)
+        ]
+    )
+    model.train(was)
+    return out
+
+
+def evaluate_quality(
+    model: CVAE, test: Split, evaluator, settings: QualitySettings
+) -> tuple[dict[str, float], Tensor, Tensor]:
+    """All quality metrics; also returns the generated images and their labels."""
+    metrics: dict[str, float] = {}
+    metrics.update(reconstruction_metrics(model, test, settings.batch_size))
+    labels = balanced_labels(settings.num_samples, model.num_classes, test.images.device)
+    images = generate(model, labels, settings.seed, settings.batch_size)
+    metrics["gen/acc"] = generation_accuracy(evaluator, images, labels, settings.batch_size)
+    metrics.update(
+        fidelity_metrics(
+            images,
+            test.images,
+            settings.features,
+            settings.weights_path,
+            settings.kid,
+            settings.prc,
+        )
+    )
+    metrics.update(param_counts(model))
+    return metrics, images, labels
