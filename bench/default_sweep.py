@@ -33,8 +33,10 @@ def main() -> None:
         for path in sorted(Path(tmp).glob("logs/multiruns/*/*/summary.json")):
             s = json.loads(path.read_text())
             val = s.get("metrics", {}).get("val/loss", float("nan"))
-            print(f"  job {path.parent.name}: {s['wall_time_s']:6.1f} s  {s['status']:<8} "
-                  f"val/loss {val:8.2f}  {s['name']}")
+            print(
+                f"  job {path.parent.name}: {s['wall_time_s']:6.1f} s  {s['status']:<8} "
+                f"val/loss {val:8.2f}  {s['name']}"
+            )
         if proc.returncode:
             print(proc.stderr[-3000:], file=sys.stderr)
 

@@ -107,8 +107,10 @@ def main() -> None:
     print(f"threads: {torch.get_num_threads()}  epochs: {args.epochs}  overrides: {args.overrides}")
     print(f"plain PyTorch loop: {max(p for p, _ in pairs):8.0f} images/s (best)")
     print(f"tinycvae harness:   {max(h for _, h in pairs):8.0f} images/s (best)")
-    print(f"ratio harness/plain: {statistics.median(ratios):.3f} (median of {len(ratios)} pairs; "
-          f"range {ratios[0]:.3f}-{ratios[-1]:.3f})")
+    print(
+        f"ratio harness/plain: {statistics.median(ratios):.3f} (median of {len(ratios)} pairs; "
+        f"range {ratios[0]:.3f}-{ratios[-1]:.3f})"
+    )
 
 
 if __name__ == "__main__":
