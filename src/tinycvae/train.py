@@ -236,7 +236,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     summary.update()
     try:
-        evaluator = _prepare_evaluator(job, cfg)
+        evaluator = prepare_evaluator(job)
         if evaluator is not None:
             summary.update(evaluator={"test_acc": evaluator.test_acc, "path": evaluator.path})
         loggers = _loggers(cfg, run_dir, group, run_id, summary)
@@ -292,14 +292,14 @@ class MetricsStageError(Exception):
     """The quality metrics failed after training; the checkpoints are kept."""
 
 
-def _prepare_evaluator(job: Job, cfg: DictConfig):
+def prepare_evaluator(job: Job):
     """The data set's evaluator (trained on first need, then cached), above its floor."""
     if job.quality is None:
         return None
     dm = job.datamodule
     dm.prepare_data()
     record = load_or_train(
-        dm.splits, dm.spec, dm.cache_key(), cfg.paths.data_dir, job.evaluator, progress=True
+        dm.splits, dm.spec, dm.cache_key(), job.cfg.paths.data_dir, job.evaluator, progress=True
     )
     check_floor(record, job.evaluator.floor)
     if job.quality.features == "evaluator":

@@ -1,0 +1,32 @@
+"""Evaluators and quality metrics from the command line.
+
+    python src/evaluate.py [data=mnist]              train (or load) the data set's evaluator
+    python src/evaluate.py ckpt_path=<run>/checkpoints/best.ckpt
+                                                      quality metrics of a trained checkpoint
+
+Uses the training config (conf/train.yaml), so every data / evaluator / metrics override
+works as it does for training. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, uninstalled
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from tinycvae.cli import exit_on_error  # noqa: E402
+from tinycvae.evaluate import evaluate  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    with exit_on_error():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Read back what a run saved: the model of a checkpoint, rebuilt from its own config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tinycvae.data.base import DataSpec
+from tinycvae.errors import ConfigError
+from tinycvae.models import CVAE, build_cvae
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CVAE, dict[str, Any]]:
+    """The CVAE in checkpoint ``path`` (eval mode) and the run info stored with it.
+
+    Loaded with ``weights_only=True``: a checkpoint is data, never code."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        info = ckpt["tinycvae"]
+        spec_d = info["spec"]
+        spec = DataSpec(
+            **{
+                **spec_d,
+                "class_names": tuple(spec_d["class_names"]),
+                "factor_names": tuple(spec_d["factor_names"]),
+            }
+        )
+        model_cfg = {k: v for k, v in info["config"]["model"].items() if k != "_target_"}
+        model = build_cvae(spec, **model_cfg)
+        state = {
+            k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+        }
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise ConfigError(f"checkpoint {path} does not exist") from None
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - corrupt, foreign or incompatible
+        raise ConfigError(
+            f"checkpoint {path} is not a loadable tinycvae checkpoint "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from None
+    return model.to(device).eval(), info
