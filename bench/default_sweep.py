@@ -32,10 +32,13 @@ def main() -> None:
         print(f"exit status {proc.returncode}; total wall time {total:.1f} s")
         for path in sorted(Path(tmp).glob("logs/multiruns/*/*/summary.json")):
             s = json.loads(path.read_text())
-            val = s.get("metrics", {}).get("val/loss", float("nan"))
+            m = s.get("metrics", {})
+            nan = float("nan")
             print(
-                f"  job {path.parent.name}: {s['wall_time_s']:6.1f} s  {s['status']:<8} "
-                f"val/loss {val:8.2f}  {s['name']}"
+                f"  job {path.parent.name}: {s['wall_time_s']:6.1f} s  {s['status']:<4} "
+                f"metrics {m.get('time/metrics_s', nan):4.1f} s  gen/acc {m.get('gen/acc', nan):.3f}"
+                f"  fid {m.get('gen/fid_evaluator', nan):7.2f}  mse {m.get('test/mse', nan):.4f}"
+                f"  {s['name']}"
             )
         if proc.returncode:
             print(proc.stderr[-3000:], file=sys.stderr)
