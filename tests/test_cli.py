@@ -79,3 +79,17 @@ def test_a_bad_job_in_a_multirun_stops_the_sweep_before_the_first_job(tmp_path):
     assert "beta=-1" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("logs/multiruns/*/*/summary.json"))
     assert not (tmp_path / "data").exists()
+
+
+def test_seed_000s_size_table_is_one_command(tmp_path):
+    tiny_data = [o for o in TINY if not o.startswith("model.dim")]
+    proc = run_train(
+        ["experiment=dice_size_table", *tiny_data, "metrics=none", "logger=none"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, jobs = summaries(tmp_path)
+    widths = sorted(
+        tuple(j["config"]["model"][f"dim{i}"] for i in range(1, 5)) for j in jobs.values()
+    )
+    assert len(widths) == 9 and widths[0] == (2, 2, 2, 2) and widths[-1] == (64, 64, 64, 64)
+    assert {j["config"]["model"]["latent_mode"] for j in jobs.values()} == {"bypass"}

@@ -25,6 +25,7 @@ from tinycvae.checks import require_int
 from tinycvae.data.datamodule import TensorDataModule
 from tinycvae.errors import ConfigError, NonFiniteLossError, TinyCVAEError
 from tinycvae.evaluator import EvaluatorSettings, check_floor, load_or_train
+from tinycvae.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.lit_module import CVAEModule
 from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
@@ -234,7 +235,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config=job.module.run_info["config"],
         params=param_counts(job.model),
     )
-    summary.update()
+    # The deployed decoder's MCU cost, known before training: a sweep can be filtered on it.
+    footprint = summary_dict(job.model.decoder, job.model.latent, job.model.num_classes, all_mcus())
+    cost = {**param_counts(job.model), **flat_metrics(footprint)}
+    summary.update(footprint=footprint, metrics=cost)
     try:
         evaluator = prepare_evaluator(job)
         if evaluator is not None:
@@ -253,9 +257,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             callbacks=callbacks,
         )
         for lg in loggers:
-            lg.log_metrics(param_counts(job.model), step=0)
+            lg.log_metrics(cost, step=0)
         trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume_from)
-        metrics = _float_metrics(trainer.callback_metrics)
+        metrics = {**cost, **_float_metrics(trainer.callback_metrics)}
         best = _checkpoint_files(run_dir).get("best")
         trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
         metrics.update(_float_metrics(trainer.callback_metrics))

@@ -1,0 +1,373 @@
+"""Flash, RAM and MAC estimates of a decoder as it would be deployed on a microcontroller.
+
+The runtime model (a C runtime is to be measured against these figures; keep them in step)
+-------------------------------------------------------------------------------------------
+* **Label table.** Whatever the conditioning (one-hot or embedding, concatenated or added,
+  projected or not), the label's effect on the first Linear's pre-activation is a constant
+  per class. The firmware stores it as a ``K x out`` table of accumulator-domain constants
+  that also absorbs the first Linear's bias; the first Linear keeps only its ``out x latent``
+  z-columns (no bias). :func:`fold_label` computes the table and the z-columns.
+* **Layers.** Linear: ``in*out`` weights, ``out`` biases, ``in*out`` MACs. ConvTranspose2d
+  (kernel k): ``in*out*k*k`` weights, ``out`` biases; MACs are the *exact* count of valid
+  taps (a tap whose output position falls in the padding or past the edge is never
+  multiplied), at most the bound ``H_in*W_in*C_in*C_out*k*k``. ReLU is fused into the
+  requantisation (free); Flatten/Unflatten are reinterpretations (free). The final sigmoid
+  is a 256-entry ``int8 logit -> uint8 pixel`` lookup table on int8/int4, ``expf`` on fp32.
+* **Flash (data).** Weights: fp32 4 B, int8 1 B, int4 0.5 B (two per byte, rounded up per
+  layer). Biases: int32 (4 B) on int8/int4, float (4 B) on fp32. Requantisation on
+  int8/int4: one 32-bit word per output channel (Linear: per output feature) packing a
+  fixed-point multiplier and its shift, applied in 32-bit arithmetic (accumulator
+  pre-shifted) so that no 64-bit multiply is linked. Class table: 4 B per entry (int32 on
+  int8/int4, float on fp32). Sigmoid LUT: 256 B on int8/int4.
+* **Flash (code).** The named ``CODE_*`` constants below, chosen per precision and core.
+  Without an MCU the core is assumed to have neither multiplier nor FPU (worst case).
+* **RAM.** Activations are int8 (1 B per element) on int8 *and* int4 (only weights are
+  4-bit), float (4 B) on fp32. Every layer is computed output-stationary (gather form,
+  also for the transposed convs): each output element's accumulator lives in a register,
+  so no accumulator buffer exists. Buffers live in one arena whose two ends alternate as
+  input and output, so the arena is ``max over layers (input + output)``; the sigmoid runs
+  in place. With ``stream_last_layer`` the last layer emits its output row by row
+  (``W x C`` elements live instead of ``H x W x C``), e.g. straight to a display.
+  With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from tinycvae.errors import ConfigError
+
+MCU_DIR = Path(__file__).resolve().parents[2] / "conf" / "mcu"
+PRECISIONS = ("fp32", "int8", "int4")
+
+# Runtime code size (bytes); recalibrate against the map files of the real C runtime.
+CODE_BASE_BYTES = 1024  # vector table + startup, API, Linear and transposed-conv loops
+CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shift, ReLU, saturate), LUT
+CODE_INT4_UNPACK_BYTES = 64  # int4: nibble unpacking in the weight loads
+CODE_SOFT_MULTIPLY_BYTES = 100  # libgcc __mulsi3 on cores without a multiplier (rv32ec)
+CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf (DESIGN: 1.5-2 KB)
+CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
+SIGMOID_LUT_BYTES = 256
+WORD_BYTES = 4  # int32 bias / requant word / class-table entry, or one float
+STAGES = ("linear", "conv_transpose")
+
+
+@dataclass(frozen=True)
+class MCUProfile:
+    name: str
+    parts: tuple[str, ...]
+    core: str
+    flash_kb: float
+    ram_kb: float
+    hw_multiply: bool
+    fpu: bool
+    reserve_ram_bytes: int
+    notes: str = ""
+
+    @property
+    def flash_bytes(self) -> int:
+        return int(self.flash_kb * 1024)
+
+    @property
+    def ram_bytes(self) -> int:
+        return int(self.ram_kb * 1024)
+
+
+def mcu_names() -> list[str]:
+    return sorted(p.stem for p in MCU_DIR.glob("*.yaml"))
+
+
+def load_mcu(name: str) -> MCUProfile:
+    if name not in mcu_names():
+        raise ConfigError(f"mcu={name} is unknown; allowed: {', '.join(mcu_names())}")
+    raw: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(MCU_DIR / f"{name}.yaml"))
+    raw["parts"] = tuple(raw["parts"])
+    return MCUProfile(**raw)
+
+
+def all_mcus() -> list[MCUProfile]:
+    return [load_mcu(n) for n in mcu_names()]
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"footprint precision={precision} is unknown; allowed: {', '.join(PRECISIONS)}"
+        )
+
+
+def code_bytes(precision: str, mcu: MCUProfile | None = None) -> int:
+    """Runtime code for ``precision`` on ``mcu``'s core (None: no multiplier, no FPU)."""
+    _check_precision(precision)
+    hw_mul, fpu = (mcu.hw_multiply, mcu.fpu) if mcu else (False, False)
+    n = CODE_BASE_BYTES + (0 if hw_mul else CODE_SOFT_MULTIPLY_BYTES)
+    if precision == "fp32":
+        return n + (CODE_FPU_EXPF_BYTES if fpu else CODE_SOFT_FLOAT_BYTES)
+    return n + CODE_INT_EXTRA_BYTES + (CODE_INT4_UNPACK_BYTES if precision == "int4" else 0)
+
+
+@dataclass
+class LayerCost:
+    name: str
+    kind: str  # class_table | linear | conv_transpose | sigmoid_lut (sigmoid on fp32)
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    weights: int  # class_table: its K x out entries
+    biases: int
+    macs: int
+    out_elems: int
+    flash_bytes: int = 0  # filled in by estimate()
+
+
+def _valid_taps(n_in: int, n_out: int, k: int, stride: int, pad: int, dil: int) -> int:
+    """(input index, kernel tap) pairs of a transposed conv that land inside the output."""
+    return sum(0 <= i * stride - pad + t * dil < n_out for i in range(n_in) for t in range(k))
+
+
+def _probe(decoder: nn.Module, latent: int) -> list[tuple[nn.Module, tuple, tuple]]:
+    if not isinstance(decoder.body, nn.Sequential):
+        raise ConfigError("footprint needs a decoder whose body is an nn.Sequential")
+    seen: list[tuple[nn.Module, tuple, tuple]] = []
+    hooks = [
+        m.register_forward_hook(
+            lambda m, i, o: seen.append((m, tuple(i[0].shape[1:]), tuple(o.shape[1:])))
+        )
+        for m in decoder.body
+    ]
+    p = next(decoder.parameters())
+    try:
+        with torch.no_grad():
+            decoder(
+                torch.zeros(1, latent, dtype=p.dtype, device=p.device),
+                torch.zeros(1, dtype=torch.long, device=p.device),
+            )
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def layer_costs(decoder: nn.Module, latent: int, num_classes: int) -> list[LayerCost]:
+    """The deployed layers of ``decoder`` (see the module doc), with shapes from a probe."""
+    layers: list[LayerCost] = []
+    seen = _probe(decoder, latent)
+    for i, (m, ins, outs) in enumerate(seen):
+        name, n_out = f"body.{i}", math.prod(outs)
+        if isinstance(m, nn.Linear) and not layers:
+            layers.append(
+                LayerCost(
+                    "class_table",
+                    "class_table",
+                    (num_classes,),
+                    outs,
+                    num_classes * n_out,
+                    0,
+                    0,
+                    n_out,
+                )
+            )
+            layers.append(
+                LayerCost(name, "linear", (latent,), outs, n_out * latent, 0, n_out * latent, n_out)
+            )
+        elif not layers:
+            raise ConfigError(f"footprint needs the body to start with nn.Linear, not {m}")
+        elif isinstance(m, nn.Linear):
+            layers.append(
+                LayerCost(
+                    name,
+                    "linear",
+                    ins,
+                    outs,
+                    m.weight.numel(),
+                    m.out_features if m.bias is not None else 0,
+                    m.weight.numel(),
+                    n_out,
+                )
+            )
+        elif isinstance(m, nn.ConvTranspose2d):
+            taps = math.prod(
+                _valid_taps(
+                    ins[d + 1],
+                    outs[d + 1],
+                    m.kernel_size[d],
+                    m.stride[d],
+                    m.padding[d],
+                    m.dilation[d],
+                )
+                for d in (0, 1)
+            )
+            macs = taps * m.in_channels * m.out_channels // m.groups
+            layers.append(
+                LayerCost(
+                    name,
+                    "conv_transpose",
+                    ins,
+                    outs,
+                    m.weight.numel(),
+                    m.out_channels if m.bias is not None else 0,
+                    macs,
+                    n_out,
+                )
+            )
+        elif not isinstance(m, (nn.ReLU, nn.Flatten, nn.Unflatten, nn.Identity)):
+            raise ConfigError(f"footprint cannot cost decoder layer {name}: {m}")
+    out_shape = seen[-1][2]
+    layers.append(
+        LayerCost("sigmoid", "sigmoid_lut", out_shape, out_shape, 0, 0, 0, math.prod(out_shape))
+    )
+    return layers
+
+
+@torch.no_grad()
+def fold_label(decoder: nn.Module, latent: int, num_classes: int) -> tuple[Tensor, Tensor]:
+    """The deployed first layer: ``table [K, out]`` (label + bias) and ``z_weight
+    [out, latent]``, so that ``body[0](condition(z, k)) == z_weight @ z + table[k]``.
+    Exact for every conditioning, since each is affine in z."""
+    first = decoder.body[0]
+    p = next(decoder.parameters())
+    labels = torch.arange(num_classes, device=p.device)
+    table = first(
+        decoder.condition(torch.zeros(num_classes, latent, dtype=p.dtype, device=p.device), labels)
+    )
+    eye = torch.eye(latent, dtype=p.dtype, device=p.device)
+    zero = torch.zeros(latent, dtype=torch.long, device=p.device)
+    z_weight = (first(decoder.condition(eye, zero)) - table[0]).T
+    return table, z_weight
+
+
+@dataclass
+class Footprint:
+    precision: str
+    layers: list[LayerCost]
+    params: int  # deployed: class table + weights + biases
+    macs: int
+    data_flash_bytes: int  # model constants
+    code_bytes: int  # runtime code for self.mcu (None: worst-case core)
+    activation_bytes: int  # peak of the activation arena
+    stream_last_layer: bool = False
+    mcu: MCUProfile | None = field(default=None, repr=False)
+
+    @property
+    def flash_bytes(self) -> int:
+        return self.data_flash_bytes + self.code_bytes
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.activation_bytes + (self.mcu.reserve_ram_bytes if self.mcu else 0)
+
+    def fits(self, mcu: MCUProfile | None = None) -> dict[str, Any]:
+        """Whether it fits ``mcu`` (default: the one estimated for), with that core's code
+        size and RAM reserve; ``*_over_bytes`` = max(0, need - budget)."""
+        mcu = mcu or self.mcu
+        if mcu is None:
+            raise ConfigError("fits() needs an MCU profile; allowed: " + ", ".join(mcu_names()))
+        flash = self.data_flash_bytes + code_bytes(self.precision, mcu)
+        ram = self.activation_bytes + mcu.reserve_ram_bytes
+        return {
+            "flash_ok": flash <= mcu.flash_bytes,
+            "ram_ok": ram <= mcu.ram_bytes,
+            "flash_over_bytes": max(0, flash - mcu.flash_bytes),
+            "ram_over_bytes": max(0, ram - mcu.ram_bytes),
+        }
+
+
+def _layer_flash(layer: LayerCost, precision: str) -> int:
+    if layer.kind == "class_table":
+        return layer.weights * WORD_BYTES
+    if layer.kind == "sigmoid_lut":
+        return 0 if precision == "fp32" else SIGMOID_LUT_BYTES
+    if precision == "fp32":
+        return (layer.weights + layer.biases) * WORD_BYTES
+    weights = layer.weights if precision == "int8" else math.ceil(layer.weights / 2)
+    return weights + (layer.biases + layer.out_shape[0]) * WORD_BYTES  # + requant words
+
+
+def estimate(
+    decoder: nn.Module,
+    latent: int,
+    num_classes: int,
+    precision: str = "int8",
+    stream_last_layer: bool = False,
+    mcu: MCUProfile | None = None,
+) -> Footprint:
+    """The deployed footprint of ``decoder`` at ``precision`` (see the module doc)."""
+    _check_precision(precision)
+    layers = layer_costs(decoder, latent, num_classes)
+    if precision == "fp32":
+        layers[-1] = dataclasses.replace(layers[-1], kind="sigmoid")
+    for layer in layers:
+        layer.flash_bytes = _layer_flash(layer, precision)
+    elem = WORD_BYTES if precision == "fp32" else 1
+    stages = [layer for layer in layers if layer.kind in STAGES]
+    peak = 0
+    for layer in stages:
+        out = layer.out_elems
+        if stream_last_layer and layer is stages[-1]:
+            shape = layers[-1].out_shape  # the image: (C, H, W)
+            out = shape[0] * shape[-1] if len(shape) == 3 else out
+        peak = max(peak, (math.prod(layer.in_shape) + out) * elem)
+    return Footprint(
+        precision=precision,
+        layers=layers,
+        params=sum(layer.weights + layer.biases for layer in layers),
+        macs=sum(layer.macs for layer in layers),
+        data_flash_bytes=sum(layer.flash_bytes for layer in layers),
+        code_bytes=code_bytes(precision, mcu),
+        activation_bytes=peak,
+        stream_last_layer=stream_last_layer,
+        mcu=mcu,
+    )
+
+
+def summary_dict(
+    decoder: nn.Module, latent: int, num_classes: int, mcus: list[Any] | None = None
+) -> dict[str, Any]:
+    """The JSON-ready block for logs and summary.json, one entry per precision.
+    ``flash_bytes`` assumes the worst-case core (no multiplier, no FPU); ``ram_bytes`` and
+    ``ram_bytes_streamed`` are activations only. ``fits``/``over`` are per MCU, with that
+    core's code size, its RAM reserve and the streamed RAM figure."""
+    profiles = [load_mcu(m) if isinstance(m, str) else m for m in (mcus or all_mcus())]
+    block: dict[str, Any] = {}
+    for precision in PRECISIONS:
+        whole = estimate(decoder, latent, num_classes, precision)
+        streamed = estimate(decoder, latent, num_classes, precision, stream_last_layer=True)
+        checks = {m.name: streamed.fits(m) for m in profiles}
+        block[precision] = {
+            "params": whole.params,
+            "macs": whole.macs,
+            "flash_bytes": whole.flash_bytes,
+            "ram_bytes": whole.ram_bytes,
+            "ram_bytes_streamed": streamed.ram_bytes,
+            "fits": {n: bool(c["flash_ok"] and c["ram_ok"]) for n, c in checks.items()},
+            "over": {
+                n: {"flash_bytes": c["flash_over_bytes"], "ram_bytes": c["ram_over_bytes"]}
+                for n, c in checks.items()
+            },
+        }
+    return block
+
+
+def flat_metrics(block: dict[str, Any]) -> dict[str, float]:
+    """W&B keys: ``mcu/int8/flash_bytes``, ``mcu/int8/fits/ch32v003`` (1.0/0.0),
+    ``mcu/int8/over/ch32v003/flash_bytes``, ..."""
+    flat: dict[str, float] = {}
+    for precision, entry in block.items():
+        for key, value in entry.items():
+            if key == "fits":
+                for mcu, ok in value.items():
+                    flat[f"mcu/{precision}/fits/{mcu}"] = 1.0 if ok else 0.0
+            elif key == "over":
+                for mcu, over in value.items():
+                    for what, n in over.items():
+                        flat[f"mcu/{precision}/over/{mcu}/{what}"] = float(n)
+            else:
+                flat[f"mcu/{precision}/{key}"] = float(value)
+    return flat

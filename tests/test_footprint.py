@@ -1,0 +1,276 @@
+"""The MCU footprint estimator against hand-computed layers and seed 000's anchors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tinycvae.data.dice import dice_spec
+from tinycvae.errors import ConfigError
+from tinycvae.footprint import (
+    CODE_BASE_BYTES,
+    CODE_FPU_EXPF_BYTES,
+    CODE_INT4_UNPACK_BYTES,
+    CODE_INT_EXTRA_BYTES,
+    CODE_SOFT_FLOAT_BYTES,
+    CODE_SOFT_MULTIPLY_BYTES,
+    PRECISIONS,
+    MCUProfile,
+    all_mcus,
+    code_bytes,
+    estimate,
+    flat_metrics,
+    fold_label,
+    layer_costs,
+    load_mcu,
+    summary_dict,
+)
+from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
+from tinycvae.models.conditioning import OneHotConcat
+
+DICE = dice_spec(32)
+K = DICE.num_classes
+
+# Seed 000's decoder weights (angle bypass, latent 1, one-hot): see tests/test_models.py.
+ANCHORS = {
+    (2, 2, 2, 2): 357,
+    (3, 3, 3, 3): 616,
+    (4, 4, 4, 4): 929,
+    (8, 8, 8, 8): 2721,
+    (2, 2, 8, 16): 3155,
+    (4, 4, 16, 16): 4877,
+    (16, 16, 16, 16): 8897,
+    (32, 32, 32, 32): 31617,
+    (64, 64, 64, 64): 118529,
+}
+
+
+def dice_decoder(dims, latent=1, **kwargs):
+    d1, d2, d3, d4 = dims
+    model = build_cvae(
+        DICE, latent=latent, latent_mode="bypass", dim1=d1, dim2=d2, dim3=d3, dim4=d4, **kwargs
+    )
+    return model.decoder
+
+
+def tiny_decoder() -> Decoder:
+    """latent 2, 3 classes: Linear(2+3 -> 3*4*4), ConvTranspose 3->5, 4x4 -> 8x8."""
+    body = nn.Sequential(
+        nn.Linear(5, 48),
+        nn.ReLU(),
+        nn.Unflatten(1, (3, 4, 4)),
+        nn.ConvTranspose2d(3, 5, 3, stride=2, padding=1, output_padding=1),
+    )
+    return Decoder(OneHotConcat(3, 2), body)
+
+
+@pytest.mark.parametrize("dims, anchor", ANCHORS.items())
+def test_deployed_params_match_seed_000(dims, anchor):
+    decoder = dice_decoder(dims)
+    d4 = dims[3]
+    fp = estimate(decoder, 1, K)
+    assert fp.params == anchor
+    table, z_linear = fp.layers[0], fp.layers[1]
+    assert (table.kind, table.weights) == ("class_table", K * d4 * 16)
+    assert (z_linear.kind, z_linear.weights, z_linear.biases) == ("linear", d4 * 16, 0)
+
+
+def test_tiny_decoder_layers_by_hand():
+    layers = layer_costs(tiny_decoder(), 2, 3)
+    assert [layer.kind for layer in layers] == [
+        "class_table",
+        "linear",
+        "conv_transpose",
+        "sigmoid_lut",
+    ]
+    table, lin, conv, sig = layers
+    assert (table.weights, table.biases, table.macs, table.out_elems) == (144, 0, 0, 48)
+    assert (lin.in_shape, lin.weights, lin.biases, lin.macs) == ((2,), 96, 0, 96)
+    assert (conv.in_shape, conv.out_shape) == ((3, 4, 4), (5, 8, 8))
+    assert (conv.weights, conv.biases) == (3 * 5 * 9, 5)
+    # per axis, input i scatters to 2i-1+t (t=0..2) inside [0, 8): 2 taps for i=0, 3 after
+    taps = 2 + 3 * 3
+    assert conv.macs == taps * taps * 3 * 5 == 1815
+    assert conv.macs < 4 * 4 * 3 * 5 * 9  # the scatter upper bound
+    assert (sig.out_shape, sig.out_elems, sig.weights) == ((5, 8, 8), 320, 0)
+
+
+def test_stride_one_conv_macs_by_hand():
+    layers = layer_costs(dice_decoder((2, 2, 2, 2)), 1, K)
+    convs = [layer for layer in layers if layer.kind == "conv_transpose"]
+    third = convs[2]  # stride 1, 16x16 -> 16x16, 2 -> 2 channels
+    assert third.in_shape == third.out_shape == (2, 16, 16)
+    assert third.macs == (3 * 16 - 2) ** 2 * 2 * 2
+
+
+def test_int8_flash_formula_on_tiny_decoder():
+    fp = estimate(tiny_decoder(), 2, 3, "int8")
+    code = CODE_BASE_BYTES + CODE_SOFT_MULTIPLY_BYTES + CODE_INT_EXTRA_BYTES
+    table = 144 * 4
+    linear = 96 * 1 + 0 * 4 + 48 * 4  # weights, (bias folded), requant word per feature
+    conv = 135 * 1 + 5 * 4 + 5 * 4  # weights, int32 biases, requant word per channel
+    lut = 256
+    assert fp.code_bytes == code
+    assert fp.data_flash_bytes == table + linear + conv + lut
+    assert fp.flash_bytes == table + linear + conv + lut + code == 2931
+    assert fp.macs == 96 + 1815
+    assert fp.params == 144 + 96 + 135 + 5
+
+
+def test_int4_and_fp32_flash_on_tiny_decoder():
+    int4 = estimate(tiny_decoder(), 2, 3, "int4")
+    assert int4.data_flash_bytes == 144 * 4 + (48 + 48 * 4) + (68 + 5 * 4 + 5 * 4) + 256
+    assert int4.code_bytes == code_bytes("int8") + CODE_INT4_UNPACK_BYTES
+    fp32 = estimate(tiny_decoder(), 2, 3, "fp32")
+    assert fp32.data_flash_bytes == 144 * 4 + 96 * 4 + 140 * 4
+    assert fp32.code_bytes == CODE_BASE_BYTES + CODE_SOFT_MULTIPLY_BYTES + CODE_SOFT_FLOAT_BYTES
+    assert fp32.layers[-1].kind == "sigmoid"
+    fpu = MCUProfile("x", ("X",), "m4f", 64, 16, True, True, 0)
+    assert code_bytes("fp32", fpu) == CODE_BASE_BYTES + CODE_FPU_EXPF_BYTES
+
+
+def test_ram_peak_and_streaming_by_hand():
+    # stages: linear (2 in + 48 out), conv (48 in + 320 out); int8 is 1 byte per element
+    fp = estimate(tiny_decoder(), 2, 3, "int8")
+    assert fp.ram_bytes == max(2 + 48, 48 + 320) == 368
+    streamed = estimate(tiny_decoder(), 2, 3, "int8", stream_last_layer=True)
+    c, h, w = 5, 8, 8
+    assert fp.ram_bytes - streamed.ram_bytes == (h * w - w) * c
+    assert estimate(tiny_decoder(), 2, 3, "fp32").ram_bytes == 368 * 4
+    assert estimate(tiny_decoder(), 2, 3, "int4").ram_bytes == 368
+    ch32 = load_mcu("ch32v003")
+    assert estimate(tiny_decoder(), 2, 3, mcu=ch32).ram_bytes == 368 + ch32.reserve_ram_bytes
+
+
+def test_ram_of_a_dice_decoder():
+    fp = estimate(dice_decoder((2, 2, 2, 2)), 1, K)
+    # 1+32, 32+2*8*8, 128+2*16*16, 512+512, 512+1024 (last layer, 1 channel 32x32)
+    assert fp.ram_bytes == 512 + 1024
+    streamed = estimate(dice_decoder((2, 2, 2, 2)), 1, K, stream_last_layer=True)
+    assert streamed.ram_bytes == 512 + 512  # the stride-1 layer is now the peak
+
+
+@pytest.mark.parametrize("kind", sorted(CONDITIONINGS))
+def test_every_conditioning_deploys_the_same_table(kind):
+    decoder = dice_decoder((2, 2, 4, 4), latent=2, conditioning={"kind": kind})
+    table, z_linear = layer_costs(decoder, 2, K)[:2]
+    out = 4 * 4 * 4
+    assert table.weights == K * out
+    assert z_linear.weights == out * 2
+    onehot = estimate(dice_decoder((2, 2, 4, 4), latent=2), 2, K)
+    assert estimate(decoder, 2, K).params == onehot.params
+    # the folded table reproduces the first layer exactly
+    torch.manual_seed(0)
+    for p in decoder.parameters():
+        nn.init.normal_(p)
+    values, z_weight = fold_label(decoder, 2, K)
+    assert values.shape == (K, out) and z_weight.shape == (out, 2)
+    z, y = torch.randn(7, 2), torch.randint(0, K, (7,))
+    expected = decoder.body[0](decoder.condition(z, y))
+    torch.testing.assert_close(z @ z_weight.T + values[y], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_mlp_decoder():
+    decoder = build_cvae(DICE, arch="mlp", latent=2, hidden=16).decoder
+    layers = layer_costs(decoder, 2, K)
+    assert [layer.kind for layer in layers] == [
+        "class_table",
+        "linear",
+        "linear",
+        "linear",
+        "sigmoid_lut",
+    ]
+    fp = estimate(decoder, 2, K)
+    assert fp.params == K * 16 + 16 * 2 + (16 * 16 + 16) + (16 * 1024 + 1024)
+    assert fp.macs == 16 * 2 + 16 * 16 + 16 * 1024
+    assert fp.ram_bytes == 16 + 1024
+    assert estimate(decoder, 2, K, stream_last_layer=True).ram_bytes == 16 + 32
+
+
+def test_fits_and_over():
+    ch32 = load_mcu("ch32v003")
+    small = estimate(dice_decoder((2, 2, 2, 2)), 1, K, stream_last_layer=True, mcu=ch32)
+    assert small.fits() == {
+        "flash_ok": True,
+        "ram_ok": True,
+        "flash_over_bytes": 0,
+        "ram_over_bytes": 0,
+    }
+    big = estimate(dice_decoder((64, 64, 64, 64)), 1, K, stream_last_layer=True)
+    check = big.fits(ch32)
+    assert not check["flash_ok"] and not check["ram_ok"]
+    assert check["flash_over_bytes"] == big.data_flash_bytes + code_bytes("int8", ch32) - 16384
+    assert check["flash_over_bytes"] > 0
+    assert check["ram_over_bytes"] == big.activation_bytes + 512 - 2048
+    assert big.fits(load_mcu("rp2040"))["flash_ok"]
+    with pytest.raises(ConfigError, match="needs an MCU"):
+        big.fits()
+
+
+def test_summary_dict_schema_and_flat_metrics():
+    block = summary_dict(dice_decoder((2, 2, 2, 2)), 1, K)
+    assert set(block) == set(PRECISIONS)
+    names = ["ch32v003", "cortex_m0plus_16k", "rp2040", "stm32g031"]
+    for entry in block.values():
+        assert set(entry) == {
+            "params",
+            "macs",
+            "flash_bytes",
+            "ram_bytes",
+            "ram_bytes_streamed",
+            "fits",
+            "over",
+        }
+        assert sorted(entry["fits"]) == sorted(entry["over"]) == names
+        assert all(type(entry[k]) is int for k in ("params", "macs", "flash_bytes"))
+        assert entry["ram_bytes_streamed"] <= entry["ram_bytes"]
+        for over in entry["over"].values():
+            assert set(over) == {"flash_bytes", "ram_bytes"}
+    assert block["int8"]["params"] == 357
+    assert block["int8"]["fits"]["ch32v003"] is True
+    assert json.loads(json.dumps(block)) == block
+    flat = flat_metrics(block)
+    assert flat["mcu/int8/params"] == 357.0
+    assert flat["mcu/int8/fits/ch32v003"] == 1.0
+    assert flat["mcu/int8/over/ch32v003/flash_bytes"] == 0.0
+    assert "mcu/fp32/ram_bytes_streamed" in flat
+    assert all(isinstance(v, float) for v in flat.values())
+    big = summary_dict(dice_decoder((64, 64, 64, 64)), 1, K, mcus=["ch32v003"])
+    assert big["int8"]["fits"] == {"ch32v003": False}
+    assert big["int8"]["over"]["ch32v003"]["flash_bytes"] > 0
+
+
+def test_unknown_mcu_and_precision():
+    with pytest.raises(ConfigError) as err:
+        load_mcu("xyz")
+    assert str(err.value) == (
+        "mcu=xyz is unknown; allowed: ch32v003, cortex_m0plus_16k, rp2040, stm32g031"
+    )
+    with pytest.raises(ConfigError, match="allowed: fp32, int8, int4"):
+        estimate(tiny_decoder(), 2, 3, "int2")
+
+
+@pytest.mark.parametrize(
+    "name, flash_kb, ram_kb, hw_multiply, fpu",
+    [
+        ("ch32v003", 16, 2, False, False),
+        ("cortex_m0plus_16k", 16, 4, True, False),
+        ("stm32g031", 64, 8, True, False),
+        ("rp2040", 2048, 264, True, False),
+    ],
+)
+def test_load_mcu_profiles(name, flash_kb, ram_kb, hw_multiply, fpu):
+    mcu = load_mcu(name)
+    assert (mcu.name, mcu.flash_kb, mcu.ram_kb) == (name, flash_kb, ram_kb)
+    assert (mcu.hw_multiply, mcu.fpu) == (hw_multiply, fpu)
+    assert mcu.flash_bytes == flash_kb * 1024 and mcu.ram_bytes == ram_kb * 1024
+    assert mcu.parts and all(isinstance(p, str) for p in mcu.parts)
+    assert 0 < mcu.reserve_ram_bytes < mcu.ram_bytes and mcu.core and mcu.notes
+    assert [m.name for m in all_mcus()] == sorted(
+        ["ch32v003", "cortex_m0plus_16k", "rp2040", "stm32g031"]
+    )
+    assert math.isclose(mcu.flash_bytes / 1024, flash_kb)
