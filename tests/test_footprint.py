@@ -32,21 +32,10 @@ from tinycvae.footprint import (
 from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
 from tinycvae.models.conditioning import OneHotConcat
 
+from conftest import ANCHORS
+
 DICE = dice_spec(32)
 K = DICE.num_classes
-
-# Seed 000's decoder weights (angle bypass, latent 1, one-hot): see tests/test_models.py.
-ANCHORS = {
-    (2, 2, 2, 2): 357,
-    (3, 3, 3, 3): 616,
-    (4, 4, 4, 4): 929,
-    (8, 8, 8, 8): 2721,
-    (2, 2, 8, 16): 3155,
-    (4, 4, 16, 16): 4877,
-    (16, 16, 16, 16): 8897,
-    (32, 32, 32, 32): 31617,
-    (64, 64, 64, 64): 118529,
-}
 
 
 def dice_decoder(dims, latent=1, **kwargs):

@@ -20,6 +20,8 @@ from tinycvae.models import (
     count_params,
 )
 
+from conftest import ANCHORS
+
 DICE = dice_spec(32)
 MNIST_LIKE = DataSpec("mnist", 1, 28, 28, 10, tuple("0123456789"))
 RGB = DataSpec("cifar10", 3, 32, 32, 10, tuple("abcdefghij"))
@@ -89,22 +91,6 @@ def test_the_decoder_is_a_module_of_its_own():
     z, y = torch.randn(5, 2), torch.arange(5)
     assert torch.equal(model.decoder(z, y), model.decode(z, y))
     assert count_params(model) == count_params(model.encoder) + count_params(model.decoder)
-
-
-# Seed 000's table: decoder weights with the angle bypass (latent 1, one-hot, 6 classes).
-# The seed counts the first Linear's bias out: with one-hot conditioning it folds into the
-# per-class column, so PyTorch's count is the anchor plus dim4 * 4 * 4.
-ANCHORS = {
-    (2, 2, 2, 2): 357,
-    (3, 3, 3, 3): 616,
-    (4, 4, 4, 4): 929,
-    (8, 8, 8, 8): 2721,
-    (2, 2, 8, 16): 3155,
-    (4, 4, 16, 16): 4877,
-    (16, 16, 16, 16): 8897,
-    (32, 32, 32, 32): 31617,
-    (64, 64, 64, 64): 118529,
-}
 
 
 @pytest.mark.parametrize("dims, anchor", ANCHORS.items())
