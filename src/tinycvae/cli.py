@@ -37,8 +37,10 @@ def is_multirun() -> bool:
 def objective(summary: dict[str, Any], cfg: DictConfig) -> float | tuple[float, ...] | None:
     """The metric(s) named by ``cfg.objective`` for a sweeper to optimise.
 
-    A failed single run exits with status 1; in a multirun a failed job returns NaN so
-    that the sweep goes on (the sweep's end report then exits with status 1)."""
+    A failed single run exits with status 1; in a multirun a failed job returns None (no
+    value) so that the sweep goes on (the sweep's end report then exits with status 1).
+    None, not NaN: a sweeper records a job without a value as a failed trial, while
+    Optuna 2.x refuses NaN and hydra-optuna-sweeper 1.3 then stops the whole sweep."""
     failed = summary["status"] != "ok"
     if failed and not is_multirun():
         fail(f"run {summary['status']} (see {summary['run_dir']}/summary.json)", code=1)
@@ -47,4 +49,9 @@ def objective(summary: dict[str, Any], cfg: DictConfig) -> float | tuple[float, 
         return None
     metrics = summary.get("metrics", {})
     values = tuple(math.nan if failed else float(metrics.get(k, math.nan)) for k in keys)
+    if is_multirun() and any(math.isnan(v) for v in values):
+        if not failed:
+            missing = ", ".join(k for k in keys if k not in metrics) or "NaN"
+            print(f"warning: objective {missing}: no value in this job's metrics", file=sys.stderr)
+        return None
     return values[0] if len(values) == 1 else values

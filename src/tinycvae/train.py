@@ -389,7 +389,7 @@ def _loggers(cfg: DictConfig, run_dir: Path, group, run_id: str, summary: RunSum
             lg = wandb_logger(settings, run_dir, cfg.name, group, run_id, summary.data["config"])
             summary.update(
                 wandb={
-                    "id": run_id,
+                    "id": lg.experiment.id,  # a W&B sweep agent picks its own id
                     "mode": lg.experiment.settings.mode,
                     "dir": str(Path(lg.experiment.dir).parent),
                 }
