@@ -3,6 +3,7 @@
     python src/evaluate.py [data=mnist]              train (or load) the data set's evaluator
     python src/evaluate.py ckpt_path=<run>/checkpoints/best.ckpt
                                                       quality metrics of a trained checkpoint
+    python src/evaluate.py ckpt_path=... +sampler=class_gaussian   ... with another sampler
 
 Uses the training config (conf/train.yaml), so every data / evaluator / metrics override
 works as it does for training. Prints one JSON object.

@@ -52,3 +52,15 @@ def test_evaluate_scores_a_checkpoint_like_the_run_did(tmp_path):
     out = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert out["metrics"]["gen/acc"] == pytest.approx(summary["metrics"]["gen/acc"])
     assert out["metrics"]["test/mse"] == pytest.approx(summary["metrics"]["test/mse"], rel=1e-5)
+    assert out["sampler"] == "prior"
+    other = subprocess.run(
+        [*evaluate, "+sampler=class_gaussian"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 0, other.stderr[-2000:]
+    scored = json.loads(other.stdout[other.stdout.index("{") :])
+    assert scored["sampler"] == "class_gaussian" and 0.0 <= scored["metrics"]["gen/acc"] <= 1.0
+    assert scored["metrics"]["test/mse"] == pytest.approx(out["metrics"]["test/mse"])

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, open_dict
 from tinycvae.checkpoints import load_model
 from tinycvae.errors import ConfigError
 from tinycvae.metrics import evaluate_quality, fit_sampler
+from tinycvae.models import LatentSampler
 from tinycvae.train import build, prepare_evaluator
 
 
@@ -33,12 +34,20 @@ def evaluate(cfg: DictConfig) -> dict:
                 f"ckpt_path={ckpt} was trained on data={trained_on.get('name')}; "
                 f"allowed: data={trained_on.get('name')}"
             )
+        sampler = cfg.get("sampler")  # e.g. +sampler=class_gaussian: score another sampler
+        if sampler and sampler != model.sampler.kind:
+            s = model.sampler
+            model.sampler = LatentSampler(
+                sampler, s.means.shape[0], s.latent, s.sample_std, s.bypass
+            )
+            model.sampler.to(s.means.device)
         if model.sampler.kind == "class_gaussian" and not bool(model.sampler.fitted):
             fit_sampler(model, job.datamodule.splits.train)
         metrics, _, _ = evaluate_quality(
             model, job.datamodule.splits.test, record.evaluator, job.quality
         )
         out["checkpoint"] = str(ckpt)
+        out["sampler"] = model.sampler.kind
         out["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
     print(json.dumps(out, indent=2))
     return out
