@@ -93,7 +93,7 @@ def test_submitit_local_executor_runs_each_job_in_a_subprocess(tmp_path):
 
 def test_objective_comes_back_from_joblib_workers_to_the_sweeper(tmp_path):
     """Optuna hands a batch of two trials to the joblib launcher; each worker's return
-    value (params/decoder, gen/acc from its summary) must reach the study."""
+    value (mcu/int8/flash_bytes, gen/acc from its summary) must reach the study."""
     tiny = [o for o in TINY if not o.startswith("model.dim")]
     proc = run_train(
         ["-m", "hparams_search=dice_optuna", "hydra/launcher=local_parallel"]
@@ -104,7 +104,7 @@ def test_objective_comes_back_from_joblib_workers_to_the_sweeper(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep, jobs = jobs_of(tmp_path)
     assert sorted(jobs) == [0, 1]
-    told = {(j["metrics"]["params/decoder"], j["metrics"]["gen/acc"]) for j in jobs.values()}
+    told = {(j["metrics"]["mcu/int8/flash_bytes"], j["metrics"]["gen/acc"]) for j in jobs.values()}
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["solutions"]
     for solution in results["solutions"]:
