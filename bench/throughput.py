@@ -54,6 +54,9 @@ def job_config(overrides: list[str], out: Path, epochs: int):
 def harness(cfg) -> float:
     from tinycvae.train import _callbacks, _instantiate
 
+    cfg = cfg.copy()
+    with open_dict(cfg):  # a fresh run folder each time: runs never overwrite checkpoints
+        cfg.paths.output_dir = tempfile.mkdtemp(dir=cfg.paths.output_dir)
     job = build(cfg)
     trainer = _instantiate(cfg.trainer, "trainer", logger=False, callbacks=_callbacks(cfg, False))
     job.datamodule.setup()
