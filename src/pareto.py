@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tinycvae import pareto
-    from tinycvae.footprint import load_mcu
+    from tinycvae.footprint import check_precision, load_mcu
 
     if args.select:
         load_mcu(args.select)  # an unknown MCU is bad input, said before any work
-    pareto.check_precision(args.precision)
+    check_precision(args.precision)
     if args.wandb_project:
         rows = pareto.rows_from_wandb(args.wandb_project, args.precision)
     elif args.folders:

@@ -19,14 +19,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CV
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         info = ckpt["tinycvae"]
-        spec_d = info["spec"]
-        spec = DataSpec(
-            **{
-                **spec_d,
-                "class_names": tuple(spec_d["class_names"]),
-                "factor_names": tuple(spec_d["factor_names"]),
-            }
-        )
+        spec = DataSpec.from_dict(info["spec"])
         model_cfg = {k: v for k, v in info["config"]["model"].items() if k != "_target_"}
         model = build_cvae(spec, **model_cfg)
         state = {

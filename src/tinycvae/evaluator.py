@@ -235,8 +235,7 @@ class EvaluatorRecord:
 
 def _read(path: str | Path) -> tuple[Evaluator, dict]:
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    spec = blob["spec"]
-    spec = DataSpec(**{**spec, **{k: tuple(spec[k]) for k in ("class_names", "factor_names")}})
+    spec = DataSpec.from_dict(blob["spec"])
     model = Evaluator(spec, int(blob["settings"]["width"]))
     model.load_state_dict(blob["state_dict"])
     return model.eval(), blob

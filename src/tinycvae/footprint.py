@@ -97,7 +97,7 @@ def all_mcus() -> list[MCUProfile]:
     return [load_mcu(n) for n in mcu_names()]
 
 
-def _check_precision(precision: str) -> None:
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ConfigError(
             f"footprint precision={precision} is unknown; allowed: {', '.join(PRECISIONS)}"
@@ -106,7 +106,7 @@ def _check_precision(precision: str) -> None:
 
 def code_bytes(precision: str, mcu: MCUProfile | None = None) -> int:
     """Runtime code for ``precision`` on ``mcu``'s core (None: no multiplier, no FPU)."""
-    _check_precision(precision)
+    check_precision(precision)
     hw_mul, fpu = (mcu.hw_multiply, mcu.fpu) if mcu else (False, False)
     n = CODE_BASE_BYTES + (0 if hw_mul else CODE_SOFT_MULTIPLY_BYTES)
     if precision == "fp32":
@@ -299,7 +299,7 @@ def estimate(
     mcu: MCUProfile | None = None,
 ) -> Footprint:
     """The deployed footprint of ``decoder`` at ``precision`` (see the module doc)."""
-    _check_precision(precision)
+    check_precision(precision)
     layers = layer_costs(decoder, latent, num_classes)
     if precision == "fp32":
         layers[-1] = dataclasses.replace(layers[-1], kind="sigmoid")

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tinycvae.errors import ConfigError, TinyCVAEError
-
-PRECISIONS = ("fp32", "int8", "int4")
+from tinycvae.footprint import check_precision
 
 
 class SelectError(TinyCVAEError):
@@ -88,11 +87,6 @@ def row_from_summary(s: dict[str, Any], precision: str) -> RunRow:
         fits=dict(fp.get("fits", {})),
         over=dict(fp.get("over", {})),
     )
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision} is unknown; allowed: {', '.join(PRECISIONS)}")
 
 
 def collect_runs(folders: list[str | Path], precision: str = "int8") -> list[RunRow]:

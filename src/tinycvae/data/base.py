@@ -31,6 +31,12 @@ class DataSpec:
     class_names: tuple[str, ...]
     factor_names: tuple[str, ...] = ()
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DataSpec:
+        """The inverse of ``dataclasses.asdict`` (as stored in checkpoints and caches)."""
+        return cls(**{**d, "class_names": tuple(d["class_names"]),
+                      "factor_names": tuple(d["factor_names"])})  # fmt: skip
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)

@@ -19,6 +19,8 @@ from torchmetrics.image import StructuralSimilarityIndexMeasure
 from torchmetrics.regression import MeanSquaredError
 
 from tinycvae.data.base import Split
+from tinycvae.data.datamodule import TensorBatches
+from tinycvae.evaluator import accuracy as generation_accuracy
 from tinycvae.metrics.fidelity import FEATURES, fidelity_metrics
 from tinycvae.models import CVAE, count_params
 
@@ -55,12 +57,6 @@ def param_counts(model: CVAE) -> dict[str, int]:
     }
 
 
-def _batches(split: Split, batch_size: int):
-    for i in range(0, len(split), batch_size):
-        sl = slice(i, i + batch_size)
-        yield split.images[sl], split.labels[sl], split.factors[sl]
-
-
 @torch.no_grad()
 def latents_of(model: CVAE, split: Split, batch_size: int = 1024) -> Tensor:
     """The z the decoder sees for each image: the posterior mean, or the known factors."""
@@ -68,7 +64,9 @@ def latents_of(model: CVAE, split: Split, batch_size: int = 1024) -> Tensor:
         return split.factors[:, : model.latent]
     was = model.training
     model.eval()
-    z = torch.cat([model.encode(x, y)[0] for x, y, _ in _batches(split, batch_size)])
+    z = torch.cat(
+        [model.encode(x, y)[0] for x, y, _ in TensorBatches(split, batch_size, shuffle=False)]
+    )
     model.train(was)
     return z
 
@@ -102,15 +100,10 @@ def reconstruction_metrics(model: CVAE, split: Split, batch_size: int = 1024) ->
     was = model.training
     model.eval()
     pairs = PairMetrics(split.images.device)
-    for x, y, f in _batches(split, batch_size):
+    for x, y, f in TensorBatches(split, batch_size, shuffle=False):
         pairs.update(torch.sigmoid(model(x, y, f).logits), x)
     model.train(was)
     return pairs.compute("test")
-
-
-def generation_accuracy(evaluator, images: Tensor, labels: Tensor, batch_size: int = 1024) -> float:
-    """The share of ``images`` that ``evaluator`` classifies as their requested ``labels``."""
-    return float((evaluator.predict(images, batch_size) == labels).float().mean())
 
 
 def balanced_labels(n: int, num_classes: int, device=None) -> Tensor:
@@ -141,7 +134,7 @@ def evaluate_quality(
     metrics.update(reconstruction_metrics(model, test, settings.batch_size))
     labels = balanced_labels(settings.num_samples, model.num_classes, test.images.device)
     images = generate(model, labels, settings.seed, settings.batch_size)
-    metrics["gen/acc"] = generation_accuracy(evaluator, images, labels, settings.batch_size)
+    metrics["gen/acc"] = generation_accuracy(evaluator, images, labels)
     metrics.update(
         fidelity_metrics(
             images,
