@@ -16,18 +16,23 @@ The runtime model (a C runtime is to be measured against these figures; keep the
 * **Flash (data).** Weights: fp32 4 B, int8 1 B, int4 0.5 B (two per byte, rounded up per
   layer). Biases: int32 (4 B) on int8/int4, float (4 B) on fp32. Requantisation on
   int8/int4: one 32-bit word per output channel (Linear: per output feature) packing a
-  fixed-point multiplier and its shift, applied in 32-bit arithmetic (accumulator
-  pre-shifted) so that no 64-bit multiply is linked. Class table: 4 B per entry (int32 on
-  int8/int4, float on fp32). Sigmoid LUT: 256 B on int8/int4.
-* **Flash (code).** The named ``CODE_*`` constants below, chosen per precision and core.
-  Without an MCU the core is assumed to have neither multiplier nor FPU (worst case).
-* **RAM.** Activations are int8 (1 B per element) on int8 *and* int4 (only weights are
-  4-bit), float (4 B) on fp32. Every layer is computed output-stationary (gather form,
+  15-bit multiplier, a pre-shift and a shift, applied in 32-bit arithmetic so that no
+  64-bit multiply is linked. Class table: int16 (2 B) per entry on int8/int4 (the
+  exporter gives a channel whose z-weights are tiny next to its table entries a coarser
+  weight scale, so the entries always fit), float (4 B) on fp32. Sigmoid LUT: 256 B.
+* **Flash (code).** The named ``CODE_*`` constants below, chosen per precision and core,
+  measured on the C runtime in ``deploy/`` (see :func:`code_bytes`). Without an MCU the
+  core is assumed to have neither multiplier nor FPU (worst case).
+* **RAM.** Activations are int8/uint8 (1 B per element) on int8 *and* int4 (only weights
+  are 4-bit), float (4 B) on fp32. Every layer is computed output-stationary (gather form,
   also for the transposed convs): each output element's accumulator lives in a register,
   so no accumulator buffer exists. Buffers live in one arena whose two ends alternate as
-  input and output, so the arena is ``max over layers (input + output)``; the sigmoid runs
-  in place. With ``stream_last_layer`` the last layer emits its output row by row
-  (``W x C`` elements live instead of ``H x W x C``), e.g. straight to a display.
+  input and output (:func:`arena_bytes`, the rule of ``deploy/CONTRACT.md``); the first
+  layer reads z from the caller. Whole-image generation writes the image into a buffer of
+  the caller's, which is counted too. With ``stream_last_layer`` the image is emitted row
+  by row (e.g. straight to a display or a UART) and, when the last two layers are
+  transposed convs, the second-to-last is computed row by row into a ring of three of its
+  output rows, so neither of the two largest tensors is ever whole in RAM.
   With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added.
 """
 
@@ -56,7 +61,8 @@ CODE_SOFT_MULTIPLY_BYTES = 100  # libgcc __mulsi3 on cores without a multiplier 
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf (DESIGN: 1.5-2 KB)
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
-WORD_BYTES = 4  # int32 bias / requant word / class-table entry, or one float
+WORD_BYTES = 4  # int32 bias / requant word, or one float
+TABLE_INT_BYTES = 2  # int16 class-table entry on int8/int4
 STAGES = ("linear", "conv_transpose")
 
 
@@ -114,6 +120,36 @@ def code_bytes(precision: str, mcu: MCUProfile | None = None) -> int:
     return n + CODE_INT_EXTRA_BYTES + (CODE_INT4_UNPACK_BYTES if precision == "int4" else 0)
 
 
+@dataclass(frozen=True)
+class StageShape:
+    """What the arena rule needs of one deployed layer (element counts)."""
+
+    conv: bool  # a transposed conv (rows can be computed one at a time)
+    in_elems: int  # 0 for the first layer: it reads z from the caller
+    out_elems: int
+    out_row_elems: int  # channels x width of one output row
+
+
+def arena_bytes(stages: list[StageShape], elem: int, stream: bool) -> int:
+    """Bytes of the runtime's activation arena (``deploy/CONTRACT.md``).
+
+    Whole image: the largest input + output of every layer but the last, and the last
+    layer's input (its output goes to the caller's buffer). Streamed: the last layer emits
+    one row at a time; if it and the one before are both transposed convs, that one is
+    computed row by row into a ring of 3 of its output rows."""
+    last = stages[-1]
+    if not stream:
+        need = [s.in_elems + s.out_elems for s in stages[:-1]] + [last.in_elems]
+    elif len(stages) >= 2 and last.conv and stages[-2].conv:
+        prev = stages[-2]
+        need = [s.in_elems + s.out_elems for s in stages[:-2]]
+        need.append(prev.in_elems + 3 * prev.out_row_elems + last.out_row_elems)
+    else:
+        need = [s.in_elems + s.out_elems for s in stages[:-1]]
+        need.append(last.in_elems + last.out_row_elems)
+    return max(need) * elem
+
+
 @dataclass
 class LayerCost:
     name: str
@@ -132,7 +168,7 @@ def _valid_taps(n_in: int, n_out: int, k: int, stride: int, pad: int, dil: int) 
     return sum(0 <= i * stride - pad + t * dil < n_out for i in range(n_in) for t in range(k))
 
 
-def _probe(decoder: nn.Module, latent: int) -> list[tuple[nn.Module, tuple, tuple]]:
+def probe(decoder: nn.Module, latent: int) -> list[tuple[nn.Module, tuple, tuple]]:
     if not isinstance(decoder.body, nn.Sequential):
         raise ConfigError("footprint needs a decoder whose body is an nn.Sequential")
     seen: list[tuple[nn.Module, tuple, tuple]] = []
@@ -158,7 +194,7 @@ def _probe(decoder: nn.Module, latent: int) -> list[tuple[nn.Module, tuple, tupl
 def layer_costs(decoder: nn.Module, latent: int, num_classes: int) -> list[LayerCost]:
     """The deployed layers of ``decoder`` (see the module doc), with shapes from a probe."""
     layers: list[LayerCost] = []
-    seen = _probe(decoder, latent)
+    seen = probe(decoder, latent)
     for i, (m, ins, outs) in enumerate(seen):
         name, n_out = f"body.{i}", math.prod(outs)
         if isinstance(m, nn.Linear) and not layers:
@@ -281,7 +317,7 @@ class Footprint:
 
 def _layer_flash(layer: LayerCost, precision: str) -> int:
     if layer.kind == "class_table":
-        return layer.weights * WORD_BYTES
+        return layer.weights * (WORD_BYTES if precision == "fp32" else TABLE_INT_BYTES)
     if layer.kind == "sigmoid_lut":
         return 0 if precision == "fp32" else SIGMOID_LUT_BYTES
     if precision == "fp32":
@@ -306,14 +342,21 @@ def estimate(
     for layer in layers:
         layer.flash_bytes = _layer_flash(layer, precision)
     elem = WORD_BYTES if precision == "fp32" else 1
+    image = layers[-1].out_shape  # (C, H, W), or (features,) for a flat output
+    row = image[0] * image[-1] if len(image) == 3 else math.prod(image)
     stages = [layer for layer in layers if layer.kind in STAGES]
-    peak = 0
-    for layer in stages:
-        out = layer.out_elems
-        if stream_last_layer and layer is stages[-1]:
-            shape = layers[-1].out_shape  # the image: (C, H, W)
-            out = shape[0] * shape[-1] if len(shape) == 3 else out
-        peak = max(peak, (math.prod(layer.in_shape) + out) * elem)
+    shapes = [
+        StageShape(
+            layer.kind == "conv_transpose",
+            0 if i == 0 else math.prod(layer.in_shape),
+            layer.out_elems,
+            layer.out_shape[0] * layer.out_shape[-1] if len(layer.out_shape) == 3 else row,
+        )
+        for i, layer in enumerate(stages)
+    ]
+    peak = arena_bytes(shapes, elem, stream_last_layer)
+    if not stream_last_layer:
+        peak += math.prod(image) * elem  # the caller's image buffer
     return Footprint(
         precision=precision,
         layers=layers,

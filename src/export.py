@@ -1,0 +1,32 @@
+"""Export a trained run's decoder to C firmware under deploy/ (see conf/export.yaml).
+
+    python src/export.py run=<run folder>
+    python src/export.py select_from=[<multirun folder>] mcu=ch32v003
+    make -C deploy all && make -C deploy run-qemu
+
+Prints the report (also written to deploy/model/report.json) as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, uninstalled
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from tinycvae.cli import exit_on_error  # noqa: E402
+from tinycvae.deploy.export import export  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    with exit_on_error():
+        print(json.dumps(export(cfg), indent=2))
+
+
+if __name__ == "__main__":
+    main()
