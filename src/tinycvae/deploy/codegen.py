@@ -98,10 +98,10 @@ def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -
             if qs.bias is not None:
                 parts.append(_array("int32_t", f"b{i}", qs.bias, "int8"))
             rq = qs.requant
-            entries = ", ".join(
-                f"{{{int(m)}, {int(p)}, {int(s)}}}" for m, p, s in zip(rq.m, rq.pre, rq.shift)
-            )
-            parts.append(f"static const cvae_requant_t q{i}[{len(rq.m)}] = {{{entries}}};\n")
+            items = [f"{{{m}, {p}, {s}}}" for m, p, s in zip(rq.m, rq.pre, rq.shift)]
+            lines = [", ".join(items[k : k + 6]) for k in range(0, len(items), 6)]
+            body = ",\n    ".join(lines)
+            parts.append(f"static const cvae_requant_t q{i}[{len(items)}] = {{\n    {body}\n}};\n")
         parts.append(_array("cvae_table_t", "cvae_table", qm.table, "int8", static=False))
         parts.append(_array("uint8_t", "cvae_sigmoid_lut", qm.sigmoid_lut, "int8", static=False))
     else:

@@ -1,0 +1,165 @@
+"""The deployed decoder in Python: stage extraction, int8 quantisation, the integer
+reference and the generated C files (no compiler needed here; see test_export.py)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tinycvae.data.dice import dice_spec
+from tinycvae.deploy import codegen
+from tinycvae.deploy.quantize import (
+    A_LIMIT,
+    Requant,
+    UnsupportedModelError,
+    _apply_requant,
+    extract,
+    quantize,
+    run_fp32,
+    run_int8,
+)
+from tinycvae.footprint import estimate
+from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
+from tinycvae.models.conditioning import OneHotConcat
+
+DICE = dice_spec(32)
+K = DICE.num_classes
+
+
+def model(arch="conv", latent=1, mode="bypass", kind="onehot", seed=0):
+    torch.manual_seed(seed)
+    kw = {"dim1": 4, "dim2": 4, "dim3": 4, "dim4": 4} if arch == "conv" else {"hidden": 16}
+    m = build_cvae(
+        DICE, arch=arch, latent=latent, latent_mode=mode, conditioning={"kind": kind}, **kw
+    )
+    for p in m.decoder.parameters():  # varied outputs, not a constant grey
+        nn.init.normal_(p, std=0.4)
+    return m.eval()
+
+
+def inputs(m, n=256, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % K
+    return m.sampler(labels, g), labels
+
+
+@pytest.mark.parametrize("kind", sorted(CONDITIONINGS))
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+def test_deployed_stages_compute_the_decoder(arch, kind):
+    m = model(arch, latent=2, mode="reparam", kind=kind)
+    fm = extract(m.decoder, m.latent, K)
+    z, y = inputs(m)
+    with torch.no_grad():
+        want = torch.sigmoid(m.decoder(z, y))
+    assert torch.allclose(run_fp32(fm, z, y), want, atol=1e-5)
+    assert fm.table.shape == (K, fm.stages[0].out_channels)
+    assert fm.stages[0].bias is None and fm.stages[0].in_shape == (2, 1, 1)
+    assert [s.relu for s in fm.stages] == [True] * (len(fm.stages) - 1) + [False]
+
+
+def test_conv_stages_and_shapes():
+    fm = extract(model().decoder, 1, K)
+    assert [(s.kind, s.in_shape, s.out_shape, s.stride) for s in fm.stages] == [
+        ("linear", (1, 1, 1), (64, 1, 1), 1),
+        ("convT", (4, 4, 4), (4, 8, 8), 2),
+        ("convT", (4, 8, 8), (4, 16, 16), 2),
+        ("convT", (4, 16, 16), (4, 16, 16), 1),
+        ("convT", (4, 16, 16), (1, 32, 32), 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    "layer, word",
+    [(nn.Conv2d(3, 5, 3, padding=1), "Conv2d"), (nn.Tanh(), "Tanh"),
+     (nn.ConvTranspose2d(3, 5, 5, stride=2, padding=2, output_padding=1), "kernel 3")],
+)  # fmt: skip
+def test_unsupported_layers_are_named(layer, word):
+    body = nn.Sequential(nn.Linear(5, 48), nn.ReLU(), nn.Unflatten(1, (3, 4, 4)), layer)
+    with pytest.raises(UnsupportedModelError, match=word):
+        extract(Decoder(OneHotConcat(3, 2), body), 2, 3)
+
+
+def test_requantisation_follows_the_contract():
+    """Hand-computed: a = acc >> pre, clamp to int16, y = (a*m + 2^(shift-1)) >> shift."""
+    rq = Requant(np.array([20000, 16384]), np.array([2, 0]), np.array([15, 14]))
+    acc = torch.tensor([[1000, 100], [-1000, -3], [10_000_000, 40_000]])
+    hidden = _apply_requant(acc, rq, 1, relu=True)
+    last = _apply_requant(acc, rq, 1, relu=False)
+
+    def ref(a, m, pre, shift, lo, hi):
+        a = max(-A_LIMIT - 1, min(A_LIMIT, a >> pre))
+        return max(lo, min(hi, (a * m + (1 << (shift - 1))) >> shift))
+
+    for i in range(3):
+        for o, (m, pre, shift) in enumerate([(20000, 2, 15), (16384, 0, 14)]):
+            assert hidden[i, o] == ref(int(acc[i, o]), m, pre, shift, 0, 255)
+            assert last[i, o] == ref(int(acc[i, o]), m, pre, shift, -128, 127)
+    assert last[1, 1] == -3  # m = 2^14 at shift 14 is exactly 1.0, floors stay exact
+    assert hidden[2].tolist() == [255, 255] and last[2].tolist() == [127, 127]  # saturates
+
+
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+def test_int8_reference_tracks_the_float_model(arch):
+    m = model(arch, latent=2, mode="reparam")
+    fm = extract(m.decoder, m.latent, K)
+    z, y = inputs(m, 1024)
+    qm = quantize(fm, z, y, bypass=False)
+    px = run_int8(qm, qm.quantize_z(z), y.numpy())
+    assert px.dtype == np.uint8 and px.shape == (1024, 1, 32, 32)
+    ref = run_fp32(fm, z, y).numpy()
+    err = px / 255.0 - ref
+    assert np.mean(err**2) < 2e-3
+    assert np.abs(err).mean() < 0.03
+
+
+def test_quantisation_never_overflows_int32():
+    m = model()
+    fm = extract(m.decoder, 1, K)
+    z, y = inputs(m)
+    qm = quantize(fm, z, y, bypass=True)
+    assert qm.z_one == 127  # bypass factors: z = 1.0 is code 127
+    for i, qs in enumerate(qm.stages):
+        rq = qs.requant
+        assert ((rq.m >= 0) & (rq.m < 2**15)).all()
+        assert ((rq.shift >= 1) & (rq.shift <= 30)).all()
+        wabs = np.abs(qs.weight.astype(np.int64)).reshape(len(rq.m), -1).sum(1)
+        const = (
+            np.abs(qm.table.astype(np.int64)).max(0) << qm.table_shift
+            if qs.bias is None
+            else np.abs(qs.bias.astype(np.int64))
+        )
+        worst = const + (127 if i == 0 else 255) * wabs  # int8 z, then uint8 activations
+        assert (worst < 2**31).all()
+        assert ((worst >> rq.pre) <= A_LIMIT).all()  # never saturates, even at worst
+    assert np.abs(qm.table).max() <= 32767 and qm.table_shift == 0
+    lut = qm.sigmoid_lut
+    assert lut[128] in (127, 128)  # logit 0
+    assert lut[0] == round(255 / (1 + math.exp(128 * qm.logit_scale)))
+    assert (np.diff(lut.astype(int)) >= 0).all()
+
+
+def test_generated_header_matches_the_estimator():
+    m = model()
+    fm = extract(m.decoder, 1, K)
+    z, y = inputs(m)
+    qm = quantize(fm, z, y, bypass=True)
+    header = codegen.model_header(fm, "int8", True, 1.0, qm)
+    consts = dict(re.findall(r"#define (CVAE_\w+) (\d+)", header))
+    assert consts["CVAE_NUM_STAGES"] == "5" and consts["CVAE_Z_ONE"] == "127"
+    whole = estimate(m.decoder, 1, K, "int8")
+    streamed = estimate(m.decoder, 1, K, "int8", stream_last_layer=True)
+    assert int(consts["CVAE_ARENA_IMAGE"]) + 1024 == whole.activation_bytes
+    assert int(consts["CVAE_ARENA_STREAM"]) == streamed.activation_bytes == 1280
+    source = codegen.model_source(fm, "int8", qm)
+    n_weights = sum(qs.weight.size for qs in qm.stages)
+    arrays = re.findall(r"const int8_t w\d+\[(\d+)\]", source)
+    assert sum(map(int, arrays)) == n_weights
+    assert f"cvae_table[{K * 64}]" in source and "cvae_sigmoid_lut[256]" in source
+    fp32 = codegen.model_source(fm, "fp32")
+    assert "cvae_sigmoid_lut" not in fp32 and "requant" not in fp32.split("cvae_stages")[0]
+    assert all(math.isfinite(float(v[:-1])) for v in re.findall(r"-?\d+\.?\d*(?:e-?\d+)?f", fp32))
