@@ -44,8 +44,9 @@ def stage_shapes(stages: list[Stage]) -> list[StageShape]:
     ]
 
 
-def model_header(fm: FloatModel, precision: str, bypass: bool, sample_std: float,
-                 qm: QuantModel | None = None) -> str:
+def model_header(
+    fm: FloatModel, precision: str, bypass: bool, sample_std: float, qm: QuantModel | None = None
+) -> str:
     c, h, w = fm.out_shape
     shapes = stage_shapes(fm.stages)
     elem = 1 if precision == "int8" else 4
@@ -115,8 +116,9 @@ def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -
     return "\n".join(parts)
 
 
-def golden_header(labels: np.ndarray, z: np.ndarray | Tensor, out: np.ndarray | Tensor,
-                  precision: str) -> str:
+def golden_header(
+    labels: np.ndarray, z: np.ndarray | Tensor, out: np.ndarray | Tensor, precision: str
+) -> str:
     z = np.asarray(z)
     out = np.asarray(out)
     return "\n".join(

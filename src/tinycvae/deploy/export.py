@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -28,8 +27,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tinycvae.checkpoints import load_model
-from tinycvae.checks import require_int
+from tinycvae.checks import require_int, require_number
 from tinycvae.deploy import codegen, toolchain
+from tinycvae.deploy.qat import finetune
 from tinycvae.deploy.quantize import QuantModel, extract, quantize, run_fp32, run_int8
 from tinycvae.errors import ConfigError, TinyCVAEError
 from tinycvae.evaluator import EvaluatorSettings, accuracy, check_floor, load_or_train
@@ -94,11 +94,12 @@ def resolve_source(cfg: DictConfig, scratch: Path) -> Source:
     if not cfg.get("mcu"):
         raise ConfigError("select_from=... picks the best run that fits an MCU: set mcu=<name>")
     folders = [value] if isinstance(value, str) else list(value)
-    row = select(collect_runs(folders), cfg.mcu)
+    row = select(collect_runs(folders), cfg.mcu.name)
     if not row.checkpoint or not Path(row.checkpoint).is_file():
         raise ConfigError(f"the selected run {row.run_dir} has no best checkpoint")
-    log.info("selected %s (acc %.3f) for %s", row.run_dir, row.acc, cfg.mcu)
-    return Source(Path(row.checkpoint), f"select_from={folders} mcu={cfg.mcu} -> {row.run_dir}")
+    log.info("selected %s (acc %.3f) for %s", row.run_dir, row.acc, cfg.mcu.name)
+    how = f"select_from={folders} mcu={cfg.mcu.name} -> {row.run_dir}"
+    return Source(Path(row.checkpoint), how)
 
 
 def check_fit(model: CVAE, mcu: MCUProfile, target: str) -> dict[str, Any]:
@@ -117,8 +118,13 @@ def check_fit(model: CVAE, mcu: MCUProfile, target: str) -> dict[str, Any]:
 
 
 def _settings(cfg: DictConfig) -> None:
-    for key, least in (("golden_count", 1), ("eval_samples", 1), ("calib_samples", 1)):
+    for key, least in (("golden_count", 1), ("eval_samples", 1), ("calib_samples", 1),
+                       ("qat_epochs", 1)):  # fmt: skip
         require_int(cfg[key], key, least)
+    if cfg.qat not in (True, False, "auto"):
+        raise ConfigError(f"qat={cfg.qat} is invalid; allowed: auto, true, false")
+    require_number(cfg.qat_lr, "qat_lr", 0.0, exclusive=True)
+    require_number(cfg.max_acc_drop, "max_acc_drop", 0.0)
     if not cfg.get("out_dir"):
         raise ConfigError("out_dir is empty; allowed: a folder (default deploy)")
 
@@ -189,7 +195,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     """Export, build and verify; returns the report (also written to report.json)."""
     _settings(cfg)
     targets = toolchain.check_targets(list(cfg.targets))
-    mcu = load_mcu(cfg.mcu) if cfg.get("mcu") else None
+    mcu = load_mcu(cfg.mcu.name) if cfg.get("mcu") else None
     out_dir = Path(cfg.out_dir)
     final = out_dir / "model"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,8 +226,22 @@ def _export(cfg: DictConfig, targets, mcu: MCUProfile | None, scratch: Path) -> 
         estimates.setdefault(f"mcu:{mcu.name}", check_fit(model, mcu, f"mcu={mcu.name}"))
 
     dm = _data(info)
+    scorer = _scorer(cfg, model, dm, info)
     z_cal, y_cal = _calibration(model, dm, cfg.calib_samples, cfg.seed)
     qm = quantize(fm, z_cal, y_cal, model.bypass)
+    quality = {
+        "samples": len(scorer.labels),
+        "evaluator": scorer.path,
+        "acc_pytorch": scorer.acc(scorer.reference),
+        "acc_int8_ptq": scorer.acc(scorer.int8(qm)),
+    }
+    drop = quality["acc_pytorch"] - quality["acc_int8_ptq"]
+    quality["qat"] = cfg.qat is True or (cfg.qat == "auto" and drop > cfg.max_acc_drop)
+    if quality["qat"]:
+        log.info("int8 post-training costs %.1f points: quantisation-aware fine-tuning", 100 * drop)
+        tuned = finetune(fm, qm, z_cal, y_cal, cfg.qat_epochs, cfg.qat_lr, seed=cfg.seed)
+        qm = quantize(tuned, z_cal, y_cal, model.bypass)
+        quality["acc_int8_qat"] = scorer.acc(scorer.int8(qm))
 
     # golden vectors: fixed labels and latents drawn by the model's sampler
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -231,7 +251,7 @@ def _export(cfg: DictConfig, targets, mcu: MCUProfile | None, scratch: Path) -> 
     g_y = g_labels.numpy().astype(np.uint8)
     model_dir = scratch / "model"
     codegen.write_model(
-        model_dir / "int8", fm, "int8", model.bypass, model.sample_std,
+        model_dir / "int8", qm.float_model, "int8", model.bypass, model.sample_std,
         (g_y, g_zq, run_int8(qm, g_zq, g_y).reshape(len(g_y), -1)), qm,
     )  # fmt: skip
     codegen.write_model(
@@ -245,7 +265,8 @@ def _export(cfg: DictConfig, targets, mcu: MCUProfile | None, scratch: Path) -> 
     for target in targets:
         results[target.name] = _build_and_check(target, model_dir, build, estimates)
 
-    quality = _quality(cfg, model, qm, dm, info, build if "host" in results else None)
+    if "host" in results:
+        quality |= _c_quality(scorer, qm, build)
     report = {
         "created": now_iso(),
         "source": source.how,
@@ -296,9 +317,11 @@ def _build_and_check(target, model_dir: Path, build: Path, estimates) -> dict[st
         ok, n = toolchain.golden_result(text)
         if ok != n:
             raise toolchain.ToolchainError(f"the QEMU build reproduces {ok} of {n} golden vectors")
-        return {"golden_int8": f"{ok}/{n}",
-                "instructions_per_image": toolchain.instructions_per_image(text),
-                "machine": "qemu-system-arm -M mps2-an385, Cortex-M0+ (ARMv6-M) code"}
+        return {
+            "golden_int8": f"{ok}/{n}",
+            "instructions_per_image": toolchain.instructions_per_image(text),
+            "machine": "qemu-system-arm -M mps2-an385, Cortex-M0+ (ARMv6-M) code",
+        }
     toolchain.make(name, model_dir / "int8", build / "int8")
     measured = toolchain.elf_size(target, build / "int8")
     est = estimates[name]
@@ -313,37 +336,51 @@ def _build_and_check(target, model_dir: Path, build: Path, estimates) -> dict[st
     }
 
 
-def _quality(cfg, model: CVAE, qm: QuantModel, dm, info, build: Path | None) -> dict[str, Any]:
-    """Evaluator accuracy of PyTorch-, int8-reference- and C-drawn images on the same
-    labels and latents, and the int8 images' MSE against the float model's."""
-    labels = balanced_labels(cfg.eval_samples, model.num_classes)
-    z = model.sampler(labels, torch.Generator().manual_seed(cfg.seed + 2))
-    with torch.no_grad():
-        ref = torch.sigmoid(model.decoder(z, labels))
-    zq = qm.quantize_z(z)
-    y = labels.numpy()
-    int8 = run_int8(qm, zq, y)
-    out: dict[str, Any] = {
-        "samples": int(cfg.eval_samples),
-        "int8_vs_fp32_mse": float(((torch.from_numpy(int8).float() / 255 - ref) ** 2).mean()),
-    }
-    if build is not None:
-        c_pixels = _pipe(build / "int8", y, zq, math.prod(qm.float_model.out_shape))
-        out["c_matches_reference"] = bool(np.array_equal(c_pixels, int8.reshape(len(y), -1)))
-        if not out["c_matches_reference"]:
-            raise toolchain.ToolchainError("the C decoder's images differ from the int8 reference")
-    ev_cfg = info["config"].get("evaluator") or {}
-    settings = EvaluatorSettings(**ev_cfg)
+@dataclass
+class Scorer:
+    """Fixed labels and latents, the PyTorch model's images for them, and the evaluator
+    that scores any decoder's images for the same inputs."""
+
+    evaluator: Any
+    path: str
+    labels: torch.Tensor
+    z: torch.Tensor
+    reference: torch.Tensor  # the PyTorch model's images in [0, 1]
+
+    def acc(self, images: torch.Tensor) -> float:
+        return accuracy(self.evaluator, images, self.labels)
+
+    def int8(self, qm: QuantModel) -> torch.Tensor:
+        """The int8 reference's images (what the C decoder draws, byte for byte)."""
+        px = run_int8(qm, qm.quantize_z(self.z), self.labels.numpy())
+        return torch.from_numpy(px).float() / 255
+
+
+def _scorer(cfg: DictConfig, model: CVAE, dm, info: dict[str, Any]) -> Scorer:
+    settings = EvaluatorSettings(**(info["config"].get("evaluator") or {}))
     data_dir = info["config"].get("paths", {}).get("data_dir")
     record = load_or_train(dm.splits, dm.spec, dm.cache_key(), data_dir, settings, progress=True)
     check_floor(record, settings.floor)
-    ev = record.evaluator.cpu()
-    acc_torch = accuracy(ev, ref, labels)
-    acc_int8 = accuracy(ev, torch.from_numpy(int8).float() / 255, labels)
-    out |= {
-        "acc_pytorch": acc_torch,
-        "acc_c_int8": acc_int8,
-        "acc_drop": acc_torch - acc_int8,
-        "evaluator": str(record.path),
+    labels = balanced_labels(cfg.eval_samples, model.num_classes)
+    z = model.sampler(labels, torch.Generator().manual_seed(cfg.seed + 2))
+    with torch.no_grad():
+        reference = torch.sigmoid(model.decoder(z, labels))
+    return Scorer(record.evaluator.cpu(), str(record.path), labels, z, reference)
+
+
+def _c_quality(scorer: Scorer, qm: QuantModel, build: Path) -> dict[str, Any]:
+    """The C decoder's own images (host build) for the scorer's inputs: equal to the int8
+    reference's, scored by the evaluator, and their MSE against the PyTorch images."""
+    int8 = scorer.int8(qm)
+    y = scorer.labels.numpy()
+    c_pixels = _pipe(build / "int8", y, qm.quantize_z(scorer.z), int8[0].numel())
+    c_images = torch.from_numpy(c_pixels.copy()).float().reshape(int8.shape) / 255
+    if not torch.equal(c_images, int8):
+        raise toolchain.ToolchainError("the C decoder's images differ from the int8 reference")
+    acc = scorer.acc(c_images)
+    return {
+        "c_matches_reference": True,
+        "acc_c_int8": acc,
+        "acc_drop": scorer.acc(scorer.reference) - acc,
+        "int8_vs_fp32_mse": float(((c_images - scorer.reference) ** 2).mean()),
     }
-    return out

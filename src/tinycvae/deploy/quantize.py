@@ -284,7 +284,9 @@ def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool) -> QuantMo
         # whose z-weights are tiny next to its table entries gets a coarser weight scale
         # so that its entries fit int16 (the table's step then stays far below one
         # output step, and CVAE_TABLE_SHIFT stays 0).
-        floor = fm.table.double().abs().amax(dim=0) / ((TABLE_MAX - 1) * z_scale) if i == 0 else None
+        floor = (
+            fm.table.double().abs().amax(dim=0) / ((TABLE_MAX - 1) * z_scale) if i == 0 else None
+        )
         wq, ws = _weights(st.weight, floor)
         acc_scale = in_scale * ws  # per output channel
         wabs = np.abs(wq.astype(np.int64)).reshape(len(ws), -1).sum(axis=1)

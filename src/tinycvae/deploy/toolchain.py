@@ -82,7 +82,15 @@ def check_targets(names: list[str]) -> list[Target]:
 def make(goal: str, model_dir: Path, build_dir: Path, timeout: float = 600) -> str:
     """Run ``make -C deploy <goal>`` for ``model_dir``; its output, or ToolchainError with
     the lines that say why (e.g. the linker's region overflow)."""
-    cmd = ["make", "-s", "-C", str(DEPLOY_SRC), f"MODEL_DIR={model_dir}", f"BUILD={build_dir}", goal]
+    cmd = [
+        "make",
+        "-s",
+        "-C",
+        str(DEPLOY_SRC),
+        f"MODEL_DIR={model_dir}",
+        f"BUILD={build_dir}",
+        goal,
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -122,5 +130,10 @@ def elf_size(target: Target, build_dir: Path) -> dict[str, int]:
     if done.returncode != 0:
         raise ToolchainError(f"{target.size_tool} {elf} failed: {done.stderr.strip()[:300]}")
     text, data, bss = (int(v) for v in done.stdout.splitlines()[1].split()[:3])
-    return {"text": text, "data": data, "bss": bss, "flash_bytes": text + data,
-            "ram_bytes": data + bss}
+    return {
+        "text": text,
+        "data": data,
+        "bss": bss,
+        "flash_bytes": text + data,
+        "ram_bytes": data + bss,
+    }

@@ -1,0 +1,99 @@
+"""Quantisation-aware fine-tuning of the deployed stages, for when post-training int8
+costs too much accuracy (tiny decoders are sensitive to weight rounding).
+
+The float stages are trained through fake quantisation that mirrors the int8 runtime
+(per-channel int8 weights, uint8 activations on the calibrated scales, int8 logits,
+int8 z), with straight-through gradients, to reproduce the *float model's own* images
+(distillation: the goal is to draw what the PyTorch model draws). The result is a new
+:class:`FloatModel`, quantised again by :func:`tinycvae.deploy.quantize.quantize`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, W_MAX, FloatModel, QuantModel
+
+
+def _ste_round(x: Tensor) -> Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def _fake_weight(w: Tensor, floor: Tensor | None) -> Tensor:
+    scale = w.detach().reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-8) / W_MAX
+    if floor is not None:
+        scale = torch.maximum(scale, floor)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    return _ste_round(w / scale.reshape(shape)).clamp(-W_MAX, W_MAX) * scale.reshape(shape)
+
+
+def _fake_act(x: Tensor, scale: float, lo: int, hi: int) -> Tensor:
+    return _ste_round(x / scale).clamp(lo, hi) * scale
+
+
+def fake_forward(fm: FloatModel, qm: QuantModel, z: Tensor, labels: Tensor) -> Tensor:
+    """Logits of ``fm`` under the int8 runtime's rounding (differentiable by STE)."""
+    x = _fake_act(z, qm.z_scale, -127, 127)
+    table_floor = fm.table.detach().abs().amax(0) / (32766 * qm.z_scale)
+    for i, st in enumerate(fm.stages):
+        w = _fake_weight(st.weight, table_floor if i == 0 else None)
+        if st.kind == "linear":
+            x = x.reshape(x.shape[0], -1) @ w.T + (fm.table[labels] if i == 0 else st.bias)
+        else:
+            x = F.conv_transpose2d(
+                x.reshape(x.shape[0], *st.in_shape),
+                w.transpose(0, 1),
+                st.bias,
+                st.stride,
+                st.pad,
+                st.output_padding,
+            )
+        scale = qm.stages[i].out_scale
+        x = (
+            _fake_act(F.relu(x), scale, 0, ACT_MAX)
+            if st.relu
+            else _fake_act(x, scale, -128, LOGIT_MAX)
+        )
+    return x.reshape(x.shape[0], *fm.out_shape)
+
+
+def finetune(
+    fm: FloatModel,
+    qm: QuantModel,
+    z: Tensor,
+    labels: Tensor,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> FloatModel:
+    """A copy of ``fm`` fine-tuned so that its int8 form draws ``fm``'s float images."""
+    tuned = copy.deepcopy(fm)
+    params = [tuned.table] + [
+        p for st in tuned.stages for p in (st.weight, st.bias) if p is not None
+    ]
+    for p in params:
+        p.requires_grad_(True)
+    with torch.no_grad():
+        target = torch.sigmoid(fm.forward(z, labels))
+    opt = torch.optim.Adam(params, lr=lr)
+    steps = epochs * max(1, len(z) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(z), generator=gen)
+        for k in range(0, len(z) - batch_size + 1, batch_size):
+            idx = order[k : k + batch_size]
+            logits = fake_forward(tuned, qm, z[idx], labels[idx])
+            loss = F.binary_cross_entropy_with_logits(logits, target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    for p in params:
+        p.requires_grad_(False)
+    return tuned

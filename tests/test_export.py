@@ -1,0 +1,274 @@
+"""Export to C firmware end to end: train, export, build for host / QEMU / Cortex-M0+ /
+CH32V003, and check what the issue promises (golden vectors, sizes, accuracy, errors).
+
+Needs the Debian toolchains that ``.ci/run`` installs; without them these tests are
+skipped with the package to install (the rest of the suite still runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from tinycvae.checkpoints import load_model
+from tinycvae.deploy import toolchain
+from tinycvae.deploy.export import export
+from tinycvae.errors import TinyCVAEError
+
+from conftest import CONF, ROOT, run_train
+
+NEEDED = ("make", "cc", "arm-none-eabi-gcc", "qemu-system-arm", "riscv64-unknown-elf-gcc")
+missing = [t for t in NEEDED if shutil.which(t) is None]
+pytestmark = pytest.mark.skipif(
+    bool(missing), reason=f"firmware toolchains missing ({', '.join(missing)}): run .ci/run"
+)
+
+# A 4_4_4_4 bypass decoder on the full dice set: about a second per epoch here.
+SMALL_DIE = [
+    "experiment=dice_bypass",
+    "model.dim1=4",
+    "model.dim2=4",
+    "model.dim3=4",
+    "model.dim4=4",
+    "logger=csv",
+    "metrics=none",
+    "callbacks.progress_bar=null",
+]
+
+
+def export_cfg(*overrides: str, out_dir: Path) -> DictConfig:
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("export", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.out_dir = str(out_dir)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run folder: the CH32V003-sized bypass decoder, trained for 12 epochs."""
+    root = tmp_path_factory.mktemp("fw")
+    done = run_train(
+        [*SMALL_DIE, "trainer.max_epochs=12", f"hydra.run.dir={root}/run"], root, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("deploy")
+    report = export(export_cfg(f"run={trained}", out_dir=out))
+    return out, report
+
+
+def test_host_qemu_and_mcu_builds_verify_the_golden_vectors(exported):
+    out, report = exported
+    targets = report["targets"]
+    assert targets["host"] == {"golden_int8": "12/12", "golden_fp32": "12/12"}
+    assert targets["qemu"]["golden_int8"] == "12/12"
+    assert 10_000 < targets["qemu"]["instructions_per_image"] < 5_000_000
+    assert json.loads((out / "model" / "report.json").read_text()) == report
+    assert not list(out.glob(".export-*"))  # the scratch folder is gone
+
+
+@pytest.mark.parametrize("target, flash, ram", [("ch32v003", 16384, 2048),
+                                                ("cortex-m0plus", 16384, 4096)])  # fmt: skip
+def test_mcu_images_fit_and_match_the_estimator(exported, target, flash, ram):
+    t = exported[1]["targets"][target]
+    assert t["budget"] == {"flash_bytes": flash, "ram_bytes": ram}
+    assert t["measured"]["flash_bytes"] <= flash and t["measured"]["ram_bytes"] <= ram
+    assert abs(t["flash_error"]) <= 0.10, t
+    assert abs(t["ram_error"]) <= 0.10, t
+
+
+def test_c_images_score_like_the_pytorch_model(exported):
+    q = exported[1]["quality"]
+    assert q["c_matches_reference"] is True
+    assert q["samples"] == 600
+    assert abs(q["acc_pytorch"] - q["acc_c_int8"]) <= 0.01, q
+    assert q["acc_pytorch"] > 0.5  # a model that draws dice, not noise
+    assert q["int8_vs_fp32_mse"] < 0.005
+
+
+def test_onnx_decoder_computes_the_pytorch_decoder(exported, trained):
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    path = exported[0] / "model" / "decoder.onnx"
+    onnx.checker.check_model(str(path))
+    model, _ = load_model(trained / "checkpoints" / "best.ckpt")
+    z = torch.linspace(-1, 1, 6)[:, None]
+    labels = torch.arange(6)
+    (got,) = ReferenceEvaluator(str(path)).run(None, {"z": z.numpy(), "label": labels.numpy()})
+    with torch.no_grad():
+        want = torch.sigmoid(model.decoder(z, labels)).numpy()
+    assert got.shape == (6, 1, 32, 32)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_make_builds_every_target_and_qemu_rolls_a_die(exported, tmp_path):
+    model_dir = exported[0] / "model" / "int8"
+    args = ["make", "-s", "-C", str(ROOT / "deploy"), f"MODEL_DIR={model_dir}",
+            f"BUILD={tmp_path}"]  # fmt: skip
+    done = subprocess.run([*args, "all"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for elf in ("host/demo", "qemu/demo.elf", "cortex-m0plus/demo.elf", "ch32v003/demo.elf"):
+        assert (tmp_path / elf).is_file()
+    demo = subprocess.run([*args, "run-qemu"], capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0, demo.stderr
+    assert demo.stdout.count("roll") == 3
+    art = [
+        ln for ln in demo.stdout.splitlines() if len(ln.rstrip()) and set(ln) <= set(" .:-=+*#%@")
+    ]
+    assert len(art) >= 3 * 32 - 3 and any("@" in ln for ln in art)  # 32 rows a roll, ink
+
+
+def test_ch32v003_image_has_no_float_code(exported, tmp_path):
+    model_dir = exported[0] / "model" / "int8"
+    toolchain.make("ch32v003", model_dir, tmp_path)
+    syms = subprocess.run(
+        ["riscv64-unknown-elf-nm", str(tmp_path / "ch32v003" / "demo.elf")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "__mulsi3" in syms  # rv32ec: every MAC is a libgcc call
+    for name in ("__addsf3", "__mulsf3", "__divsf3", "expf", "malloc"):
+        assert name not in syms
+
+
+# --- selection and bad input -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A two-run size sweep (one epoch each): 4_4_4_4 fits the CH32V003, 4_16_4_4 not."""
+    root = tmp_path_factory.mktemp("sweep")
+    done = run_train(
+        [
+            "-m",
+            *[a for a in SMALL_DIE if not a.startswith("model.dim2")],
+            "model.dim2=4,16",
+            "data.num_train=512",
+            "trainer.max_epochs=1",
+            f"hydra.sweep.dir={root}/multi",
+        ],
+        root,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "multi"
+
+
+def test_select_exports_the_run_that_fits_the_ch32v003(sweep, tmp_path):
+    report = export(
+        export_cfg(
+            f"select_from=[{sweep}]",
+            "mcu=ch32v003",
+            "targets=[ch32v003]",
+            "eval_samples=60",
+            out_dir=tmp_path,
+        )  # fmt: skip
+    )
+    assert report["model"]["dim2"] == 4
+    measured = report["targets"]["ch32v003"]["measured"]
+    assert measured["flash_bytes"] <= 16 * 1024 and measured["ram_bytes"] <= 2 * 1024
+
+
+def _sentinel(out: Path) -> Path:
+    (out / "model").mkdir(parents=True)
+    keep = out / "model" / "previous.txt"
+    keep.write_text("an earlier export")
+    return keep
+
+
+def _untouched(out: Path, keep: Path) -> None:
+    assert keep.read_text() == "an earlier export"
+    assert sorted(p.name for p in out.iterdir()) == ["model"]  # no scratch folder left
+
+
+def test_a_model_that_does_not_fit_is_refused_by_how_much(sweep, tmp_path):
+    keep = _sentinel(tmp_path)
+    big = next(
+        p
+        for p in sweep.iterdir()
+        if (p / "summary.json").is_file()
+        and json.loads((p / "summary.json").read_text())["config"]["model"]["dim2"] == 16
+    )
+    with pytest.raises(
+        TinyCVAEError, match=r"does not fit ch32v003 .*RAM \d+ B of 2048 B \(\d+ B over\)"
+    ):
+        export(export_cfg(f"run={big}", "targets=[ch32v003]", out_dir=tmp_path))
+    _untouched(tmp_path, keep)
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "deploy"
+    keep = _sentinel(out)
+    with pytest.raises(TinyCVAEError, match="not a loadable tinycvae checkpoint"):
+        export(export_cfg(f"checkpoint={bad}", "targets=[host]", out_dir=out))
+    _untouched(out, keep)
+
+
+def test_missing_cross_compiler_names_the_package(trained, tmp_path, monkeypatch):
+    real = shutil.which
+    monkeypatch.setattr(
+        toolchain.shutil, "which", lambda t: None if t.startswith("riscv64") else real(t)
+    )
+    with pytest.raises(TinyCVAEError, match="gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf"):
+        export(export_cfg(f"run={trained}", out_dir=tmp_path))
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_failing_build_leaves_the_previous_export(trained, tmp_path, monkeypatch):
+    keep = _sentinel(tmp_path)
+    real = toolchain.make
+
+    def broken(goal, *args, **kwargs):
+        if goal == "ch32v003":
+            raise toolchain.ToolchainError("make ch32v003 failed: region `RAM' overflowed")
+        return real(goal, *args, **kwargs)
+
+    monkeypatch.setattr(toolchain, "make", broken)
+    with pytest.raises(TinyCVAEError, match="overflowed"):
+        export(export_cfg(f"run={trained}", "targets=[host,ch32v003]", "eval_samples=60",
+                          out_dir=tmp_path))  # fmt: skip
+    _untouched(tmp_path, keep)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [([], "name exactly one model to export"),
+     (["run=/nowhere"], "run=/nowhere has no checkpoints/best.ckpt"),
+     (["checkpoint=x.ckpt", "targets=[pdp11]"], "target pdp11 is unknown; allowed: host"),
+     (["checkpoint=x.ckpt", "golden_count=0"], "golden_count=0")],
+)  # fmt: skip
+def test_unknown_mcu_names_the_choices(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "export.py"), "checkpoint=x.ckpt", "mcu=z80"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "z80" in done.stderr and "ch32v003" in done.stderr
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "export.py"), *args, f"out_dir={tmp_path}/d"],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "d" / "model").exists()
