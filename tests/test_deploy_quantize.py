@@ -143,6 +143,14 @@ def test_quantisation_never_overflows_int32():
     assert (np.diff(lut.astype(int)) >= 0).all()
 
 
+def test_float_literals_are_valid_c():
+    assert [codegen._fmt(v, "fp32") for v in (1.0, -2.0, 0.5, 1e-12)] == [
+        "1.0f", "-2.0f", "0.5f", "1e-12f"
+    ]
+    with pytest.raises(ValueError, match="non-finite"):
+        codegen._fmt(float("nan"), "fp32")
+
+
 def test_generated_header_matches_the_estimator():
     m = model()
     fm = extract(m.decoder, 1, K)

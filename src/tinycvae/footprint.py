@@ -53,11 +53,15 @@ from tinycvae.errors import ConfigError
 MCU_DIR = Path(__file__).resolve().parents[2] / "conf" / "mcu"
 PRECISIONS = ("fp32", "int8", "int4")
 
-# Runtime code size (bytes); recalibrate against the map files of the real C runtime.
-CODE_BASE_BYTES = 1024  # vector table + startup, API, Linear and transposed-conv loops
-CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shift, ReLU, saturate), LUT
-CODE_INT4_UNPACK_BYTES = 64  # int4: nibble unpacking in the weight loads
-CODE_SOFT_MULTIPLY_BYTES = 100  # libgcc __mulsi3 on cores without a multiplier (rv32ec)
+# Runtime code size (bytes), measured with `size` on the firmware deploy/ builds (the demo:
+# startup, UART output, PRNG, the runtime's API and kernels): text + data minus the model's
+# constants came to 2560-2566 B on Cortex-M0+ and 2590-2594 B on rv32ec (CH32V003) for four
+# dice decoders from 2_2_2_2 to 2_2_8_16, int8, -Os. The fp32 figures are not measured on an
+# MCU (the fp32 build is the host's reference path): soft float + expf per DESIGN.md.
+CODE_BASE_BYTES = 2048  # vector table + startup, board I/O, demo, API, Linear / convT loops
+CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shifts, ReLU, saturate), LUT
+CODE_INT4_UNPACK_BYTES = 64  # int4: nibble unpacking in the weight loads (not built yet)
+CODE_SOFT_MULTIPLY_BYTES = 32  # rv32ec: libgcc __mulsi3 for the requant (the MAC is inline)
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf (DESIGN: 1.5-2 KB)
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256

@@ -21,7 +21,10 @@ PER_LINE = 16
 def _fmt(v, precision: str) -> str:
     if precision == "fp32":
         f = float(v)
-        return f"{f:.9g}f" if math.isfinite(f) else "0.0f"
+        if not math.isfinite(f):
+            raise ValueError(f"a non-finite weight ({f}) cannot be exported")
+        text = f"{f:.9g}"
+        return (text if any(c in text for c in ".e") else text + ".0") + "f"  # 1 -> 1.0f
     return str(int(v))
 
 
