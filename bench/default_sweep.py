@@ -36,7 +36,8 @@ def main() -> None:
             nan = float("nan")
             print(
                 f"  job {path.parent.name}: {s['wall_time_s']:6.1f} s  {s['status']:<4} "
-                f"metrics {m.get('time/metrics_s', nan):4.1f} s  gen/acc {m.get('gen/acc', nan):.3f}"
+                f"metrics {m.get('time/metrics_s', nan):4.1f} s  "
+                f"gen/acc {m.get('gen/acc', nan):.3f}"
                 f"  fid {m.get('gen/fid_evaluator', nan):7.2f}  mse {m.get('test/mse', nan):.4f}"
                 f"  {s['name']}"
             )
