@@ -13,6 +13,7 @@ from torch import nn
 
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen
+from tinycvae.deploy.qat import finetune
 from tinycvae.deploy.quantize import (
     A_LIMIT,
     Requant,
@@ -145,13 +146,61 @@ def test_quantisation_never_overflows_int32():
 
 def test_float_literals_are_valid_c():
     assert [codegen._fmt(v, "fp32") for v in (1.0, -2.0, 0.5, 1e-12)] == [
-        "1.0f", "-2.0f", "0.5f", "1e-12f"
+        "1.0f",
+        "-2.0f",
+        "0.5f",
+        "1e-12f",
     ]
     with pytest.raises(ValueError, match="non-finite"):
         codegen._fmt(float("nan"), "fp32")
 
 
-def test_generated_header_matches_the_estimator():
+@pytest.mark.parametrize("arch, stream", [("conv", 1280), ("mlp", 16 + 32)])
+def test_generated_arena_sizes_match_the_estimator(arch, stream):
+    m = model(arch)
+    fm = extract(m.decoder, 1, K)
+    z, y = inputs(m)
+    qm = quantize(fm, z, y, bypass=True)
+    consts = dict(
+        re.findall(r"#define (CVAE_\w+) (\d+)", codegen.model_header(fm, "int8", True, 1.0, qm))
+    )
+    whole = estimate(m.decoder, 1, K, "int8")
+    streamed = estimate(m.decoder, 1, K, "int8", stream_last_layer=True)
+    assert int(consts["CVAE_ARENA_IMAGE"]) + 1024 == whole.activation_bytes
+    # the MLP's last Linear streams 32-pixel rows: its input + one row
+    assert int(consts["CVAE_ARENA_STREAM"]) == streamed.activation_bytes == stream
+
+
+def test_hidden_layer_without_relu_is_refused():
+    body = nn.Sequential(
+        nn.Linear(5, 48), nn.ReLU(), nn.Unflatten(1, (3, 4, 4)),
+        nn.ConvTranspose2d(3, 3, 3, stride=2, padding=1, output_padding=1),
+        nn.ConvTranspose2d(3, 1, 3, stride=2, padding=1, output_padding=1),
+    )  # fmt: skip
+    with pytest.raises(UnsupportedModelError, match="layer 1 \\(convT\\) has no ReLU"):
+        extract(Decoder(OneHotConcat(3, 2), body), 2, 3)
+
+
+def test_accumulators_past_int32_are_refused():
+    m = model()
+    fm = extract(m.decoder, 1, K)
+    fm.stages[2].bias = fm.stages[2].bias * 1e9
+    z, y = inputs(m)
+    with pytest.raises(UnsupportedModelError, match="int32"):
+        quantize(fm, z, y, bypass=True)
+
+
+def test_fine_tuning_runs_on_fewer_latents_than_a_batch():
+    m = model()
+    fm = extract(m.decoder, 1, K)
+    z, y = inputs(m, 100)
+    qm = quantize(fm, z, y, bypass=True)
+    tuned = finetune(fm, qm, z, y, epochs=2, batch_size=256)
+    assert not torch.equal(tuned.stages[1].weight, fm.stages[1].weight)
+    assert not fm.stages[1].weight.requires_grad  # the original is left alone
+
+
+def test_generated_sources():
     m = model()
     fm = extract(m.decoder, 1, K)
     z, y = inputs(m)
@@ -159,10 +208,6 @@ def test_generated_header_matches_the_estimator():
     header = codegen.model_header(fm, "int8", True, 1.0, qm)
     consts = dict(re.findall(r"#define (CVAE_\w+) (\d+)", header))
     assert consts["CVAE_NUM_STAGES"] == "5" and consts["CVAE_Z_ONE"] == "127"
-    whole = estimate(m.decoder, 1, K, "int8")
-    streamed = estimate(m.decoder, 1, K, "int8", stream_last_layer=True)
-    assert int(consts["CVAE_ARENA_IMAGE"]) + 1024 == whole.activation_bytes
-    assert int(consts["CVAE_ARENA_STREAM"]) == streamed.activation_bytes == 1280
     source = codegen.model_source(fm, "int8", qm)
     n_weights = sum(qs.weight.size for qs in qm.stages)
     arrays = re.findall(r"const int8_t w\d+\[(\d+)\]", source)

@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from tinycvae.checkpoints import load_model
+from tinycvae.deploy import export as export_module
 from tinycvae.deploy import toolchain
 from tinycvae.deploy.export import export
 from tinycvae.errors import TinyCVAEError
@@ -184,6 +185,24 @@ def test_select_exports_the_run_that_fits_the_ch32v003(sweep, tmp_path):
     assert measured["flash_bytes"] <= 16 * 1024 and measured["ram_bytes"] <= 2 * 1024
 
 
+def test_a_failed_swap_keeps_the_previous_export(tmp_path, monkeypatch):
+    keep = _sentinel(tmp_path)
+    staged = tmp_path / ".export-x" / "model"
+    staged.mkdir(parents=True)
+    real, calls = os.replace, []
+
+    def second_fails(a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise OSError(16, "Device or resource busy")
+        real(a, b)
+
+    monkeypatch.setattr(export_module.os, "replace", second_fails)
+    with pytest.raises(TinyCVAEError, match="could not move the export"):
+        export_module._swap_in(staged, tmp_path / "model", tmp_path / ".export-x" / "previous")
+    assert keep.read_text() == "an earlier export"
+
+
 def _sentinel(out: Path) -> Path:
     (out / "model").mkdir(parents=True)
     keep = out / "model" / "previous.txt"
@@ -261,7 +280,9 @@ def test_unknown_mcu_names_the_choices(tmp_path):
     [([], "name exactly one model to export"),
      (["run=/nowhere"], "run=/nowhere has no checkpoints/best.ckpt"),
      (["checkpoint=x.ckpt", "targets=[pdp11]"], "target pdp11 is unknown; allowed: host"),
-     (["checkpoint=x.ckpt", "golden_count=0"], "golden_count=0")],
+     (["checkpoint=x.ckpt", "golden_count=0"], "golden_count=0"),
+     (["checkpoint=x.ckpt", "seed=abc"], "seed=abc is invalid"),
+     (["checkpoint=x.ckpt", "targets=host"], "targets=host is invalid; allowed: a list")],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     done = subprocess.run(

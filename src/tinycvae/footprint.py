@@ -134,6 +134,18 @@ class StageShape:
     out_row_elems: int  # channels x width of one output row
 
 
+def stage_shapes(layers: list[tuple[bool, tuple, tuple]], image: tuple) -> list[StageShape]:
+    """``(is_conv, in_shape, out_shape)`` per deployed layer (the first reads z) and the
+    output image's shape ``(C, H, W)`` -> what :func:`arena_bytes` needs. A row of the
+    last layer is one row of the image, whatever the layer kind."""
+    image_row = image[0] * image[-1] if len(image) == 3 else math.prod(image)
+    shapes = []
+    for i, (conv, ins, outs) in enumerate(layers):
+        row = outs[0] * outs[-1] if conv else image_row if i == len(layers) - 1 else 0
+        shapes.append(StageShape(conv, 0 if i == 0 else math.prod(ins), math.prod(outs), row))
+    return shapes
+
+
 def arena_bytes(stages: list[StageShape], elem: int, stream: bool) -> int:
     """Bytes of the runtime's activation arena (``deploy/CONTRACT.md``).
 
@@ -347,17 +359,11 @@ def estimate(
         layer.flash_bytes = _layer_flash(layer, precision)
     elem = WORD_BYTES if precision == "fp32" else 1
     image = layers[-1].out_shape  # (C, H, W), or (features,) for a flat output
-    row = image[0] * image[-1] if len(image) == 3 else math.prod(image)
     stages = [layer for layer in layers if layer.kind in STAGES]
-    shapes = [
-        StageShape(
-            layer.kind == "conv_transpose",
-            0 if i == 0 else math.prod(layer.in_shape),
-            layer.out_elems,
-            layer.out_shape[0] * layer.out_shape[-1] if len(layer.out_shape) == 3 else row,
-        )
-        for i, layer in enumerate(stages)
-    ]
+    shapes = stage_shapes(
+        [(layer.kind == "conv_transpose", layer.in_shape, layer.out_shape) for layer in stages],
+        image,
+    )
     peak = arena_bytes(shapes, elem, stream_last_layer)
     if not stream_last_layer:
         peak += math.prod(image) * elem  # the caller's image buffer

@@ -24,7 +24,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from tinycvae.checkpoints import load_model
 from tinycvae.checks import require_int, require_number
@@ -121,6 +121,11 @@ def _settings(cfg: DictConfig) -> None:
     for key, least in (("golden_count", 1), ("eval_samples", 1), ("calib_samples", 1),
                        ("qat_epochs", 1)):  # fmt: skip
         require_int(cfg[key], key, least)
+    require_int(cfg.seed, "seed", 0)
+    if not isinstance(cfg.targets, ListConfig):
+        raise ConfigError(
+            f"targets={cfg.targets} is invalid; allowed: a list such as targets=[host,ch32v003]"
+        )
     if cfg.qat not in (True, False, "auto"):
         raise ConfigError(f"qat={cfg.qat} is invalid; allowed: auto, true, false")
     require_number(cfg.qat_lr, "qat_lr", 0.0, exclusive=True)
@@ -196,21 +201,29 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     _settings(cfg)
     targets = toolchain.check_targets(list(cfg.targets))
     mcu = load_mcu(cfg.mcu.name) if cfg.get("mcu") else None
-    out_dir = Path(cfg.out_dir)
+    out_dir = Path(cfg.out_dir).resolve()
     final = out_dir / "model"
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
         report = _export(cfg, targets, mcu, scratch)
-        staged = scratch / "model"
-        old = scratch / "previous"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(staged, final)  # one rename: deploy/model is the old or the new, whole
+        _swap_in(scratch / "model", final, scratch / "previous")
         log.info("wrote %s", final)
         return report
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _swap_in(staged: Path, final: Path, old: Path) -> None:
+    """Replace ``final`` by ``staged``; on failure ``final`` is what it was."""
+    try:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staged, final)
+    except OSError as err:
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        raise ConfigError(f"could not move the export into {final}: {err}") from None
 
 
 def _export(cfg: DictConfig, targets, mcu: MCUProfile | None, scratch: Path) -> dict[str, Any]:
@@ -240,8 +253,11 @@ def _export(cfg: DictConfig, targets, mcu: MCUProfile | None, scratch: Path) -> 
     if quality["qat"]:
         log.info("int8 post-training costs %.1f points: quantisation-aware fine-tuning", 100 * drop)
         tuned = finetune(fm, qm, z_cal, y_cal, cfg.qat_epochs, cfg.qat_lr, seed=cfg.seed)
-        qm = quantize(tuned, z_cal, y_cal, model.bypass)
-        quality["acc_int8_qat"] = scorer.acc(scorer.int8(qm))
+        qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass)
+        quality["acc_int8_qat"] = scorer.acc(scorer.int8(qm_tuned))
+        if quality["acc_int8_qat"] >= quality["acc_int8_ptq"]:
+            qm = qm_tuned  # else the post-training model ships: fine-tuning did not help
+    quality["shipped"] = "qat" if qm.float_model is not fm else "ptq"
 
     # golden vectors: fixed labels and latents drawn by the model's sampler
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -267,6 +283,9 @@ def _export(cfg: DictConfig, targets, mcu: MCUProfile | None, scratch: Path) -> 
 
     if "host" in results:
         quality |= _c_quality(scorer, qm, build)
+    drop = quality["acc_pytorch"] - quality.get("acc_c_int8", scorer.acc(scorer.int8(qm)))
+    if drop > cfg.max_acc_drop:
+        log.warning("the int8 decoder scores %.1f points below the PyTorch model", 100 * drop)
     report = {
         "created": now_iso(),
         "source": source.how,

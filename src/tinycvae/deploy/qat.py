@@ -80,6 +80,7 @@ def finetune(
         p.requires_grad_(True)
     with torch.no_grad():
         target = torch.sigmoid(fm.forward(z, labels))
+    batch_size = min(batch_size, len(z))
     opt = torch.optim.Adam(params, lr=lr)
     steps = epochs * max(1, len(z) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)

@@ -161,6 +161,12 @@ def extract(decoder: nn.Module, latent: int, num_classes: int) -> FloatModel:
             raise UnsupportedModelError(f"{where}: the decoder must start with a Linear layer")
     if not stages or stages[-1].relu:
         raise UnsupportedModelError("the decoder must end with a Linear or conv (the logits)")
+    for k, st in enumerate(stages[:-1]):
+        if not st.relu:
+            raise UnsupportedModelError(
+                f"deployed layer {k} ({st.kind}) has no ReLU after it; the runtime fuses a "
+                "ReLU into every layer but the last"
+            )
     for st in stages:
         if st.bias is not None:
             st.bias = st.bias.detach().float()
@@ -307,6 +313,11 @@ def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool) -> QuantMo
             bias_q = bias_q.astype(np.int32)
             const = np.abs(bias_q.astype(np.int64))
         bound = const + in_peak * wabs
+        if bound.max() >= 2**31:
+            raise UnsupportedModelError(
+                f"stage {i}'s accumulator can reach {int(bound.max())}, past int32; allowed: "
+                "< 2^31 (weights or biases far out of scale)"
+            )
         rq = _requant(acc_scale / out_scales[i], bound)
         stages.append(QuantStage(st, wq, bias_q, rq, ws, in_scale, out_scales[i]))
         in_scale = out_scales[i]
