@@ -11,6 +11,10 @@ void board_putc(char c);
 void board_puts(const char *s);
 /* Ends the program: exit status on host and QEMU, a halt loop on an MCU. */
 void board_exit(int code) __attribute__((noreturn));
+/* Deepest stack use in bytes since board_init() (the frames live then
+ * included), or -1 where the board does not measure it (only QEMU does: it
+ * paints the stack and finds the deepest word that lost the paint). */
+int board_stack_used(void);
 
 #ifdef BOARD_ICOUNT
 /* Boards that can count executed instructions (QEMU with -icount). */

@@ -2,8 +2,11 @@
  * cvae_generate_rows(), compared with the Python integer reference
  * (int8: byte-exact; fp32: |diff| <= 1e-5). The two APIs must also agree
  * exactly with each other. Prints one line per failure, then
- * "golden: <ok>/<N> match"; on boards that count instructions (QEMU with
- * -icount) also "instructions per image: <n>". Exit status 0 iff all match.
+ * "golden: <ok>/<N> match"; on boards that measure the stack (QEMU) also
+ * "stack high-water: <n> bytes", the deepest stack use of the run so far (both
+ * APIs, read before the first printf when all match); on boards that count
+ * instructions (QEMU with -icount) also "instructions per image: <n>". Exit
+ * status 0 iff all match.
  * Host and QEMU only (it uses printf).
  */
 #include <stdio.h>
@@ -62,7 +65,7 @@ static void report(int g, const char *api, long i, const cvae_pixel_t *got, cons
 
 int main(void)
 {
-    int g, ok = 0, label_ok = 1;
+    int g, ok = 0, label_ok = 1, stack;
     cvae_z_t z0[CVAE_LATENT] = {0};
 
     board_init();
@@ -106,7 +109,10 @@ int main(void)
         printf("label %d: expected -1 (bad label)\n", CVAE_NUM_CLASSES);
         label_ok = 0;
     }
+    stack = board_stack_used();
     printf("golden: %d/%d match\n", ok, CVAE_GOLDEN_COUNT);
+    if (stack >= 0)
+        printf("stack high-water: %d bytes\n", stack);
 #ifdef BOARD_ICOUNT
     {
         uint32_t n;

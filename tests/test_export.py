@@ -82,6 +82,15 @@ def test_host_qemu_and_mcu_builds_verify_the_golden_vectors(exported):
     assert not list(out.glob(".export-*"))  # the scratch folder is gone
 
 
+def test_the_export_is_a_wandb_run_with_the_firmware_as_an_artifact(exported):
+    out, report = exported
+    (run_file,) = (out / "model" / "wandb").glob("offline-run-*/run-*.wandb")
+    blob = run_file.read_bytes()
+    for key in ("export/acc_c_int8", "export/ch32v003/flash_bytes", "export/targets",
+                "export/qemu/instructions_per_image", "firmware-run", "cvae_model.c"):  # fmt: skip
+        assert key.encode() in blob, key
+
+
 @pytest.mark.parametrize("target, flash, ram", [("ch32v003", 16384, 2048),
                                                 ("cortex-m0plus", 16384, 4096)])  # fmt: skip
 def test_mcu_images_fit_and_match_the_estimator(exported, target, flash, ram):
@@ -282,7 +291,8 @@ def test_unknown_mcu_names_the_choices(tmp_path):
      (["checkpoint=x.ckpt", "targets=[pdp11]"], "target pdp11 is unknown; allowed: host"),
      (["checkpoint=x.ckpt", "golden_count=0"], "golden_count=0"),
      (["checkpoint=x.ckpt", "seed=abc"], "seed=abc is invalid"),
-     (["checkpoint=x.ckpt", "targets=host"], "targets=host is invalid; allowed: a list")],
+     (["checkpoint=x.ckpt", "targets=host"], "targets=host is invalid; allowed: a list"),
+     (["checkpoint=x.ckpt", "wandb.mode=loud"], "wandb.mode=loud is invalid")],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     done = subprocess.run(

@@ -42,3 +42,5 @@ void board_exit(int code)
     for (;;)
         ;
 }
+
+int board_stack_used(void) { return -1; } /* not measured */

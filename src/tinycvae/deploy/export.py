@@ -122,6 +122,13 @@ def _settings(cfg: DictConfig) -> None:
                        ("qat_epochs", 1)):  # fmt: skip
         require_int(cfg[key], key, least)
     require_int(cfg.seed, "seed", 0)
+    if cfg.get("wandb"):
+        from tinycvae.tracking import resolve_mode
+
+        try:
+            resolve_mode(cfg.wandb.get("mode", "auto"))
+        except ConfigError as err:
+            raise ConfigError(str(err).replace("logger.wandb.mode", "wandb.mode")) from None
     if not isinstance(cfg.targets, ListConfig):
         raise ConfigError(
             f"targets={cfg.targets} is invalid; allowed: a list such as targets=[host,ch32v003]"
@@ -209,9 +216,78 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         report = _export(cfg, targets, mcu, scratch)
         _swap_in(scratch / "model", final, scratch / "previous")
         log.info("wrote %s", final)
-        return report
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        run_dir = log_wandb(report, final, cfg.get("wandb") or {})
+    except Exception as err:  # noqa: BLE001 - the firmware is written; tracking is extra
+        log.warning("the export is in %s; logging it to W&B failed: %s", final, err)
+        run_dir = None
+    if run_dir:
+        log.info("W&B run (job_type export, artifact type firmware): %s", run_dir)
+    return report
+
+
+def _flat(report: dict[str, Any]) -> dict[str, float]:
+    """W&B summary keys: ``export/acc_c_int8``, ``export/ch32v003/flash_bytes``, ..."""
+    flat = {
+        f"export/{k}": float(v)
+        for k, v in report["quality"].items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    for name, t in report["targets"].items():
+        if "measured" in t:
+            for what in ("flash_bytes", "ram_bytes"):
+                flat[f"export/{name}/{what}"] = float(t["measured"][what])
+                flat[f"export/{name}/{what}_estimated"] = float(t["estimated"][what])
+        if "instructions_per_image" in t:
+            flat[f"export/{name}/instructions_per_image"] = float(t["instructions_per_image"])
+    return flat
+
+
+def log_wandb(report: dict[str, Any], model_dir: Path, settings: Any) -> str | None:
+    """A W&B run (job_type ``export``) with the report's figures, a table of the targets
+    and the firmware (``model_dir``) as an artifact of type ``firmware``. Offline unless
+    logged in (``wandb.mode``); the run lives in ``model_dir/wandb``. Returns its folder."""
+    import wandb
+
+    from tinycvae.tracking import resolve_mode
+
+    mode = resolve_mode(settings.get("mode", "auto"))
+    if mode == "disabled":
+        return None
+    files = [p for p in model_dir.rglob("*") if p.is_file()]
+    run = wandb.init(
+        project=settings.get("project", "tinycvae"),
+        entity=settings.get("entity"),
+        job_type="export",
+        mode=mode,
+        dir=str(model_dir),
+        config={"model": report["model"], "source": report["source"], "mcu": report["mcu"]},
+    )
+    ok = False
+    try:
+        run.summary.update(_flat(report))
+        rows = [
+            [name, t.get("mcu"), t["measured"]["flash_bytes"], t["estimated"]["flash_bytes"],
+             t["budget"]["flash_bytes"], t["measured"]["ram_bytes"], t["estimated"]["ram_bytes"],
+             t["budget"]["ram_bytes"]]
+            for name, t in report["targets"].items() if "measured" in t
+        ]  # fmt: skip
+        run.log({"export/targets": wandb.Table(
+            columns=["target", "mcu", "flash", "flash_est", "flash_budget", "ram", "ram_est",
+                     "ram_budget"], data=rows)})  # fmt: skip
+        stem = Path(report["checkpoint"]).parent.parent.name or "model"
+        artifact = wandb.Artifact(
+            f"firmware-{stem}", type="firmware", metadata={"quality": report["quality"]}
+        )
+        for path in files:
+            artifact.add_file(str(path), name=str(path.relative_to(model_dir)))
+        run.log_artifact(artifact)
+        ok = True
+        return run.dir
+    finally:
+        wandb.finish(exit_code=0 if ok else 1)
 
 
 def _swap_in(staged: Path, final: Path, old: Path) -> None:
