@@ -78,6 +78,9 @@ def test_host_qemu_and_mcu_builds_verify_the_golden_vectors(exported):
     assert targets["host"] == {"golden_int8": "12/12", "golden_fp32": "12/12"}
     assert targets["qemu"]["golden_int8"] == "12/12"
     assert 10_000 < targets["qemu"]["instructions_per_image"] < 5_000_000
+    # measured by painting the stack under QEMU (ARMv6-M code): within the 512 B that the
+    # Cortex-M0+ linker script reserves (and conf/mcu/cortex_m0plus_16k.yaml counts)
+    assert 0 < targets["qemu"]["stack_high_water_bytes"] < 512
     assert json.loads((out / "model" / "report.json").read_text()) == report
     assert not list(out.glob(".export-*"))  # the scratch folder is gone
 

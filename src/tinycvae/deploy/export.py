@@ -240,8 +240,9 @@ def _flat(report: dict[str, Any]) -> dict[str, float]:
             for what in ("flash_bytes", "ram_bytes"):
                 flat[f"export/{name}/{what}"] = float(t["measured"][what])
                 flat[f"export/{name}/{what}_estimated"] = float(t["estimated"][what])
-        if "instructions_per_image" in t:
-            flat[f"export/{name}/instructions_per_image"] = float(t["instructions_per_image"])
+        for key in ("instructions_per_image", "stack_high_water_bytes"):
+            if t.get(key) is not None:
+                flat[f"export/{name}/{key}"] = float(t[key])
     return flat
 
 
@@ -415,6 +416,7 @@ def _build_and_check(target, model_dir: Path, build: Path, estimates) -> dict[st
         return {
             "golden_int8": f"{ok}/{n}",
             "instructions_per_image": toolchain.instructions_per_image(text),
+            "stack_high_water_bytes": toolchain.stack_high_water(text),
             "machine": "qemu-system-arm -M mps2-an385, Cortex-M0+ (ARMv6-M) code",
         }
     toolchain.make(name, model_dir / "int8", build / "int8")

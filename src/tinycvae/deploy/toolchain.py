@@ -118,6 +118,12 @@ def instructions_per_image(output: str) -> int:
     return int(m.group(1))
 
 
+def stack_high_water(output: str) -> int | None:
+    """Deepest stack use a board measured (``stack high-water: n bytes``), if it did."""
+    m = re.search(r"stack high-water: (\d+) bytes", output)
+    return int(m.group(1)) if m else None
+
+
 def elf_size(target: Target, build_dir: Path) -> dict[str, int]:
     """``size`` of the target's firmware: text, data, bss; flash = text + data (the
     initialised data is stored in flash), ram = data + bss (bss includes the stack the
