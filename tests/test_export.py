@@ -295,7 +295,8 @@ def test_unknown_mcu_names_the_choices(tmp_path):
      (["checkpoint=x.ckpt", "golden_count=0"], "golden_count=0"),
      (["checkpoint=x.ckpt", "seed=abc"], "seed=abc is invalid"),
      (["checkpoint=x.ckpt", "targets=host"], "targets=host is invalid; allowed: a list"),
-     (["checkpoint=x.ckpt", "wandb.mode=loud"], "wandb.mode=loud is invalid")],
+     (["checkpoint=x.ckpt", "wandb.mode=loud"], "wandb.mode=loud is invalid"),
+     (["artifact=me/tinycvae/model-abc:best"], "needs W&B online")],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     done = subprocess.run(
