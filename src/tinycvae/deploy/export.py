@@ -5,8 +5,9 @@ toolchains, the source, the checkpoint, the architecture, the fit on every MCU t
 then the model is quantised, the files are written and built in a temporary folder
 beside ``deploy/model``, the builds are verified (golden vectors on the host and under
 QEMU, ``size`` of each MCU image, evaluator accuracy of C-drawn images), and only then
-does the new folder replace ``deploy/model`` in one rename. A failure at any step leaves
-``deploy/`` as it was.
+does the new folder replace ``deploy/model`` (renames; a failed one puts the previous
+export back). A failure at any step leaves ``deploy/`` as it was. Last, the export is
+logged to W&B (a failure there is a warning: the firmware is already written).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from tinycvae.summary import now_iso
 log = logging.getLogger(__name__)
 
 SOURCES = ("run", "checkpoint", "select_from", "artifact")
-FP32_TOLERANCE = 1e-5
 
 
 @dataclass
