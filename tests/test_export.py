@@ -27,7 +27,8 @@ from tinycvae.errors import TinyCVAEError
 
 from conftest import CONF, ROOT, run_train
 
-NEEDED = ("make", "cc", "arm-none-eabi-gcc", "qemu-system-arm", "riscv64-unknown-elf-gcc")
+NEEDED = ("make", "cc", "arm-none-eabi-gcc", "qemu-system-arm", "riscv64-unknown-elf-gcc",
+          "qemu-system-riscv32")  # fmt: skip
 missing = [t for t in NEEDED if shutil.which(t) is None]
 pytestmark = pytest.mark.skipif(
     bool(missing), reason=f"firmware toolchains missing ({', '.join(missing)}): run .ci/run"
@@ -81,6 +82,11 @@ def test_host_qemu_and_mcu_builds_verify_the_golden_vectors(exported):
     # measured by painting the stack under QEMU (ARMv6-M code): within the 512 B that the
     # Cortex-M0+ linker script reserves (and conf/mcu/cortex_m0plus_16k.yaml counts)
     assert 0 < targets["qemu"]["stack_high_water_bytes"] < 512
+    # the CH32V003's own instruction stream (rv32ec, inline shift-and-add MAC), run
+    rv = targets["qemu-rv32"]
+    assert rv["golden_int8"] == "12/12"
+    assert rv["instructions_per_image"] > targets["qemu"]["instructions_per_image"]  # no MUL
+    assert 0 < rv["stack_high_water_bytes"] < 320  # the CH32V003 linker script's stack
     assert json.loads((out / "model" / "report.json").read_text()) == report
     assert not list(out.glob(".export-*"))  # the scratch folder is gone
 

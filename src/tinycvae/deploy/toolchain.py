@@ -31,6 +31,8 @@ class Target:
     mcu: str | None = None  # conf/mcu profile whose budget the linker script enforces
     elf: str | None = None  # the firmware image measured with `size`
     size_tool: str | None = None
+    check: str | None = None  # make goal running the golden test in an emulator
+    machine: str = ""  # what that emulator runs
 
 
 TARGETS: dict[str, Target] = {
@@ -41,6 +43,15 @@ TARGETS: dict[str, Target] = {
             "qemu",
             ("make", "arm-none-eabi-gcc", "qemu-system-arm"),
             "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm",
+            check="check-qemu",
+            machine="qemu-system-arm -M mps2-an385, Cortex-M0+ (ARMv6-M) code",
+        ),
+        Target(
+            "qemu-rv32",
+            ("make", "riscv64-unknown-elf-gcc", "qemu-system-riscv32"),
+            "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc",
+            check="check-qemu-rv32",
+            machine="qemu-system-riscv32 -M virt, the CH32V003's rv32ec code",
         ),
         Target(
             "cortex-m0plus",
