@@ -16,17 +16,21 @@
  * interrupt. Without -icount the SysTick follows the host's real time and the
  * figures mean nothing.
  *
- * Stack high-water mark (board_stack_used(), startup.c): the STACK_SIZE bytes
- * below the stack top are painted at reset and again by board_init(); the
- * deepest word that lost the paint gives the deepest stack use since then.
+ * Stack high-water mark (board_stack_used()): board_init() paints the STACK_SIZE
+ * bytes below the stack top (below its own frame) once the semihosting setup is
+ * done; the deepest word that lost the paint gives the deepest stack use since.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "board.h"
 
 extern void initialise_monitor_handles(void);
-extern void board_stack_paint(void); /* startup.c */
+extern uint32_t __stack_top[], __stack_limit[]; /* link.ld */
+
+#define STACK_PAINT 0xDEADBEEFu
+void board_stack_paint(void);
 
 /* The semihosting setup runs about 300 bytes deep, more than some decoders
  * and nothing an MCU board does: paint the stack again once it is done, so
@@ -108,3 +112,27 @@ uint32_t board_icount_stop(void)
     return (uint32_t)((uint64_t)t * cal_insns / cal_ticks);
 }
 #endif
+
+/* Fills the stack with STACK_PAINT from its limit up to this function's own sp,
+ * i.e. below every live frame (the caller's and its own). A leaf: nothing is
+ * pushed below sp once it is read (volatile: the loop does not become a call to
+ * memset). Called by board_init() after the semihosting setup. */
+void __attribute__((noinline)) board_stack_paint(void)
+{
+    uint32_t *sp;
+    volatile uint32_t *p;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    for (p = __stack_limit; p < sp; p++)
+        *p = STACK_PAINT;
+}
+
+/* Bytes between the stack top and the deepest word that no longer holds the
+ * paint (scanned up from the limit): the deepest stack use since the last
+ * board_stack_paint(). */
+int board_stack_used(void)
+{
+    const uint32_t *p = __stack_limit;
+    while (p < __stack_top && *p == STACK_PAINT)
+        p++;
+    return (int)((uintptr_t)__stack_top - (uintptr_t)p);
+}

@@ -1,4 +1,5 @@
-/* Cortex-M startup for the Cortex-M0+ board: vector table, .data/.bss, main(). */
+/* Cortex-M startup shared by the Cortex-M boards (cortex_m0plus, qemu_mps2_an385):
+ * ARMv6-M vector table, .data/.bss, main(). Each board's link.ld places it. */
 #include <stdint.h>
 
 #include "board.h"
