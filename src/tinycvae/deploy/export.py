@@ -360,7 +360,8 @@ def _export(cfg: DictConfig, targets, mcu: MCUProfile | None, scratch: Path) -> 
 
     if "host" in results:
         quality |= _c_quality(scorer, qm, build)
-    drop = quality["acc_pytorch"] - quality.get("acc_c_int8", scorer.acc(scorer.int8(qm)))
+    shipped = quality["acc_c_int8"] if "acc_c_int8" in quality else scorer.acc(scorer.int8(qm))
+    drop = quality["acc_pytorch"] - shipped
     if drop > cfg.max_acc_drop:
         log.warning("the int8 decoder scores %.1f points below the PyTorch model", 100 * drop)
     report = {
