@@ -19,15 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from tinycvae.cli import exit_on_error  # noqa: E402
+from tinycvae.cli import check_group_choices, exit_on_error  # noqa: E402
 from tinycvae.evaluate import evaluate  # noqa: E402
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_on_error():
         evaluate(cfg)
 
 
 if __name__ == "__main__":
+    check_group_choices(sys.argv[1:])  # one line for data=nosuch, before Hydra composes
     main()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from tinycvae.cli import exit_on_error  # noqa: E402
+from tinycvae.cli import check_group_choices, exit_on_error  # noqa: E402
 from tinycvae.deploy.export import export  # noqa: E402
 
 
@@ -29,4 +29,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_group_choices(sys.argv[1:])  # one line for data=nosuch, before Hydra composes
     main()

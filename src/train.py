@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from tinycvae.cli import exit_on_error, objective  # noqa: E402
+from tinycvae.cli import check_group_choices, exit_on_error, objective  # noqa: E402
 from tinycvae.train import run  # noqa: E402
 
 
@@ -21,4 +21,5 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
 
 
 if __name__ == "__main__":
+    check_group_choices(sys.argv[1:])  # one line for data=nosuch, before Hydra composes
     main()

@@ -17,7 +17,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CV
 
     Loaded with ``weights_only=True``: a checkpoint is data, never code."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # then moved
         info = ckpt["tinycvae"]
         spec = DataSpec.from_dict(info["spec"])
         model_cfg = {k: v for k, v in info["config"]["model"].items() if k != "_target_"}

@@ -1,30 +1,58 @@
-"""What the command-line entries share: one-line errors and the sweeper's objective."""
+"""What the command-line entries share: one-line errors and warnings, the exit statuses
+of :mod:`tinycvae.outcome`, a check of config-group choices before Hydra composes, and
+the sweeper's objective."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from tinycvae.errors import TinyCVAEError
+from tinycvae.outcome import EXIT_BAD_INPUT, EXIT_FAILED
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = str(message).splitlines()[0] if str(message) else category.__name__
+    print(f"warning: {text}", file=file or sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
-    """Turn a TinyCVAEError into ``error: <one line>`` on stderr and exit status 2."""
+    """Turn a TinyCVAEError into ``error: <one line>`` on stderr and exit status 2 (and
+    remove the run folder Hydra made for the refused command, when nothing is in it);
+    print warnings as one ``warning:`` line each."""
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         yield
     except TinyCVAEError as err:
+        _discard_run_folder()
         fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    finally:
+        warnings.showwarning = shown
+
+
+def _discard_run_folder() -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from tinycvae.run_folder import discard_if_unused
+
+    if HydraConfig.initialized():
+        discard_if_unused(Path(HydraConfig.get().runtime.output_dir))
 
 
 def is_multirun() -> bool:
@@ -32,6 +60,41 @@ def is_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str] | None:
+    """The choices of config group ``group`` (e.g. ``data``), or None when it is not one
+    of the project's groups (Hydra's own and plugins' groups are Hydra's to check)."""
+    folder = conf_dir / group
+    if group.startswith("hydra") or not folder.is_dir():
+        return None
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def check_group_choices(args: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
+    """Every ``group=choice`` among ``args`` (sweeps ``a,b`` included) names a config
+    file of that group: else one ``error:`` line listing the allowed names, exit 2, before
+    Hydra composes anything (its own message is a dozen lines and exit 1)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(candidates)
+    except Exception:  # noqa: BLE001 - malformed overrides: Hydra says what is wrong
+        return
+    for ov in overrides:
+        if ov.is_delete() or "@" in ov.key_or_group:
+            continue
+        options = group_options(ov.key_or_group, conf_dir)
+        if options is None:
+            continue
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
+        for value in values:
+            if value is not None and str(value) not in (*options, "null"):
+                fail(
+                    f"{ov.key_or_group}={value} is unknown; allowed: {', '.join(options)}"
+                    + (" or null" if ov.key_or_group in ("dims", "experiment", "mcu") else "")
+                )
 
 
 def objective(summary: dict[str, Any], cfg: DictConfig) -> float | tuple[float, ...] | None:
@@ -43,7 +106,7 @@ def objective(summary: dict[str, Any], cfg: DictConfig) -> float | tuple[float, 
     Optuna 2.x refuses NaN and hydra-optuna-sweeper 1.3 then stops the whole sweep."""
     failed = summary["status"] != "ok"
     if failed and not is_multirun():
-        fail(f"run {summary['status']} (see {summary['run_dir']}/summary.json)", code=1)
+        fail(f"run {summary['status']} (see {summary['run_dir']}/summary.json)", EXIT_FAILED)
     keys = list(cfg.get("objective") or [])
     if not keys:
         return None

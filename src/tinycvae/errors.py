@@ -11,3 +11,7 @@ class ConfigError(TinyCVAEError, ValueError):
 
 class NonFiniteLossError(TinyCVAEError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+class ConfigWarning(UserWarning):
+    """A configuration value is accepted but probably not what the user meant."""

@@ -1,4 +1,5 @@
-"""``src/evaluate.py``: train the evaluator explicitly, or score a checkpoint."""
+"""``src/evaluate.py``: train the evaluator explicitly, or score a checkpoint, on the
+device ``trainer.accelerator`` names (``auto``: a GPU when there is one)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 from omegaconf import DictConfig, open_dict
 
+from tinycvae import devices
 from tinycvae.checkpoints import load_model
 from tinycvae.errors import ConfigError
 from tinycvae.metrics import evaluate_quality, fit_sampler
@@ -27,7 +29,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "evaluator": {"path": str(record.path), "test_acc": record.test_acc},
     }
     if ckpt:
-        model, info = load_model(ckpt, job.datamodule.splits.test.images.device)
+        model, info = load_model(ckpt, "cpu")  # saved on any device, scored on the job's
+        devices.place(job.device, model)
         trained_on = info["config"]["data"]
         if trained_on.get("name") != cfg.data.name:
             raise ConfigError(
@@ -39,8 +42,7 @@ def evaluate(cfg: DictConfig) -> dict:
             s = model.sampler
             model.sampler = LatentSampler(
                 sampler, s.means.shape[0], s.latent, s.sample_std, s.bypass
-            )
-            model.sampler.to(s.means.device)
+            ).to(job.device)
         if model.sampler.kind == "class_gaussian" and not bool(model.sampler.fitted):
             fit_sampler(model, job.datamodule.splits.train)
         metrics, _, _ = evaluate_quality(

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tinycvae.cache import load_or_build
 from tinycvae.data.base import DataSpec, Splits
 from tinycvae.errors import TinyCVAEError
 
@@ -33,6 +32,7 @@ FEATURE_DIM = 128
 MIN_IMAGE_SIZE = 8
 BLUR_SIZE = 5  # blur kernel side; sigma is drawn from BLUR_SIGMA
 BLUR_SIGMA = (0.5, 1.2)
+MIN_TRAIN_PER_CLASS = 10  # fewer training images per class cannot make a judge
 EVALUATOR_VERSION = 1  # bump when the network or its training changes, so caches retrain
 
 
@@ -191,6 +191,12 @@ def train_evaluator(
             f"evaluator for {spec.name} expects images {list(spec.shape)}; "
             f"got {list(train.images.shape[1:])}"
         )
+    least = MIN_TRAIN_PER_CLASS * spec.num_classes
+    if len(train) < least:
+        raise EvaluatorError(
+            f"evaluator for {spec.name}: {len(train)} training images are too few; allowed: "
+            f">= {least} ({MIN_TRAIN_PER_CLASS} per class), or metrics=none"
+        )
     device = train.images.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
@@ -267,27 +273,25 @@ def load_or_train(
         model, acc = train_evaluator(splits, spec, settings, progress)
         return EvaluatorRecord(model, acc, None, settings)
     path = Path(cache_dir) / "evaluators" / f"{data_key}-{settings.cache_key()}.pt"
-    if path.exists():
-        try:
-            model, blob = _read(path)
-            keys = ("channels", "height", "width", "num_classes")
-            if any(getattr(model.spec, k) != getattr(spec, k) for k in keys):
-                raise EvaluatorError(f"it holds an evaluator for other data: {model.spec}")
-            return EvaluatorRecord(model.to(device), float(blob["test_acc"]), path, settings)
-        except Exception as err:  # any unreadable cache is rebuilt, never trusted
-            warnings.warn(f"evaluator cache {path} is unreadable ({err}); retraining", stacklevel=2)
-    model, acc = train_evaluator(splits, spec, settings, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "spec": asdict(spec),
-        "test_acc": acc,
-        "settings": asdict(settings),
-    }
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
-    return EvaluatorRecord(model, acc, path, settings)
+
+    def read(path: Path) -> EvaluatorRecord:
+        model, blob = _read(path)
+        keys = ("channels", "height", "width", "num_classes")
+        if any(getattr(model.spec, k) != getattr(spec, k) for k in keys):
+            raise EvaluatorError(f"it holds an evaluator for other data: {model.spec}")
+        return EvaluatorRecord(model.to(device), float(blob["test_acc"]), path, settings)
+
+    def build() -> tuple[EvaluatorRecord, dict]:
+        model, acc = train_evaluator(splits, spec, settings, progress)
+        blob = {
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "spec": asdict(spec),
+            "test_acc": acc,
+            "settings": asdict(settings),
+        }
+        return EvaluatorRecord(model, acc, path, settings), blob
+
+    return load_or_build(path, read, build, "retraining")
 
 
 def check_floor(record: EvaluatorRecord, floor: float | None = None) -> None:
@@ -299,5 +303,6 @@ def check_floor(record: EvaluatorRecord, floor: float | None = None) -> None:
         raise EvaluatorError(
             f"evaluator for {name} scores {acc:g} on its real test split, "
             f"below its floor {floor:g}; it refuses to score: retrain it with more epochs "
-            f"(evaluator.epochs={2 * record.settings.epochs}) or lower evaluator.floor"
+            f"(evaluator.epochs={2 * record.settings.epochs}) or more training images, or "
+            "lower evaluator.floor"
         )

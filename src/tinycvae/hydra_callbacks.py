@@ -1,8 +1,10 @@
-"""Hydra callbacks that make multiruns safe: validate every job before the first one
-starts, and report (and exit non-zero) when any job failed."""
+"""Hydra callbacks that make runs and multiruns safe: refuse an output folder that
+cannot be written, validate every job before the first one starts, and report (and exit
+non-zero) when any job failed."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,36 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     task += [f"{k}={v}" for k, v in params.items()]
     parsed = OverridesParser.create().parse_overrides(task)
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` exists writable, or could be made (its nearest existing
+    ancestor is a writable folder)."""
+    probe = folder.resolve()
+    while not probe.exists():
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+class OutputDirGuard(Callback):
+    """Before Hydra makes a run's (or sweep's) folder: one line and exit 2 when it cannot
+    be written, instead of a traceback from deep inside Hydra."""
+
+    def _check(self, folder: str, key: str) -> None:
+        if not _writable(Path(folder)):
+            print(
+                f"error: {key}={folder} cannot be written (permission denied); allowed: a "
+                f"writable folder ({key}=... or paths.log_dir=...)",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
 class SweepGuard(Callback):
@@ -53,8 +85,11 @@ class SweepGuard(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = []
         for path in sorted(sweep_dir.glob(f"*/{SUMMARY_NAME}")):
-            summary = read_summary(path.parent)
-            rows.append((path.parent, summary.get("status", "unknown")))
+            try:
+                status = read_summary(path.parent).get("status", "unknown")
+            except (OSError, ValueError, AttributeError) as err:
+                status = f"unreadable {SUMMARY_NAME} ({type(err).__name__})"
+            rows.append((path.parent, status))
         failed = [(d, s) for d, s in rows if s != "ok"]
         print(f"sweep {sweep_dir}: {len(rows) - len(failed)} of {len(rows)} jobs ok", flush=True)
         for run_dir, status in failed:

@@ -26,6 +26,7 @@ from PIL import Image
 from torch import Tensor
 
 from tinycvae.data.base import Split
+from tinycvae.devices import device_of
 
 SEP = 2  # separator between tiles, pixels
 GROUP_SEP = 3 * SEP  # separator between the per-class grids of a 2-D latent scan
@@ -91,12 +92,8 @@ def _diagnostic(fn):
     return wrapper
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _images(model, z: Tensor, labels: Tensor) -> Tensor:
-    dev = _device(model)
+    dev = device_of(model)
     return torch.sigmoid(model.decode(z.to(dev), labels.to(dev))).cpu()
 
 
@@ -113,7 +110,7 @@ def _latents(model, split: Split, idx: Tensor, batch: int = 512) -> Tensor:
     """z of the samples ``idx``: the encoder's mean, or the known factors for bypass."""
     if model.bypass:
         return split.factors[idx, : model.latent].float().cpu()
-    dev, out = _device(model), []
+    dev, out = device_of(model), []
     for chunk in idx.split(batch):
         mu, _ = model.encode(split.images[chunk].to(dev), split.labels[chunk].to(dev))
         out.append(mu.cpu())

@@ -47,11 +47,25 @@ def now_iso() -> str:
 
 
 class RunSummary:
-    """The record of one run; every ``update`` rewrites the file atomically."""
+    """The record of one run; every ``update`` rewrites the file atomically.
 
-    def __init__(self, run_dir: str | Path, **fields: Any) -> None:
+    A resumed run continues its record: ``started`` stays the first start, each resume
+    is listed under ``resumed_at``, and ``wall_time_s`` adds up every start's time."""
+
+    def __init__(self, run_dir: str | Path, previous: dict | None = None, **fields: Any) -> None:
         self.path = Path(run_dir) / SUMMARY_NAME
-        self.data: dict[str, Any] = {"status": "running", "run_dir": str(run_dir), **fields}
+        previous = previous or {}
+        now = now_iso()
+        self.prior_wall_time_s = float(previous.get("wall_time_s", 0.0) or 0.0)
+        history = {"started": previous.get("started", now)}
+        if previous:
+            history["resumed_at"] = [*previous.get("resumed_at", []), now]
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "run_dir": str(run_dir),
+            **history,
+            **fields,
+        }
 
     def update(self, **fields: Any) -> None:
         for key, value in fields.items():
@@ -60,6 +74,11 @@ class RunSummary:
             else:
                 self.data[key] = value
         write_json_atomic(self.path, self.data)
+
+    def finish(self, elapsed_s: float, **fields: Any) -> None:
+        """The end of this start: finish time, total wall time over every start."""
+        total = round(self.prior_wall_time_s + elapsed_s, 2)
+        self.update(finished=now_iso(), wall_time_s=total, **fields)
 
     @property
     def status(self) -> str:

@@ -1,17 +1,20 @@
-"""One training job: build -> fit -> test -> record, for a composed Hydra config.
+"""One training job: build -> fit -> test -> score -> record, for a composed Hydra config.
 
 Everything a job needs is validated first (:func:`build`), before any data is rendered
-or trained: a bad value raises a one-line :class:`ConfigError`. Once a job has started,
-its failures are recorded in its ``summary.json`` instead of raised, so that the other
-jobs of a multirun still run and keep their results.
+or trained: a bad value raises a one-line :class:`ConfigError`. A started job holds its
+run folder's writer lock (:mod:`tinycvae.run_folder`) and records how it ended in its
+``summary.json`` (:func:`tinycvae.outcome.recorded`): a failure is recorded, not raised,
+so that the other jobs of a multirun still run and keep their results; a signal ends
+the process with ``128 + N``. Every stage runs on the job's one device
+(:mod:`tinycvae.devices`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,19 +23,24 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.trainer.states import TrainerStatus
 
-from tinycvae.checks import require_int
+from tinycvae import devices
+from tinycvae.cache import save_atomic
+from tinycvae.checks import require_int, require_number
 from tinycvae.data.datamodule import TensorDataModule
-from tinycvae.errors import ConfigError, NonFiniteLossError, TinyCVAEError
-from tinycvae.evaluator import EvaluatorSettings, check_floor, load_or_train
+from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
+from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
 from tinycvae.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.lit_module import CVAEModule
 from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
 from tinycvae.metrics.fidelity import FEATURES, inception_weights
 from tinycvae.models import CVAE
-from tinycvae.summary import RunSummary, now_iso
-from tinycvae.tracking import finish_wandb, resolve_mode, wandb_logger
+from tinycvae.outcome import MetricsStageError, SignalWatch, describe, recorded
+from tinycvae.run_folder import writer_lock
+from tinycvae.summary import RunSummary, read_summary
+from tinycvae.tracking import resolve_mode, wandb_logger
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,8 @@ class Job:
     module: CVAEModule
     quality: QualitySettings | None  # None: metrics=none
     evaluator: EvaluatorSettings | None
+    device: torch.device  # where every stage of this job runs
+    resume_from: str | None  # the checkpoint this start continues, or None
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -83,6 +93,8 @@ def build(cfg: DictConfig) -> Job:
     except Exception as err:  # noqa: BLE001 - an unresolvable interpolation is bad input
         raise ConfigError(f"config does not resolve: {str(err).splitlines()[0]}") from None
     assert isinstance(resolved, dict)
+    _warn_unknown_keys(cfg)
+    device = _check_trainer(cfg)
     # Seed first: the model's initial weights are part of what the seed repeats.
     pl.seed_everything(require_int(cfg.seed, "seed"), workers=True, verbose=False)
     datamodule = _instantiate(cfg.data, "data")
@@ -90,9 +102,10 @@ def build(cfg: DictConfig) -> Job:
         "model", _instantiate(cfg.model, "model", _partial_=True, _convert_="all"), datamodule.spec
     )
     run_info = {"config": resolved, "spec": asdict(datamodule.spec)}
+    if "lr" in cfg.optimizer:
+        require_number(cfg.optimizer.lr, "optimizer.lr", 0.0, exclusive=True)
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     _call("optimizer", optimizer, params=model.parameters())  # bad lr etc. fail here, not later
-    _check_trainer(cfg)
     module = CVAEModule(
         model,
         optimizer=optimizer,
@@ -109,18 +122,68 @@ def build(cfg: DictConfig) -> Job:
     check_resumable(cfg, resume)
     _check_no_overwrite(run_dir_of(cfg), resume)
     quality, evaluator = _quality_settings(cfg, model)
-    return Job(cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator)
+    return Job(cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator, device, resume)
 
 
-def _check_trainer(cfg: DictConfig) -> None:
+TRAIN_YAML = Path(__file__).resolve().parents[2] / "conf" / "train.yaml"
+EXTRA_KEYS = ("sampler",)  # read by src/evaluate.py (+sampler=...)
+
+
+def known_keys() -> set[str]:
+    """The top-level settings tinycvae reads: conf/train.yaml's keys and groups."""
+    base = OmegaConf.load(TRAIN_YAML)
+    groups = set()
+    for entry in base.get("defaults", []):
+        if isinstance(entry, str):
+            groups.add(entry)
+        else:
+            groups.update(str(k).split("/")[0].split("@")[0] for k in entry)
+    return set(base.keys()) | groups | set(EXTRA_KEYS)
+
+
+def _warn_unknown_keys(cfg: DictConfig) -> None:
+    """``+typo=1`` is stored but read by nothing: say so, naming the key and its value."""
+    known = known_keys()
+    for key in cfg.keys():
+        if key not in known:
+            warnings.warn(
+                f"{key}={cfg.get(key)} is not a setting tinycvae reads; it is ignored "
+                f"(top-level settings: {', '.join(sorted(known - {'_self_', 'hydra'}))})",
+                ConfigWarning,
+                stacklevel=2,
+            )
+
+
+def _check_trainer(cfg: DictConfig) -> torch.device:
+    """The trainer settings a job can honour, and the one device it runs on."""
     t = cfg.trainer
     if t.get("max_epochs") is not None:
         require_int(t.max_epochs, "trainer.max_epochs", 1)
-    accelerators = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-    if t.get("accelerator", "auto") not in accelerators:
+    n = t.get("devices", 1)
+    one = n in (1, "1", "auto") or (OmegaConf.is_list(n) and len(n) == 1)
+    if not one or t.get("num_nodes", 1) != 1:
+        what = f"trainer.devices={n}" if not one else f"trainer.num_nodes={t.num_nodes}"
         raise ConfigError(
-            f"trainer.accelerator={t.accelerator} is unknown; allowed: {', '.join(accelerators)}"
+            f"{what}: a job trains on one device (these models are too small to gain from "
+            "data parallelism); allowed: trainer.devices=1, and to use several devices run "
+            "jobs at once, e.g. python src/train.py -m hydra/launcher=local_parallel "
+            "hydra.launcher.n_jobs=<devices> ... (a sweep's jobs are spread over the GPUs)"
         )
+    if str(t.get("strategy", "auto")) not in ("auto", "single_device"):
+        raise ConfigError(
+            f"trainer.strategy={t.strategy}: a job trains on one device; allowed: auto"
+        )
+    index = n[0] if OmegaConf.is_list(n) else None
+    return devices.resolve(t.get("accelerator", "auto"), "trainer.accelerator", index, _job_num())
+
+
+def _job_num() -> int | None:
+    """This job's number in a multirun (it picks the job's GPU when there are several)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from tinycvae.cli import is_multirun
+
+    return HydraConfig.get().job.num if is_multirun() else None
 
 
 def _check_no_overwrite(run_dir: Path, resume: str | None) -> None:
@@ -158,6 +221,14 @@ def _quality_settings(
     except TypeError as err:
         raise ConfigError(f"evaluator: {err}; allowed: {EvaluatorSettings.__doc__}") from None
     evaluator.validate()
+    num_train = OmegaConf.select(cfg, "data.num_train")
+    least = MIN_TRAIN_PER_CLASS * model.num_classes
+    if isinstance(num_train, int) and num_train < least:
+        raise ConfigError(
+            f"data.num_train={num_train} is too few images to train the evaluator that scores "
+            f"this run; allowed: data.num_train >= {least} ({MIN_TRAIN_PER_CLASS} per class), "
+            "or metrics=none"
+        )
     weights = inception_weights(fid.get("inception_weights")) if features == "inception" else None
     quality = QualitySettings(
         num_samples=m.num_samples,
@@ -219,92 +290,89 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its summary (also written to ``<run_dir>/summary.json``)."""
     job = build(cfg)  # raises ConfigError before any work
-    start = time.perf_counter()
-    run_dir = job.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = ckpt_path(cfg, run_dir)
-    previous = _previous_summary(run_dir) if resume_from else {}
-    run_id = previous.get("wandb", {}).get("id") or _new_run_id()
-    group = cfg.get("group") or _sweep_group()
-    summary = RunSummary(
-        run_dir,
-        name=cfg.name,
-        group=group,
-        started=now_iso(),
-        resumed_from=resume_from,
-        config=job.module.run_info["config"],
-        params=param_counts(job.model),
-    )
-    # The deployed decoder's MCU cost, known before training: a sweep can be filtered on it.
-    footprint = summary_dict(job.model.decoder, job.model.latent, job.model.num_classes, all_mcus())
-    cost = {**param_counts(job.model), **flat_metrics(footprint)}
-    summary.update(footprint=footprint, metrics=cost)
-    try:
-        evaluator = prepare_evaluator(job)
-        if evaluator is not None:
-            summary.update(evaluator={"test_acc": evaluator.test_acc, "path": evaluator.path})
-        loggers = _loggers(cfg, run_dir, group, run_id, summary)
-        callbacks = _callbacks(cfg, has_logger=bool(loggers))
-        if evaluator is not None and cfg.metrics.get("every_n_epochs", 0) > 0:
-            callbacks.append(
-                PeriodicQuality(cfg.metrics.every_n_epochs, evaluator.evaluator, job.quality)
-            )
-        trainer: pl.Trainer = _instantiate(
-            cfg.trainer,
-            "trainer",
-            default_root_dir=str(run_dir),
-            logger=loggers or False,
-            callbacks=callbacks,
+    with writer_lock(job.run_dir), SignalWatch() as watch:
+        previous = _previous_summary(job.run_dir) if job.resume_from else {}
+        group = cfg.get("group") or _sweep_group()
+        summary = RunSummary(
+            job.run_dir,
+            previous,
+            name=cfg.name,
+            group=group,
+            device=str(job.device),
+            resumed_from=job.resume_from,
+            config=job.module.run_info["config"],
+            params=param_counts(job.model),
         )
-        for lg in loggers:
-            lg.log_metrics(cost, step=0)
-        trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume_from)
-        metrics = {**cost, **_float_metrics(trainer.callback_metrics)}
-        best = _checkpoint_files(run_dir).get("best")
-        trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
-        metrics.update(_float_metrics(trainer.callback_metrics))
-        summary.update(metrics=metrics)
-        if evaluator is not None:
-            metrics.update(_quality_stage(job, evaluator, best, loggers, summary))
-        summary.update(status="ok", metrics=metrics)
-    except MetricsStageError as err:
-        log.exception("job %s failed in the metrics stage", cfg.name)
-        summary.update(status=f"failed: metrics: {err}")
-    except NonFiniteLossError as err:
-        log.error("%s: %s", cfg.name, err)
-        summary.update(status="failed: non-finite loss", error=str(err))
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl+C into SystemExit
-        summary.update(status="failed: interrupted")
-        raise
-    except TinyCVAEError as err:  # bad setup found on the way (e.g. missing data files)
-        summary.update(status=f"failed: {err}")
-        raise
-    except Exception as err:  # noqa: BLE001 - record it; the sweep's other jobs go on
-        log.exception("job %s failed", cfg.name)
-        summary.update(status=f"failed: {type(err).__name__}: {str(err).splitlines()[0]}")
-    finally:
-        finish_wandb(ok=summary.status == "ok", status=summary.status)
-        summary.update(
-            finished=now_iso(),
-            wall_time_s=round(time.perf_counter() - start, 2),
-            checkpoints=_checkpoint_files(run_dir),
-        )
+        # The deployed decoder's MCU cost, known before training: a sweep can be filtered on it.
+        model = job.model
+        footprint = summary_dict(model.decoder, model.latent, model.num_classes, all_mcus())
+        cost = {**param_counts(model), **flat_metrics(footprint)}
+        summary.update(footprint=footprint, metrics=cost)
+        run_id = previous.get("wandb", {}).get("id") or _new_run_id()
+        checkpoints = lambda: {"checkpoints": _checkpoint_files(job.run_dir)}  # noqa: E731
+        with recorded(summary, watch, cfg.name, checkpoints):
+            _train_and_score(job, summary, cost, run_id, group, watch)
     return summary.data
 
 
-class MetricsStageError(Exception):
-    """The quality metrics failed after training; the checkpoints are kept."""
+def _train_and_score(
+    job: Job, summary: RunSummary, cost: dict[str, Any], run_id: str, group, watch: SignalWatch
+) -> None:
+    """The job's stages, in order: evaluator, fit, test, quality metrics and pictures."""
+    cfg, run_dir = job.cfg, job.run_dir
+    evaluator = prepare_evaluator(job)
+    if evaluator is not None:
+        summary.update(evaluator={"test_acc": evaluator.test_acc, "path": evaluator.path})
+    loggers = _loggers(cfg, run_dir, group, run_id, summary)
+    callbacks = _callbacks(cfg, has_logger=bool(loggers))
+    if evaluator is not None and cfg.metrics.get("every_n_epochs", 0) > 0:
+        callbacks.append(
+            PeriodicQuality(cfg.metrics.every_n_epochs, evaluator.evaluator, job.quality)
+        )
+    trainer = make_trainer(job, loggers or False, callbacks)
+    watch.busy = lambda: trainer.state.status == TrainerStatus.RUNNING
+    for lg in loggers:
+        lg.log_metrics(cost, step=0)
+    trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=job.resume_from)
+    metrics = {**cost, **_float_metrics(trainer.callback_metrics)}
+    best = _checkpoint_files(run_dir).get("best")
+    trainer.test(job.module, datamodule=job.datamodule, ckpt_path=best, verbose=False)
+    metrics.update(_float_metrics(trainer.callback_metrics))
+    summary.update(metrics=metrics)
+    if evaluator is not None:
+        # Lightning hands the module back on the CPU: every stage after it runs on the
+        # job's device again, next to its data and evaluator.
+        devices.place(job.device, job.module, job.datamodule, evaluator.evaluator)
+        metrics.update(_quality_stage(job, evaluator, best, loggers, summary))
+    summary.update(status="ok", metrics=metrics)
+
+
+def make_trainer(job: Job, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """The Lightning Trainer of a job, on the job's device."""
+    kind = {"cuda": "gpu"}.get(job.device.type, job.device.type)
+    return _instantiate(
+        job.cfg.trainer,
+        "trainer",
+        accelerator=kind,
+        devices=[job.device.index or 0] if kind == "gpu" else 1,
+        default_root_dir=str(job.run_dir),
+        logger=logger,
+        callbacks=callbacks,
+    )
 
 
 def prepare_evaluator(job: Job):
-    """The data set's evaluator (trained on first need, then cached), above its floor."""
+    """The data set's evaluator (trained on first need, then cached), above its floor, on
+    the job's device together with the data."""
     if job.quality is None:
         return None
     dm = job.datamodule
     dm.prepare_data()
+    devices.place(job.device, dm)
     record = load_or_train(
         dm.splits, dm.spec, dm.cache_key(), job.cfg.paths.data_dir, job.evaluator, progress=True
     )
+    devices.place(job.device, record.evaluator)
     check_floor(record, job.evaluator.floor)
     if job.quality.features == "evaluator":
         if record.path is None:  # torch-fidelity loads its feature network from a file
@@ -335,7 +403,7 @@ def _quality_stage(job: Job, evaluator, best: str | None, loggers, summary) -> d
                 sampler=model.sampler,
             )
     except Exception as err:  # noqa: BLE001 - keep the checkpoint, record the failure
-        raise MetricsStageError(f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+        raise MetricsStageError(describe(err)) from err
     metrics["time/metrics_s"] = round(time.perf_counter() - start, 3)
     for lg in loggers:
         lg.log_metrics(metrics)
@@ -351,9 +419,7 @@ def _store_sampler(path: str, model: CVAE) -> None:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     for key, value in model.sampler.state_dict().items():
         ckpt["state_dict"][f"model.sampler.{key}"] = value.detach().cpu()
-    tmp = Path(path).with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    save_atomic(ckpt, Path(path))
 
 
 def _sweep_group() -> str | None:
@@ -371,8 +437,6 @@ def _new_run_id() -> str:
 
 
 def _previous_summary(run_dir: Path) -> dict:
-    from tinycvae.summary import read_summary
-
     try:
         return read_summary(run_dir)
     except (OSError, ValueError):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,8 +26,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from tinycvae.cache import load_or_build
 from tinycvae.checks import require_int, require_number
-from tinycvae.data.base import DataSpec, Split, Splits
+from tinycvae.data.base import DataError, DataSpec, Split, Splits
 from tinycvae.errors import ConfigError
 
 CLASS_NAMES = ("1", "2", "3", "4", "5", "6")
@@ -148,18 +148,24 @@ def render_dice(s: DiceSettings) -> Splits:
 
 
 def load_dice(s: DiceSettings, cache_dir: str | Path | None) -> Splits:
-    """Render the dice once per settings; later calls read the cached tensors."""
+    """Render the dice once per settings; later calls read the cached tensors (a cache
+    file that cannot be read is re-rendered, with a warning naming it)."""
     s.validate()
     if cache_dir is None:
         return render_dice(s)
-    path = Path(cache_dir) / "dice" / f"dice-{s.cache_key()}.pt"
-    if path.exists():
+
+    def read(path: Path) -> Splits:
         blob = torch.load(path, weights_only=True)
-        return Splits(**{k: Split(**v) for k, v in blob.items()})
-    splits = render_dice(s)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {k: vars(getattr(splits, k)) for k in ("train", "val", "test")}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)  # atomic: parallel jobs never read a half-written cache
-    return splits
+        splits = Splits(**{k: Split(**blob[k]) for k in ("train", "val", "test")})
+        sizes = tuple(len(getattr(splits, k)) for k in ("train", "val", "test"))
+        expected = (s.num_train, s.num_val, s.num_test)
+        if sizes != expected or splits.train.images.shape[-1] != s.image_size:
+            raise DataError(f"it holds splits of {sizes}, not {expected}")
+        return splits
+
+    def build() -> tuple[Splits, dict]:
+        splits = render_dice(s)
+        return splits, {k: vars(getattr(splits, k)) for k in ("train", "val", "test")}
+
+    path = Path(cache_dir) / "dice" / f"dice-{s.cache_key()}.pt"
+    return load_or_build(path, read, build, "re-rendering")

@@ -20,6 +20,7 @@ from torchmetrics.regression import MeanSquaredError
 
 from tinycvae.data.base import Split
 from tinycvae.data.datamodule import TensorBatches
+from tinycvae.devices import device_of, to_device
 from tinycvae.evaluator import accuracy as generation_accuracy
 from tinycvae.metrics.fidelity import FEATURES, fidelity_metrics
 from tinycvae.models import CVAE, count_params
@@ -59,13 +60,18 @@ def param_counts(model: CVAE) -> dict[str, int]:
 
 @torch.no_grad()
 def latents_of(model: CVAE, split: Split, batch_size: int = 1024) -> Tensor:
-    """The z the decoder sees for each image: the posterior mean, or the known factors."""
+    """The z the decoder sees for each image (the posterior mean, or the known factors),
+    on the model's device."""
+    device = device_of(model)
     if model.bypass:
-        return split.factors[:, : model.latent]
+        return split.factors[:, : model.latent].to(device)
     was = model.training
     model.eval()
     z = torch.cat(
-        [model.encode(x, y)[0] for x, y, _ in TensorBatches(split, batch_size, shuffle=False)]
+        [
+            model.encode(*to_device(device, x, y))[0]
+            for x, y, _ in TensorBatches(split, batch_size, shuffle=False)
+        ]
     )
     model.train(was)
     return z
@@ -74,7 +80,8 @@ def latents_of(model: CVAE, split: Split, batch_size: int = 1024) -> Tensor:
 def fit_sampler(model: CVAE, train: Split, batch_size: int = 1024) -> None:
     """Fit ``model.sampler``'s per-class Gaussians (a no-op for the ``prior`` sampler)."""
     if model.sampler.kind == "class_gaussian":
-        model.sampler.fit(latents_of(model, train, batch_size), train.labels)
+        z = latents_of(model, train, batch_size)
+        model.sampler.fit(z, train.labels.to(z.device))
 
 
 class PairMetrics:
@@ -99,8 +106,10 @@ class PairMetrics:
 def reconstruction_metrics(model: CVAE, split: Split, batch_size: int = 1024) -> dict[str, float]:
     was = model.training
     model.eval()
-    pairs = PairMetrics(split.images.device)
-    for x, y, f in TensorBatches(split, batch_size, shuffle=False):
+    device = device_of(model)
+    pairs = PairMetrics(device)
+    for batch in TensorBatches(split, batch_size, shuffle=False):
+        x, y, f = to_device(device, *batch)
         pairs.update(torch.sigmoid(model(x, y, f).logits), x)
     model.train(was)
     return pairs.compute("test")
@@ -112,9 +121,11 @@ def balanced_labels(n: int, num_classes: int, device=None) -> Tensor:
 
 @torch.no_grad()
 def generate(model: CVAE, labels: Tensor, seed: int = 0, batch_size: int = 1024) -> Tensor:
-    """Images in [0, 1] for ``labels``, latents from the model's sampler, repeatable."""
+    """Images in [0, 1] for ``labels``, latents from the model's sampler, repeatable;
+    made on the model's device."""
     was = model.training
     model.eval()
+    labels = labels.to(device_of(model))
     gen = torch.Generator(device=labels.device).manual_seed(seed)
     out = torch.cat(
         [
@@ -129,16 +140,17 @@ def generate(model: CVAE, labels: Tensor, seed: int = 0, batch_size: int = 1024)
 def evaluate_quality(
     model: CVAE, test: Split, evaluator, settings: QualitySettings
 ) -> tuple[dict[str, float], Tensor, Tensor]:
-    """All quality metrics; also returns the generated images and their labels."""
+    """All quality metrics, computed where the model is; also returns the generated images
+    and their labels."""
     metrics: dict[str, float] = {}
     metrics.update(reconstruction_metrics(model, test, settings.batch_size))
-    labels = balanced_labels(settings.num_samples, model.num_classes, test.images.device)
+    labels = balanced_labels(settings.num_samples, model.num_classes, device_of(model))
     images = generate(model, labels, settings.seed, settings.batch_size)
     metrics["gen/acc"] = generation_accuracy(evaluator, images, labels)
     metrics.update(
         fidelity_metrics(
             images,
-            test.images,
+            test.images.to(images.device),
             settings.features,
             settings.weights_path,
             settings.kid,

@@ -109,7 +109,9 @@ def fidelity_metrics(
     kid: bool = True,
     prc: bool = True,
 ) -> dict[str, float]:
-    """FID (and KID, precision, recall) of ``generated`` against ``real`` images."""
+    """FID (and KID, precision, recall) of ``generated`` against ``real`` images, with the
+    feature network on the generated images' device (the device rule of
+    :mod:`tinycvae.devices`: torch-fidelity's ``cuda`` flag means "the current CUDA device")."""
     import torch_fidelity
 
     if features not in FEATURES:
@@ -124,7 +126,7 @@ def fidelity_metrics(
     out = torch_fidelity.calculate_metrics(
         input1=UInt8Images(generated, rgb),
         input2=UInt8Images(real, rgb),
-        cuda=torch.cuda.is_available(),
+        cuda=generated.device.type == "cuda",
         fid=True,
         kid=kid,
         prc=prc,

@@ -42,7 +42,9 @@ class LatentSampler(nn.Module):
 
     @torch.no_grad()
     def fit(self, z: Tensor, labels: Tensor, jitter: float = 1e-4) -> None:
-        """Fit a Gaussian per class to latents ``z`` [N, latent] with ``labels`` [N]."""
+        """Fit a Gaussian per class to latents ``z`` [N, latent] with ``labels`` [N]
+        (on any device; the fitted buffers stay where the sampler is)."""
+        z, labels = z.to(self.means.device), labels.to(self.means.device)
         for k in range(self.means.shape[0]):
             zk = z[labels == k].double()
             if zk.shape[0] < 2:
@@ -50,7 +52,8 @@ class LatentSampler(nn.Module):
                     f"class {k} has {zk.shape[0]} training sample(s); class_gaussian needs >= 2"
                 )
             mean = zk.mean(0)
-            cov = torch.atleast_2d(torch.cov(zk.T)) + jitter * torch.eye(self.latent).double()
+            eye = torch.eye(self.latent, dtype=torch.float64, device=zk.device)
+            cov = torch.atleast_2d(torch.cov(zk.T)) + jitter * eye
             self.means[k] = mean.float()
             self.scale_tril[k] = torch.linalg.cholesky(cov).float()
         self.fitted.fill_(True)
@@ -67,5 +70,7 @@ class LatentSampler(nn.Module):
                 "model.sampler=class_gaussian is not fitted: fit it on the training latents "
                 "(tinycvae.metrics.fit_sampler) or load a checkpoint whose sampler was fitted"
             )
+        # Drawn where the generator is, computed where the fitted buffers are.
         eps = torch.randn(n, self.latent, 1, generator=generator, device=device)
+        eps, labels = eps.to(self.means.device), labels.to(self.means.device)
         return self.means[labels] + (self.scale_tril[labels] @ eps).squeeze(-1)

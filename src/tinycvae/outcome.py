@@ -1,0 +1,147 @@
+"""How a job ends: the status it records in ``summary.json`` and the exit status a
+scheduler sees.
+
+One rule for exit statuses, used by every command:
+
+* ``0`` the job (every job of a sweep) finished ``ok``;
+* ``1`` a job failed (its summary says why; its checkpoints are kept);
+* ``2`` bad input, refused before any work (one ``error:`` line);
+* ``128 + N`` the process was stopped by signal N: ``143`` for SIGTERM (SLURM pre-emption,
+  ``timeout``, ``docker stop``), ``130`` for SIGINT (Ctrl+C), so that a requeue-on-failure
+  policy fires and ``ckpt_path=last`` can resume the run.
+
+:func:`recorded` wraps a job's work: whatever happens, the summary gets a final status,
+the finish time, the total wall time and the checkpoints on disk, and W&B is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from tinycvae.errors import NonFiniteLossError, TinyCVAEError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+OUT_OF_MEMORY = tuple(
+    t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t
+)
+
+
+def signal_exit_status(signum: int) -> int:
+    return 128 + int(signum)
+
+
+class Interrupted(BaseException):
+    """The job received SIGTERM or SIGINT (a BaseException: nothing may swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class MetricsStageError(Exception):
+    """The quality metrics failed after training; the checkpoints are kept."""
+
+
+def describe(err: BaseException) -> str:
+    """An exception as one line for a summary: ``Type: first line`` (CUDA out-of-memory
+    errors as ``CUDA out of memory …``)."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, OUT_OF_MEMORY):
+        return text if text.startswith("CUDA out of memory") else f"CUDA out of memory: {text}"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+class SignalWatch:
+    """Records SIGTERM / SIGINT while a job runs.
+
+    Outside Lightning's loops a signal raises :class:`Interrupted` at once. While a
+    Trainer runs (``busy()`` is true), SIGTERM is only recorded: Lightning's own handler,
+    which it chains with this one, stops the loop at the next batch boundary (a
+    ``SIGTERMException``), so no checkpoint is cut in half. SIGINT keeps Python's meaning
+    (KeyboardInterrupt), which Lightning also turns into a clean stop."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.busy: Callable[[], bool] = lambda: False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not self.busy():
+            raise Interrupted(signum)
+
+    def __enter__(self) -> SignalWatch:
+        for sig in HANDLED_SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: the launcher's process handles it
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt_status(err: BaseException, watch: SignalWatch) -> int | None:
+    """The signal that ended the job, or None when ``err`` is not an interruption."""
+    if isinstance(err, Interrupted):
+        return err.signum
+    if isinstance(err, KeyboardInterrupt):
+        return signal.SIGINT
+    if isinstance(err, SystemExit):  # Lightning stops on SIGTERM / Ctrl+C with SystemExit
+        return watch.signum if watch.signum is not None else signal.SIGTERM
+    return None
+
+
+@contextlib.contextmanager
+def recorded(
+    summary, watch: SignalWatch, name: str, final_fields: Callable[[], dict[str, Any]]
+) -> Iterator[None]:
+    """Run a job's work and record its outcome in ``summary`` (a RunSummary).
+
+    The work sets ``status="ok"`` itself when it gets there. A failure is recorded and
+    swallowed (the sweep's other jobs go on), except bad input found on the way
+    (re-raised: exit 2) and a signal (re-raised as ``SystemExit(128 + N)``). Last, W&B is
+    closed and the summary gets the finish time, the wall time and ``final_fields()``
+    (e.g. the checkpoints on disk)."""
+    from tinycvae.devices import free_cached_memory
+    from tinycvae.tracking import finish_wandb
+
+    start = time.perf_counter()
+    try:
+        yield
+    except MetricsStageError as err:
+        log.exception("job %s failed in the metrics stage", name)
+        summary.update(status=f"failed: metrics: {err}")
+    except NonFiniteLossError as err:
+        log.error("%s: %s", name, err)
+        summary.update(status="failed: non-finite loss", error=str(err))
+    except TinyCVAEError as err:  # bad setup found on the way (e.g. missing data files)
+        summary.update(status=f"failed: {err}")
+        raise
+    except (Interrupted, KeyboardInterrupt, SystemExit) as err:
+        signum = _interrupt_status(err, watch)
+        summary.update(status=f"failed: interrupted ({signal.Signals(signum).name})")
+        raise SystemExit(signal_exit_status(signum)) from None
+    except Exception as err:  # noqa: BLE001 - record it; the sweep's other jobs go on
+        log.exception("job %s failed", name)
+        summary.update(status=f"failed: {describe(err)}")
+    finally:
+        ok = summary.status == "ok"
+        finish_wandb(ok=ok, status=summary.status)
+        if not ok:
+            free_cached_memory()  # the sweep's next job gets the GPU memory back
+        summary.finish(time.perf_counter() - start, **final_fields())
