@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tinycvae import pareto
-    from tinycvae.footprint import check_precision, load_mcu
+    from tinycvae.deploy.footprint import check_precision, load_mcu
 
     if args.select:
         load_mcu(args.select)  # an unknown MCU is bad input, said before any work

@@ -13,18 +13,10 @@ from torch import nn
 
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen
+from tinycvae.deploy.footprint import estimate
 from tinycvae.deploy.qat import finetune
-from tinycvae.deploy.quantize import (
-    A_LIMIT,
-    Requant,
-    UnsupportedModelError,
-    _apply_requant,
-    extract,
-    quantize,
-    run_fp32,
-    run_int8,
-)
-from tinycvae.footprint import estimate
+from tinycvae.deploy.quantize import A_LIMIT, Requant, _apply_requant, quantize, run_int8
+from tinycvae.deploy.stages import UnsupportedModelError, extract, run_fp32
 from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
 from tinycvae.models.conditioning import OneHotConcat
 
@@ -177,7 +169,7 @@ def test_hidden_layer_without_relu_is_refused():
         nn.ConvTranspose2d(3, 3, 3, stride=2, padding=1, output_padding=1),
         nn.ConvTranspose2d(3, 1, 3, stride=2, padding=1, output_padding=1),
     )  # fmt: skip
-    with pytest.raises(UnsupportedModelError, match="layer 1 \\(convT\\) has no ReLU"):
+    with pytest.raises(UnsupportedModelError, match="decoder.body.3: convT has no ReLU"):
         extract(Decoder(OneHotConcat(3, 2), body), 2, 3)
 
 

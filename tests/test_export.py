@@ -302,6 +302,7 @@ def test_unknown_mcu_names_the_choices(tmp_path):
      (["checkpoint=x.ckpt", "seed=abc"], "seed=abc is invalid"),
      (["checkpoint=x.ckpt", "targets=host"], "targets=host is invalid; allowed: a list"),
      (["checkpoint=x.ckpt", "wandb.mode=loud"], "wandb.mode=loud is invalid"),
+     (["checkpoint=x.ckpt", "device=tpu"], "device=tpu is unknown; allowed: auto, cpu"),
      (["artifact=me/tinycvae/model-abc:best"], "needs W&B online")],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
@@ -314,3 +315,40 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert not (tmp_path / "d" / "model").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cli_device_the_machine_lacks_is_one_line_before_any_work(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "export.py"), "checkpoint=x.ckpt", "device=cuda",
+         f"out_dir={tmp_path}/d"],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: device=cuda: this machine has no GPU")
+    assert "allowed: cpu, auto" in lines[0]
+    assert not (tmp_path / "d").exists()  # refused before the checkpoint was even looked for
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_export_on_the_gpu(trained, tmp_path, monkeypatch):
+    """device=cuda: calibration, QAT and scoring run on the GPU; the C builds still
+    reproduce the int8 reference's golden vectors and images exactly."""
+    from tinycvae.deploy import ptq_or_qat
+
+    where, real = [], ptq_or_qat.quantize
+
+    def spy(fm, *args, **kwargs):
+        where.append(fm.device.type)
+        return real(fm, *args, **kwargs)
+
+    monkeypatch.setattr(ptq_or_qat, "quantize", spy)
+    report = export(export_cfg(f"run={trained}", "device=cuda", "targets=[host]", "qat=true",
+                               "qat_epochs=1", out_dir=tmp_path))  # fmt: skip
+    assert where == ["cuda", "cuda"]  # post-training, then after fine-tuning
+    assert report["targets"]["host"] == {"golden_int8": "12/12", "golden_fp32": "12/12"}
+    q = report["quality"]
+    assert q["qat"] is True and "acc_int8_qat" in q and q["c_matches_reference"] is True
+    assert q["acc_pytorch"] > 0.5 and abs(q["acc_pytorch"] - q["acc_c_int8"]) <= 0.02, q

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from tinycvae.data.dice import dice_spec
-from tinycvae.errors import ConfigError
-from tinycvae.footprint import (
+from tinycvae.deploy.footprint import (
     CODE_BASE_BYTES,
     CODE_FPU_EXPF_BYTES,
     CODE_INT4_UNPACK_BYTES,
@@ -24,11 +23,12 @@ from tinycvae.footprint import (
     code_bytes,
     estimate,
     flat_metrics,
-    fold_label,
     layer_costs,
     load_mcu,
     summary_dict,
 )
+from tinycvae.deploy.stages import extract, fold_label
+from tinycvae.errors import ConfigError
 from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
 from tinycvae.models.conditioning import OneHotConcat
 
@@ -69,16 +69,11 @@ def test_deployed_params_match_seed_000(dims, anchor):
 
 
 def test_tiny_decoder_layers_by_hand():
-    layers = layer_costs(tiny_decoder(), 2, 3)
-    assert [layer.kind for layer in layers] == [
-        "class_table",
-        "linear",
-        "conv_transpose",
-        "sigmoid_lut",
-    ]
+    layers = layer_costs(extract(tiny_decoder(), 2, 3))
+    assert [layer.kind for layer in layers] == ["class_table", "linear", "convT", "sigmoid_lut"]
     table, lin, conv, sig = layers
     assert (table.weights, table.biases, table.macs, table.out_elems) == (144, 0, 0, 48)
-    assert (lin.in_shape, lin.weights, lin.biases, lin.macs) == ((2,), 96, 0, 96)
+    assert (lin.in_shape, lin.weights, lin.biases, lin.macs) == ((2, 1, 1), 96, 0, 96)
     assert (conv.in_shape, conv.out_shape) == ((3, 4, 4), (5, 8, 8))
     assert (conv.weights, conv.biases) == (3 * 5 * 9, 5)
     # per axis, input i scatters to 2i-1+t (t=0..2) inside [0, 8): 2 taps for i=0, 3 after
@@ -89,8 +84,8 @@ def test_tiny_decoder_layers_by_hand():
 
 
 def test_stride_one_conv_macs_by_hand():
-    layers = layer_costs(dice_decoder((2, 2, 2, 2)), 1, K)
-    convs = [layer for layer in layers if layer.kind == "conv_transpose"]
+    layers = layer_costs(extract(dice_decoder((2, 2, 2, 2)), 1, K))
+    convs = [layer for layer in layers if layer.kind == "convT"]
     third = convs[2]  # stride 1, 16x16 -> 16x16, 2 -> 2 channels
     assert third.in_shape == third.out_shape == (2, 16, 16)
     assert third.macs == (3 * 16 - 2) ** 2 * 2 * 2
@@ -149,7 +144,7 @@ def test_ram_of_a_dice_decoder():
 @pytest.mark.parametrize("kind", sorted(CONDITIONINGS))
 def test_every_conditioning_deploys_the_same_table(kind):
     decoder = dice_decoder((2, 2, 4, 4), latent=2, conditioning={"kind": kind})
-    table, z_linear = layer_costs(decoder, 2, K)[:2]
+    table, z_linear = layer_costs(extract(decoder, 2, K))[:2]
     out = 4 * 4 * 4
     assert table.weights == K * out
     assert z_linear.weights == out * 2
@@ -168,7 +163,7 @@ def test_every_conditioning_deploys_the_same_table(kind):
 
 def test_mlp_decoder():
     decoder = build_cvae(DICE, arch="mlp", latent=2, hidden=16).decoder
-    layers = layer_costs(decoder, 2, K)
+    layers = layer_costs(extract(decoder, 2, K))
     assert [layer.kind for layer in layers] == [
         "class_table",
         "linear",

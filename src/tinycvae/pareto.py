@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tinycvae.errors import ConfigError, TinyCVAEError
-from tinycvae.footprint import check_precision
+from tinycvae.deploy.footprint import check_precision
 
 
 class SelectError(TinyCVAEError):

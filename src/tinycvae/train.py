@@ -31,7 +31,7 @@ from tinycvae.checks import require_int, require_number
 from tinycvae.data.datamodule import TensorDataModule
 from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
-from tinycvae.footprint import all_mcus, flat_metrics, summary_dict
+from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.lit_module import CVAEModule
 from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
 from tinycvae.metrics.callback import PeriodicQuality

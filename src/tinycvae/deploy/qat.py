@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, W_MAX, FloatModel, QuantModel
+from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, W_MAX, QuantModel
+from tinycvae.deploy.stages import FloatModel, run_stages
 
 
 def _ste_round(x: Tensor) -> Tensor:
@@ -36,28 +37,22 @@ def _fake_act(x: Tensor, scale: float, lo: int, hi: int) -> Tensor:
 
 
 def fake_forward(fm: FloatModel, qm: QuantModel, z: Tensor, labels: Tensor) -> Tensor:
-    """Logits of ``fm`` under the int8 runtime's rounding (differentiable by STE)."""
+    """Logits of ``fm`` under the int8 runtime's rounding (differentiable by STE),
+    computed where ``fm`` is (``z`` and ``labels`` must be there)."""
     x = _fake_act(z, qm.z_scale, -127, 127)
     table_floor = fm.table.detach().abs().amax(0) / (32766 * qm.z_scale)
-    for i, st in enumerate(fm.stages):
-        w = _fake_weight(st.weight, table_floor if i == 0 else None)
-        if st.kind == "linear":
-            x = x.reshape(x.shape[0], -1) @ w.T + (fm.table[labels] if i == 0 else st.bias)
-        else:
-            x = F.conv_transpose2d(
-                x.reshape(x.shape[0], *st.in_shape),
-                w.transpose(0, 1),
-                st.bias,
-                st.stride,
-                st.pad,
-                st.output_padding,
-            )
+    weights = [
+        _fake_weight(st.weight, table_floor if i == 0 else None) for i, st in enumerate(fm.stages)
+    ]
+    biases = [fm.table[labels]] + [st.bias for st in fm.stages[1:]]
+
+    def fake_requantise(i: int, y: Tensor) -> Tensor:
         scale = qm.stages[i].out_scale
-        x = (
-            _fake_act(F.relu(x), scale, 0, ACT_MAX)
-            if st.relu
-            else _fake_act(x, scale, -128, LOGIT_MAX)
-        )
+        if fm.stages[i].relu:
+            return _fake_act(F.relu(y), scale, 0, ACT_MAX)
+        return _fake_act(y, scale, -128, LOGIT_MAX)
+
+    x = run_stages(fm.stages, x, weights, biases, fake_requantise)
     return x.reshape(x.shape[0], *fm.out_shape)
 
 
@@ -71,7 +66,10 @@ def finetune(
     batch_size: int = 256,
     seed: int = 0,
 ) -> FloatModel:
-    """A copy of ``fm`` fine-tuned so that its int8 form draws ``fm``'s float images."""
+    """A copy of ``fm`` fine-tuned so that its int8 form draws ``fm``'s float images.
+    Trains where ``fm`` is; the batches are drawn with a CPU generator seeded by ``seed``,
+    so they are the same on every device."""
+    z, labels = z.to(fm.device), labels.to(fm.device)
     tuned = copy.deepcopy(fm)
     params = [tuned.table] + [
         p for st in tuned.stages for p in (st.weight, st.bias) if p is not None
@@ -88,7 +86,7 @@ def finetune(
     for _ in range(epochs):
         order = torch.randperm(len(z), generator=gen)
         for k in range(0, len(z) - batch_size + 1, batch_size):
-            idx = order[k : k + batch_size]
+            idx = order[k : k + batch_size].to(z.device)
             logits = fake_forward(tuned, qm, z[idx], labels[idx])
             loss = F.binary_cross_entropy_with_logits(logits, target[idx])
             opt.zero_grad()

@@ -1,12 +1,11 @@
-"""The deployed decoder: stages, post-training int8 quantisation and exact references.
+"""Post-training int8 quantisation of the deployed stages, and its exact reference.
 
-A decoder body (``nn.Sequential`` of Linear / ConvTranspose2d / ReLU / Flatten /
-Unflatten) becomes a chain of :class:`Stage` s as ``deploy/CONTRACT.md`` defines them:
-stage 0 is the first Linear with the label folded into a per-class table, every later
-stage a Linear or a 3x3 transposed conv, a ReLU after all but the last. :func:`quantize`
-calibrates activation scales on the training set's activations and turns the float
-stages into the int8 form; :func:`run_int8` computes exactly what the C runtime computes
-(integer arithmetic, bit for bit), :func:`run_fp32` the float reference.
+:func:`quantize` calibrates activation scales on the activations the decoder sees for the
+training set and turns the float stages (:func:`tinycvae.deploy.stages.extract`) into the
+int8 form of ``deploy/CONTRACT.md``: int8 weights per output channel, int32 biases, an
+int16 class table, one requantisation word per output channel and a sigmoid lookup table.
+:func:`run_int8` computes exactly what the C runtime computes (integer arithmetic, bit for
+bit).
 """
 
 from __future__ import annotations
@@ -16,11 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from tinycvae.errors import TinyCVAEError
-from tinycvae.footprint import fold_label, probe
+from tinycvae.deploy.stages import FloatModel, Stage, UnsupportedModelError, run_stages
 
 ACT_MAX = 255  # hidden activations: uint8 after the fused ReLU
 LOGIT_MAX = 127  # last stage: int8 logits
@@ -31,147 +28,6 @@ M_BITS = 15  # requant multipliers in [2^14, 2^15)
 MAX_SHIFT = 30
 TABLE_MAX = 32767  # int16 class-table entries
 LOGIT_CLIP = 7.0  # sigmoid(7) = 0.9991 -> pixel 255: larger logits need no codes
-
-
-class UnsupportedModelError(TinyCVAEError):
-    """The decoder has a layer or shape the C runtime does not implement."""
-
-
-@dataclass
-class Stage:
-    """One deployed layer, float (``weight`` in the runtime's layout, see CONTRACT)."""
-
-    kind: str  # "linear" | "convT"
-    relu: bool
-    in_shape: tuple[int, int, int]  # (C, H, W); a linear's is (features, 1, 1)
-    out_shape: tuple[int, int, int]
-    weight: Tensor  # linear [out, in]; convT [out, in, k, k]
-    bias: Tensor | None  # None on stage 0: folded into the table
-    stride: int = 1
-    pad: int = 0
-    kernel: int = 1
-    output_padding: tuple[int, int] = (0, 0)
-
-    @property
-    def out_channels(self) -> int:
-        return self.weight.shape[0]
-
-
-@dataclass
-class FloatModel:
-    """The float decoder in deployed form: ``table [K, out0]`` plus the stages."""
-
-    table: Tensor
-    stages: list[Stage]
-    num_classes: int
-    latent: int
-    out_shape: tuple[int, int, int]
-
-    def forward(self, z: Tensor, labels: Tensor, capture: list[Tensor] | None = None) -> Tensor:
-        """Logits; ``capture`` collects every stage's output (after its ReLU)."""
-        x = z.float()
-        for i, st in enumerate(self.stages):
-            if st.kind == "linear":
-                x = x.reshape(x.shape[0], -1) @ st.weight.T
-                x = x + (self.table[labels] if i == 0 else st.bias)
-            else:
-                x = x.reshape(x.shape[0], *st.in_shape)
-                x = F.conv_transpose2d(
-                    x,
-                    st.weight.transpose(0, 1),
-                    st.bias,
-                    st.stride,
-                    st.pad,
-                    st.output_padding,
-                )
-            if st.relu:
-                x = F.relu(x)
-            if capture is not None:
-                capture.append(x)
-        return x.reshape(x.shape[0], *self.out_shape)
-
-
-def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    return tuple(shape) if len(shape) == 3 else (math.prod(shape), 1, 1)  # type: ignore[return-value]
-
-
-def extract(decoder: nn.Module, latent: int, num_classes: int) -> FloatModel:
-    """The decoder as deployed stages; :class:`UnsupportedModelError` for anything else."""
-    try:
-        seen = probe(decoder, latent)
-    except TinyCVAEError as err:
-        raise UnsupportedModelError(str(err)) from None
-    stages: list[Stage] = []
-    table = None
-    for i, (m, ins, outs) in enumerate(seen):
-        where = f"decoder.body.{i}"
-        if isinstance(m, nn.ReLU):
-            if not stages or stages[-1].relu:
-                raise UnsupportedModelError(f"{where}: a ReLU must follow a Linear or a conv")
-            stages[-1].relu = True
-        elif isinstance(m, (nn.Flatten, nn.Unflatten, nn.Identity)):
-            continue
-        elif isinstance(m, nn.Linear):
-            if not stages:
-                table, z_weight = fold_label(decoder, latent, num_classes)
-                weight, bias = z_weight, None
-            else:
-                weight, bias = m.weight, m.bias if m.bias is not None else torch.zeros(outs[-1])
-            shape_in = (latent, 1, 1) if not stages else _shape3(ins)
-            stages.append(
-                Stage("linear", False, shape_in, _shape3(outs), weight.detach().float(), bias)
-            )
-        elif isinstance(m, nn.ConvTranspose2d):
-            k, s, p = m.kernel_size, m.stride, m.padding
-            ok = (
-                k == (3, 3)
-                and s[0] == s[1]
-                and s[0] in (1, 2)
-                and p == (1, 1)
-                and m.dilation == (1, 1)
-                and m.groups == 1
-                and stages
-            )
-            if not ok:
-                raise UnsupportedModelError(
-                    f"{where}: {m} is not supported; allowed: ConvTranspose2d with kernel 3, "
-                    "stride 1 or 2, padding 1, no dilation or groups, after a first Linear"
-                )
-            bias = m.bias if m.bias is not None else torch.zeros(m.out_channels)
-            stages.append(
-                Stage(
-                    "convT",
-                    False,
-                    _shape3(ins),
-                    _shape3(outs),
-                    m.weight.detach().float().transpose(0, 1).contiguous(),
-                    bias.detach().float(),
-                    s[0],
-                    1,
-                    3,
-                    tuple(m.output_padding),
-                )
-            )
-        else:
-            raise UnsupportedModelError(
-                f"{where}: {type(m).__name__} is not supported by the C runtime; allowed: "
-                "Linear, ConvTranspose2d, ReLU, Flatten, Unflatten"
-            )
-        if not stages:
-            raise UnsupportedModelError(f"{where}: the decoder must start with a Linear layer")
-    if not stages or stages[-1].relu:
-        raise UnsupportedModelError("the decoder must end with a Linear or conv (the logits)")
-    for k, st in enumerate(stages[:-1]):
-        if not st.relu:
-            raise UnsupportedModelError(
-                f"deployed layer {k} ({st.kind}) has no ReLU after it; the runtime fuses a "
-                "ReLU into every layer but the last"
-            )
-    for st in stages:
-        if st.bias is not None:
-            st.bias = st.bias.detach().float()
-    out_shape = _shape3(seen[-1][2])
-    return FloatModel(table.detach().float(), stages, num_classes, latent, out_shape)
 
 
 @dataclass
@@ -246,7 +102,7 @@ def _requant(scale: np.ndarray, bound: np.ndarray) -> Requant:
 
 def _weights(w: Tensor, floor: Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel symmetric int8 weights and their scales (at least ``floor``)."""
-    flat = w.reshape(w.shape[0], -1).double()
+    flat = w.detach().cpu().reshape(w.shape[0], -1).double()
     scale = flat.abs().amax(dim=1) / W_MAX
     if floor is not None:
         scale = torch.maximum(scale, floor)
@@ -259,12 +115,13 @@ def calibration_ranges(
     fm: FloatModel, z: Tensor, labels: Tensor, batch_size: int = 2048
 ) -> list[float]:
     """Per stage: the largest output the calibration inputs produce (after the ReLU;
-    the last stage: the largest |logit|)."""
+    the last stage: the largest |logit|). Computed where ``fm`` is."""
     peaks = [0.0] * len(fm.stages)
     with torch.no_grad():
         for i in range(0, len(z), batch_size):
             outs: list[Tensor] = []
-            fm.forward(z[i : i + batch_size].cpu(), labels[i : i + batch_size].cpu(), outs)
+            zb, yb = z[i : i + batch_size], labels[i : i + batch_size]
+            fm.forward(zb.to(fm.device), yb.to(fm.device), outs)
             for k, o in enumerate(outs):
                 peaks[k] = max(peaks[k], float(o.abs().max()))
     return peaks
@@ -273,13 +130,15 @@ def calibration_ranges(
 def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool) -> QuantModel:
     """Post-training int8 quantisation calibrated on ``(z, labels)``: the latents the
     decoder sees for the training set (posterior means, or the known factors) and the
-    sampler's draws. Bypass factors are uniform in [-1, 1]: z = 1.0 is code 127."""
+    sampler's draws. Bypass factors are uniform in [-1, 1]: z = 1.0 is code 127.
+    Calibration runs where ``fm`` is; the int8 model is built on the CPU."""
     zmax = 1.0 if bypass else max(float(z.abs().max()), 1e-6)
     z_scale = zmax / Z_MAX
     peaks = calibration_ranges(fm, z, labels)
     act_scales = [max(p, 1e-6) / ACT_MAX for p in peaks[:-1]]
     logit_scale = min(max(peaks[-1], 1e-3), LOGIT_CLIP) / LOGIT_MAX
     out_scales = act_scales + [logit_scale]
+    table = fm.table.detach().cpu().double()
 
     stages: list[QuantStage] = []
     in_scale = z_scale
@@ -290,15 +149,13 @@ def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool) -> QuantMo
         # whose z-weights are tiny next to its table entries gets a coarser weight scale
         # so that its entries fit int16 (the table's step then stays far below one
         # output step, and CVAE_TABLE_SHIFT stays 0).
-        floor = (
-            fm.table.double().abs().amax(dim=0) / ((TABLE_MAX - 1) * z_scale) if i == 0 else None
-        )
+        floor = table.abs().amax(dim=0) / ((TABLE_MAX - 1) * z_scale) if i == 0 else None
         wq, ws = _weights(st.weight, floor)
         acc_scale = in_scale * ws  # per output channel
         wabs = np.abs(wq.astype(np.int64)).reshape(len(ws), -1).sum(axis=1)
         in_peak = Z_MAX if i == 0 else ACT_MAX
         if i == 0:
-            t_acc = fm.table.double().numpy() / acc_scale[None, :]
+            t_acc = table.numpy() / acc_scale[None, :]
             table_shift = 0
             while np.abs(t_acc).max() / 2.0**table_shift > TABLE_MAX:
                 table_shift += 1
@@ -307,7 +164,8 @@ def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool) -> QuantMo
             const = np.abs(table_q.astype(np.int64)).max(axis=0) << table_shift
             bias_q = None
         else:
-            bias_q = np.round(st.bias.double().numpy() / acc_scale).astype(np.int64)
+            bias_q = np.round(st.bias.detach().cpu().double().numpy() / acc_scale)
+            bias_q = bias_q.astype(np.int64)
             if np.abs(bias_q).max(initial=0) >= 2**31:
                 raise UnsupportedModelError(f"stage {i}'s bias does not fit int32")
             bias_q = bias_q.astype(np.int32)
@@ -343,37 +201,21 @@ def _apply_requant(acc: Tensor, rq: Requant, channel_dim: int, relu: bool) -> Te
 
 
 def run_int8(qm: QuantModel, zq: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Pixels (uint8 [N, C, H, W]) exactly as the C runtime computes them."""
+    """Pixels (uint8 [N, C, H, W]) exactly as the C runtime computes them, on the CPU.
+
+    The accumulators are computed in float64, which holds them exactly: every partial sum
+    is an integer below the int32 bound that :func:`quantize` checked (far below 2^53)."""
     x = torch.from_numpy(np.asarray(zq, dtype=np.int64))
     lab = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    for i, qs in enumerate(qm.stages):
-        st = qs.stage
-        w = torch.from_numpy(qs.weight.astype(np.int64))
-        if st.kind == "linear":
-            x = x.reshape(x.shape[0], -1)
-            acc = x @ w.T
-            if i == 0:
-                acc = acc + torch.from_numpy(qm.table.astype(np.int64))[lab] * 2**qm.table_shift
-            else:
-                acc = acc + torch.from_numpy(qs.bias.astype(np.int64))
-            x = _apply_requant(acc, qs.requant, 1, st.relu)
-        else:
-            x = x.reshape(x.shape[0], *st.in_shape)
-            # float64 holds these integers exactly (|acc| < 2^31 << 2^53)
-            acc = F.conv_transpose2d(
-                x.double(),
-                w.double().transpose(0, 1),
-                torch.from_numpy(qs.bias.astype(np.float64)),
-                st.stride,
-                st.pad,
-                st.output_padding,
-            )
-            x = _apply_requant(torch.round(acc).to(torch.int64), qs.requant, 1, st.relu)
-    logits = x.reshape(x.shape[0], *qm.float_model.out_shape)
+    table = torch.from_numpy(qm.table.astype(np.float64))[lab] * 2**qm.table_shift
+    weights = [torch.from_numpy(qs.weight.astype(np.float64)) for qs in qm.stages]
+    biases = [table] + [torch.from_numpy(qs.bias.astype(np.float64)) for qs in qm.stages[1:]]
+
+    def requantise(i: int, acc: Tensor) -> Tensor:
+        qs = qm.stages[i]
+        return _apply_requant(torch.round(acc).to(torch.int64), qs.requant, 1, qs.stage.relu)
+
+    stages = [qs.stage for qs in qm.stages]
+    logits = run_stages(stages, x, weights, biases, requantise)
+    logits = logits.reshape(logits.shape[0], *qm.float_model.out_shape)
     return qm.sigmoid_lut[(logits + 128).numpy()]
-
-
-def run_fp32(fm: FloatModel, z: Tensor, labels: Tensor) -> Tensor:
-    """Pixels in [0, 1] (float32) from the float stages: the fp32 path's reference."""
-    with torch.no_grad():
-        return torch.sigmoid(fm.forward(z.float().cpu(), labels.cpu()))

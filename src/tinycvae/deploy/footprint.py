@@ -1,4 +1,9 @@
-"""Flash, RAM and MAC estimates of a decoder as it would be deployed on a microcontroller.
+"""Flash, RAM and MAC estimates of a decoder as it would be deployed on a microcontroller,
+and the microcontroller profiles (``conf/mcu/``) it is checked against.
+
+The estimator costs the stages of :func:`tinycvae.deploy.stages.extract`, the same stages
+the exporter quantises and writes to C, so it accepts and refuses exactly what the
+exporter does.
 
 The runtime model (a C runtime is to be measured against these figures; keep them in step)
 -------------------------------------------------------------------------------------------
@@ -6,13 +11,14 @@ The runtime model (a C runtime is to be measured against these figures; keep the
   projected or not), the label's effect on the first Linear's pre-activation is a constant
   per class. The firmware stores it as a ``K x out`` table of accumulator-domain constants
   that also absorbs the first Linear's bias; the first Linear keeps only its ``out x latent``
-  z-columns (no bias). :func:`fold_label` computes the table and the z-columns.
-* **Layers.** Linear: ``in*out`` weights, ``out`` biases, ``in*out`` MACs. ConvTranspose2d
-  (kernel k): ``in*out*k*k`` weights, ``out`` biases; MACs are the *exact* count of valid
-  taps (a tap whose output position falls in the padding or past the edge is never
-  multiplied), at most the bound ``H_in*W_in*C_in*C_out*k*k``. ReLU is fused into the
-  requantisation (free); Flatten/Unflatten are reinterpretations (free). The final sigmoid
-  is a 256-entry ``int8 logit -> uint8 pixel`` lookup table on int8/int4, ``expf`` on fp32.
+  z-columns (no bias). :func:`~tinycvae.deploy.stages.fold_label` computes them.
+* **Layers.** Linear: ``in*out`` weights, ``out`` biases (a layer without a bias ships
+  zeros), ``in*out`` MACs. ConvTranspose2d (kernel k): ``in*out*k*k`` weights, ``out``
+  biases; MACs are the *exact* count of valid taps (a tap whose output position falls in
+  the padding or past the edge is never multiplied), at most the bound
+  ``H_in*W_in*C_in*C_out*k*k``. ReLU is fused into the requantisation (free);
+  Flatten/Unflatten/Identity are reinterpretations (free). The final sigmoid is a
+  256-entry ``int8 logit -> uint8 pixel`` lookup table on int8/int4, ``expf`` on fp32.
 * **Flash (data).** Weights: fp32 4 B, int8 1 B, int4 0.5 B (two per byte, rounded up per
   layer). Biases: int32 (4 B) on int8/int4, float (4 B) on fp32. Requantisation on
   int8/int4: one 32-bit word per output channel (Linear: per output feature) packing a
@@ -38,36 +44,34 @@ The runtime model (a C runtime is to be measured against these figures; keep the
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
-from torch import Tensor, nn
+from torch import nn
 
+from tinycvae.deploy.stages import CONV_T, LINEAR, FloatModel, Stage, extract
 from tinycvae.errors import ConfigError
 
-MCU_DIR = Path(__file__).resolve().parents[2] / "conf" / "mcu"
+MCU_DIR = Path(__file__).resolve().parents[3] / "conf" / "mcu"
 PRECISIONS = ("fp32", "int8", "int4")
 
 # Runtime code size (bytes), measured with `size` on the firmware deploy/ builds (the demo:
 # startup, UART output, PRNG, the runtime's API and kernels): text + data minus the model's
 # constants came to 2560-2566 B on Cortex-M0+ and 2590-2594 B on rv32ec (CH32V003) for four
 # dice decoders from 2_2_2_2 to 2_2_8_16, int8, -Os. The fp32 figures are not measured on an
-# MCU (the fp32 build is the host's reference path): soft float + expf per DESIGN.md.
+# MCU (the fp32 build is the host's reference path): soft float + expf, 1.5-2 KB on such cores.
 CODE_BASE_BYTES = 2048  # vector table + startup, board I/O, demo, API, Linear / convT loops
 CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shifts, ReLU, saturate), LUT
 CODE_INT4_UNPACK_BYTES = 64  # int4: nibble unpacking in the weight loads (not built yet)
 CODE_SOFT_MULTIPLY_BYTES = 32  # rv32ec: libgcc __mulsi3 for the requant (the MAC is inline)
-CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf (DESIGN: 1.5-2 KB)
+CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
 WORD_BYTES = 4  # int32 bias / requant word, or one float
 TABLE_INT_BYTES = 2  # int16 class-table entry on int8/int4
-STAGES = ("linear", "conv_transpose")
 
 
 @dataclass(frozen=True)
@@ -168,131 +172,57 @@ def arena_bytes(stages: list[StageShape], elem: int, stream: bool) -> int:
 
 @dataclass
 class LayerCost:
-    name: str
-    kind: str  # class_table | linear | conv_transpose | sigmoid_lut (sigmoid on fp32)
+    """What one deployed item costs: the class table, a stage, or the final sigmoid."""
+
+    name: str  # "class_table", the stage's "body.<index>", or "sigmoid"
+    kind: str  # class_table | linear | convT | sigmoid_lut (sigmoid on fp32)
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     weights: int  # class_table: its K x out entries
     biases: int
     macs: int
     out_elems: int
-    flash_bytes: int = 0  # filled in by estimate()
+    flash_bytes: int = 0  # filled in by estimate_stages()
 
 
-def _valid_taps(n_in: int, n_out: int, k: int, stride: int, pad: int, dil: int) -> int:
+def _valid_taps(n_in: int, n_out: int, k: int, stride: int, pad: int) -> int:
     """(input index, kernel tap) pairs of a transposed conv that land inside the output."""
-    return sum(0 <= i * stride - pad + t * dil < n_out for i in range(n_in) for t in range(k))
+    return sum(0 <= i * stride - pad + t < n_out for i in range(n_in) for t in range(k))
 
 
-def probe(decoder: nn.Module, latent: int) -> list[tuple[nn.Module, tuple, tuple]]:
-    if not isinstance(decoder.body, nn.Sequential):
-        raise ConfigError("footprint needs a decoder whose body is an nn.Sequential")
-    seen: list[tuple[nn.Module, tuple, tuple]] = []
-    hooks = [
-        m.register_forward_hook(
-            lambda m, i, o: seen.append((m, tuple(i[0].shape[1:]), tuple(o.shape[1:])))
+def _macs(stage: Stage) -> int:
+    """Multiply-accumulates of one stage; a transposed conv's are its valid taps only."""
+    if stage.kind == LINEAR:
+        return stage.weight.numel()
+    taps = math.prod(
+        _valid_taps(stage.in_shape[d], stage.out_shape[d], stage.kernel, stage.stride, stage.pad)
+        for d in (1, 2)
+    )
+    c_out, c_in = stage.weight.shape[:2]
+    return taps * c_in * c_out
+
+
+def layer_costs(fm: FloatModel) -> list[LayerCost]:
+    """The class table, every stage and the sigmoid of the deployed decoder ``fm``."""
+    first = fm.stages[0]
+    layers = [
+        LayerCost(
+            "class_table", "class_table", (fm.num_classes,), first.out_shape,
+            fm.table.numel(), 0, 0, math.prod(first.out_shape),
         )
-        for m in decoder.body
-    ]
-    p = next(decoder.parameters())
-    try:
-        with torch.no_grad():
-            decoder(
-                torch.zeros(1, latent, dtype=p.dtype, device=p.device),
-                torch.zeros(1, dtype=torch.long, device=p.device),
+    ]  # fmt: skip
+    for st in fm.stages:
+        biases = 0 if st.bias is None else st.bias.numel()
+        n_out = math.prod(st.out_shape)
+        layers.append(
+            LayerCost(
+                st.name, st.kind, st.in_shape, st.out_shape, st.weight.numel(), biases,
+                _macs(st), n_out,
             )
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
-def layer_costs(decoder: nn.Module, latent: int, num_classes: int) -> list[LayerCost]:
-    """The deployed layers of ``decoder`` (see the module doc), with shapes from a probe."""
-    layers: list[LayerCost] = []
-    seen = probe(decoder, latent)
-    for i, (m, ins, outs) in enumerate(seen):
-        name, n_out = f"body.{i}", math.prod(outs)
-        if isinstance(m, nn.Linear) and not layers:
-            layers.append(
-                LayerCost(
-                    "class_table",
-                    "class_table",
-                    (num_classes,),
-                    outs,
-                    num_classes * n_out,
-                    0,
-                    0,
-                    n_out,
-                )
-            )
-            layers.append(
-                LayerCost(name, "linear", (latent,), outs, n_out * latent, 0, n_out * latent, n_out)
-            )
-        elif not layers:
-            raise ConfigError(f"footprint needs the body to start with nn.Linear, not {m}")
-        elif isinstance(m, nn.Linear):
-            layers.append(
-                LayerCost(
-                    name,
-                    "linear",
-                    ins,
-                    outs,
-                    m.weight.numel(),
-                    m.out_features if m.bias is not None else 0,
-                    m.weight.numel(),
-                    n_out,
-                )
-            )
-        elif isinstance(m, nn.ConvTranspose2d):
-            taps = math.prod(
-                _valid_taps(
-                    ins[d + 1],
-                    outs[d + 1],
-                    m.kernel_size[d],
-                    m.stride[d],
-                    m.padding[d],
-                    m.dilation[d],
-                )
-                for d in (0, 1)
-            )
-            macs = taps * m.in_channels * m.out_channels // m.groups
-            layers.append(
-                LayerCost(
-                    name,
-                    "conv_transpose",
-                    ins,
-                    outs,
-                    m.weight.numel(),
-                    m.out_channels if m.bias is not None else 0,
-                    macs,
-                    n_out,
-                )
-            )
-        elif not isinstance(m, (nn.ReLU, nn.Flatten, nn.Unflatten, nn.Identity)):
-            raise ConfigError(f"footprint cannot cost decoder layer {name}: {m}")
-    out_shape = seen[-1][2]
-    layers.append(
-        LayerCost("sigmoid", "sigmoid_lut", out_shape, out_shape, 0, 0, 0, math.prod(out_shape))
-    )
+        )  # fmt: skip
+    n_image = math.prod(fm.out_shape)
+    layers.append(LayerCost("sigmoid", "sigmoid_lut", fm.out_shape, fm.out_shape, 0, 0, 0, n_image))
     return layers
-
-
-@torch.no_grad()
-def fold_label(decoder: nn.Module, latent: int, num_classes: int) -> tuple[Tensor, Tensor]:
-    """The deployed first layer: ``table [K, out]`` (label + bias) and ``z_weight
-    [out, latent]``, so that ``body[0](condition(z, k)) == z_weight @ z + table[k]``.
-    Exact for every conditioning, since each is affine in z."""
-    first = decoder.body[0]
-    p = next(decoder.parameters())
-    labels = torch.arange(num_classes, device=p.device)
-    table = first(
-        decoder.condition(torch.zeros(num_classes, latent, dtype=p.dtype, device=p.device), labels)
-    )
-    eye = torch.eye(latent, dtype=p.dtype, device=p.device)
-    zero = torch.zeros(latent, dtype=torch.long, device=p.device)
-    z_weight = (first(decoder.condition(eye, zero)) - table[0]).T
-    return table, z_weight
 
 
 @dataclass
@@ -342,31 +272,26 @@ def _layer_flash(layer: LayerCost, precision: str) -> int:
     return weights + (layer.biases + layer.out_shape[0]) * WORD_BYTES  # + requant words
 
 
-def estimate(
-    decoder: nn.Module,
-    latent: int,
-    num_classes: int,
+def estimate_stages(
+    fm: FloatModel,
     precision: str = "int8",
     stream_last_layer: bool = False,
     mcu: MCUProfile | None = None,
 ) -> Footprint:
-    """The deployed footprint of ``decoder`` at ``precision`` (see the module doc)."""
+    """The deployed footprint of the stages ``fm`` at ``precision`` (see the module doc)."""
     check_precision(precision)
-    layers = layer_costs(decoder, latent, num_classes)
+    layers = layer_costs(fm)
     if precision == "fp32":
-        layers[-1] = dataclasses.replace(layers[-1], kind="sigmoid")
+        layers[-1].kind = "sigmoid"
     for layer in layers:
         layer.flash_bytes = _layer_flash(layer, precision)
     elem = WORD_BYTES if precision == "fp32" else 1
-    image = layers[-1].out_shape  # (C, H, W), or (features,) for a flat output
-    stages = [layer for layer in layers if layer.kind in STAGES]
     shapes = stage_shapes(
-        [(layer.kind == "conv_transpose", layer.in_shape, layer.out_shape) for layer in stages],
-        image,
+        [(st.kind == CONV_T, st.in_shape, st.out_shape) for st in fm.stages], fm.out_shape
     )
     peak = arena_bytes(shapes, elem, stream_last_layer)
     if not stream_last_layer:
-        peak += math.prod(image) * elem  # the caller's image buffer
+        peak += math.prod(fm.out_shape) * elem  # the caller's image buffer
     return Footprint(
         precision=precision,
         layers=layers,
@@ -380,6 +305,21 @@ def estimate(
     )
 
 
+def estimate(
+    decoder: nn.Module,
+    latent: int,
+    num_classes: int,
+    precision: str = "int8",
+    stream_last_layer: bool = False,
+    mcu: MCUProfile | None = None,
+) -> Footprint:
+    """The deployed footprint of ``decoder`` at ``precision``: :func:`estimate_stages` of
+    its stages; :class:`~tinycvae.deploy.stages.UnsupportedModelError` (a ConfigError)
+    for a layer the runtime does not implement."""
+    check_precision(precision)
+    return estimate_stages(extract(decoder, latent, num_classes), precision, stream_last_layer, mcu)
+
+
 def summary_dict(
     decoder: nn.Module, latent: int, num_classes: int, mcus: list[Any] | None = None
 ) -> dict[str, Any]:
@@ -388,10 +328,11 @@ def summary_dict(
     ``ram_bytes_streamed`` are activations only. ``fits``/``over`` are per MCU, with that
     core's code size, its RAM reserve and the streamed RAM figure."""
     profiles = [load_mcu(m) if isinstance(m, str) else m for m in (mcus or all_mcus())]
+    fm = extract(decoder, latent, num_classes)
     block: dict[str, Any] = {}
     for precision in PRECISIONS:
-        whole = estimate(decoder, latent, num_classes, precision)
-        streamed = estimate(decoder, latent, num_classes, precision, stream_last_layer=True)
+        whole = estimate_stages(fm, precision)
+        streamed = estimate_stages(fm, precision, stream_last_layer=True)
         checks = {m.name: streamed.fits(m) for m in profiles}
         block[precision] = {
             "params": whole.params,

@@ -1,0 +1,74 @@
+"""Build the written firmware for each target and check it: the golden vectors on the host
+and under QEMU, and the size of each microcontroller image against its budget and the
+estimate. Also draws images with the host build, for scoring."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinycvae.deploy import toolchain
+from tinycvae.deploy.footprint import load_mcu
+
+
+def _golden(goal: str, model_dir: Path, build_dir: Path, what: str) -> tuple[str, str]:
+    """Run a golden test (``make <goal>``); its output and ``"n/N"``, or ToolchainError
+    when a vector differs."""
+    text = toolchain.make(goal, model_dir, build_dir)
+    ok, n = toolchain.golden_result(text)
+    if ok != n:
+        raise toolchain.ToolchainError(f"{what} reproduces {ok} of {n} golden vectors")
+    return text, f"{ok}/{n}"
+
+
+def build_and_check(
+    target: toolchain.Target, model_dir: Path, build: Path, estimates: dict[str, Any]
+) -> dict[str, Any]:
+    """Build ``target`` from the firmware in ``model_dir`` (builds under ``build``) and
+    check it; what it measured, for the report. ``estimates``: the footprint estimates by
+    target name (see :func:`tinycvae.deploy.preflight.check_fits`)."""
+    name = target.name
+    if name == "host":
+        out: dict[str, Any] = {}
+        for precision in ("int8", "fp32"):
+            b = build / precision
+            toolchain.make("host", model_dir / precision, b)
+            what = f"host {precision} build"
+            out[f"golden_{precision}"] = _golden("check-host", model_dir / precision, b, what)[1]
+        return out
+    if target.check:  # an emulator runs the golden test
+        what = f"the {name} build"
+        text, golden = _golden(target.check, model_dir / "int8", build / "int8", what)
+        return {
+            "golden_int8": golden,
+            "instructions_per_image": toolchain.instructions_per_image(text),
+            "stack_high_water_bytes": toolchain.stack_high_water(text),
+            "machine": target.machine,
+        }
+    toolchain.make(name, model_dir / "int8", build / "int8")
+    measured = toolchain.elf_size(target, build / "int8")
+    est = estimates[name]
+    mcu = load_mcu(target.mcu)
+    return {
+        "mcu": mcu.name,
+        "budget": {"flash_bytes": mcu.flash_bytes, "ram_bytes": mcu.ram_bytes},
+        "measured": measured,
+        "estimated": est,
+        "flash_error": round(est["flash_bytes"] / measured["flash_bytes"] - 1, 4),
+        "ram_error": round(est["ram_bytes"] / measured["ram_bytes"] - 1, 4),
+    }
+
+
+def host_images(build_dir: Path, labels: np.ndarray, zq: np.ndarray, out_size: int) -> np.ndarray:
+    """Pixels (uint8 [N, out_size]) drawn by the host build's ``cvae_pipe`` under
+    ``build_dir``, one per (label, int8 z)."""
+    records = np.concatenate([labels.astype(np.uint8)[:, None], zq.view(np.uint8)], axis=1)
+    done = subprocess.run(
+        [str(build_dir / "host" / "cvae_pipe")], input=records.tobytes(), capture_output=True
+    )
+    if done.returncode != 0:
+        raise toolchain.ToolchainError(f"cvae_pipe failed: {done.stderr.decode()[:300]}")
+    return np.frombuffer(done.stdout, dtype=np.uint8).reshape(len(labels), out_size)

@@ -1,0 +1,73 @@
+"""The checks an export makes before any work: its settings, its device, and whether the
+model fits every microcontroller it is built for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from tinycvae import devices
+from tinycvae.checks import require_int, require_number
+from tinycvae.deploy.footprint import MCUProfile, estimate_stages, load_mcu
+from tinycvae.deploy.stages import FloatModel
+from tinycvae.deploy.toolchain import Target
+from tinycvae.errors import ConfigError
+
+
+def check_settings(cfg: DictConfig) -> torch.device:
+    """Refuse a bad setting of ``conf/export.yaml`` in one line; return the device the
+    export computes on (``device``: auto, cpu, cuda, cuda:N or mps)."""
+    device = devices.resolve(cfg.get("device", "auto"), "device")
+    for key, least in (("golden_count", 1), ("eval_samples", 1), ("calib_samples", 1),
+                       ("qat_epochs", 1)):  # fmt: skip
+        require_int(cfg[key], key, least)
+    require_int(cfg.seed, "seed", 0)
+    if cfg.get("wandb"):
+        from tinycvae.tracking import resolve_mode
+
+        try:
+            resolve_mode(cfg.wandb.get("mode", "auto"))
+        except ConfigError as err:
+            raise ConfigError(str(err).replace("logger.wandb.mode", "wandb.mode")) from None
+    if not isinstance(cfg.targets, ListConfig):
+        raise ConfigError(
+            f"targets={cfg.targets} is invalid; allowed: a list such as targets=[host,ch32v003]"
+        )
+    if cfg.qat not in (True, False, "auto"):
+        raise ConfigError(f"qat={cfg.qat} is invalid; allowed: auto, true, false")
+    require_number(cfg.qat_lr, "qat_lr", 0.0, exclusive=True)
+    require_number(cfg.max_acc_drop, "max_acc_drop", 0.0)
+    if not cfg.get("out_dir"):
+        raise ConfigError("out_dir is empty; allowed: a folder (default deploy)")
+    return device
+
+
+def check_fit(fm: FloatModel, mcu: MCUProfile, target: str) -> dict[str, Any]:
+    """The int8 estimate of the stages ``fm`` for ``mcu`` (streamed, as the firmware runs);
+    ConfigError saying by how much when the model does not fit."""
+    fp = estimate_stages(fm, "int8", True, mcu)
+    fit = fp.fits(mcu)
+    if not (fit["flash_ok"] and fit["ram_ok"]):
+        raise ConfigError(
+            f"the model does not fit {mcu.name} (target {target}): flash {fp.flash_bytes} B of "
+            f"{mcu.flash_bytes} B ({fit['flash_over_bytes']} B over), RAM {fp.ram_bytes} B of "
+            f"{mcu.ram_bytes} B ({fit['ram_over_bytes']} B over); pick a smaller run "
+            f"(python src/pareto.py <folder> --select {mcu.name}) or drop the target"
+        )
+    return {"flash_bytes": fp.flash_bytes, "ram_bytes": fp.ram_bytes}
+
+
+def check_fits(
+    fm: FloatModel, targets: list[Target], mcu: MCUProfile | None
+) -> dict[str, dict[str, Any]]:
+    """:func:`check_fit` for every target built for a microcontroller, and for ``mcu=``;
+    the estimates by target name (``mcu:<name>`` for ``mcu=``)."""
+    estimates: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        if target.mcu:
+            estimates[target.name] = check_fit(fm, load_mcu(target.mcu), target.name)
+    if mcu is not None:
+        estimates.setdefault(f"mcu:{mcu.name}", check_fit(fm, mcu, f"mcu={mcu.name}"))
+    return estimates

@@ -1,0 +1,64 @@
+"""The int8 decoder an export ships: post-training quantisation, calibrated on the latents
+the decoder sees, and quantisation-aware fine-tuning when post-training costs too much
+evaluator accuracy (``qat=auto`` and ``max_acc_drop``; ``qat=true`` always tries it).
+
+Calibration and fine-tuning run where the float stages are (the export's device); the
+latents are drawn on the CPU with fixed seeds, so they are the same on every device.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from tinycvae.deploy.qat import finetune
+from tinycvae.deploy.quantize import QuantModel, quantize
+from tinycvae.deploy.score import Scorer
+from tinycvae.deploy.stages import FloatModel
+from tinycvae.metrics import balanced_labels, latents_of
+from tinycvae.models import CVAE
+
+log = logging.getLogger(__name__)
+
+
+def calibration_latents(model: CVAE, dm, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latents the decoder sees, with their labels (on the CPU): the first ``n``
+    training images' (posterior means, or the known factors) and ``n`` draws of the
+    model's sampler (seed ``seed``)."""
+    train = dm.splits.train
+    k = min(n, len(train.labels))
+    sub = type(train)(train.images[:k], train.labels[:k], train.factors[:k])
+    z_train = latents_of(model, sub)
+    labels = balanced_labels(n, model.num_classes)
+    z_drawn = model.sampler(labels, torch.Generator().manual_seed(seed))
+    return torch.cat([z_train.cpu(), z_drawn.cpu()]), torch.cat([sub.labels.cpu(), labels])
+
+
+def quantise_for_export(
+    cfg: DictConfig, model: CVAE, fm: FloatModel, dm, scorer: Scorer
+) -> tuple[QuantModel, dict[str, Any], int]:
+    """The int8 model to ship, the quality block of the report so far (PyTorch and int8
+    accuracies, whether QAT ran, which one ships) and the number of calibration latents."""
+    z_cal, y_cal = calibration_latents(model, dm, cfg.calib_samples, cfg.seed)
+    z_cal, y_cal = z_cal.to(fm.device), y_cal.to(fm.device)
+    qm = quantize(fm, z_cal, y_cal, model.bypass)
+    quality: dict[str, Any] = {
+        "samples": len(scorer.labels),
+        "evaluator": scorer.path,
+        "acc_pytorch": scorer.reference_acc,
+        "acc_int8_ptq": scorer.acc(scorer.int8(qm)),
+    }
+    drop = quality["acc_pytorch"] - quality["acc_int8_ptq"]
+    quality["qat"] = cfg.qat is True or (cfg.qat == "auto" and drop > cfg.max_acc_drop)
+    if quality["qat"]:
+        log.info("int8 post-training costs %.1f points: quantisation-aware fine-tuning", 100 * drop)
+        tuned = finetune(fm, qm, z_cal, y_cal, cfg.qat_epochs, cfg.qat_lr, seed=cfg.seed)
+        qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass)
+        quality["acc_int8_qat"] = scorer.acc(scorer.int8(qm_tuned))
+        if quality["acc_int8_qat"] >= quality["acc_int8_ptq"]:
+            qm = qm_tuned  # else the post-training model ships: fine-tuning did not help
+    quality["shipped"] = "qat" if qm.float_model is not fm else "ptq"
+    return qm, quality, len(y_cal)
