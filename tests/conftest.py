@@ -33,8 +33,9 @@ def compose_train(overrides: list[str], tmp_path: Path | None = None) -> DictCon
     return cfg
 
 
-# Seed 000's table: decoder weights with the angle bypass (latent 1, one-hot, 6 classes).
-# The seed counts the first Linear's bias out: with one-hot conditioning it folds into the
+# The electronic-die article's table (docs/references.md): decoder weights with the angle
+# bypass (latent 1, one-hot, 6 classes).
+# The article counts the first Linear's bias out: with one-hot conditioning it folds into the
 # per-class column, so PyTorch's count is the anchor plus dim4 * 4 * 4.
 ANCHORS = {
     (2, 2, 2, 2): 357,

@@ -1,4 +1,5 @@
-"""The MCU footprint estimator against hand-computed layers and seed 000's anchors."""
+"""The MCU footprint estimator against hand-computed layers and the electronic-die
+article's anchors."""
 
 from __future__ import annotations
 

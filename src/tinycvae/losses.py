@@ -38,7 +38,7 @@ def kl_divergence(mu: Tensor | None, logvar: Tensor | None) -> Tensor:
 
 
 def beta_at(beta: float, warmup_epochs: float, epoch_progress: float) -> float:
-    """Linear KL warm-up (seed 004): 0 -> beta over ``warmup_epochs`` epochs."""
+    """Linear KL warm-up (the VAE-framework article): 0 -> beta over ``warmup_epochs`` epochs."""
     if warmup_epochs <= 0:
         return beta
     return beta * min(1.0, epoch_progress / warmup_epochs)

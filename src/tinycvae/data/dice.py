@@ -6,7 +6,8 @@ Each image is one face of a die (classes 0..5 = 1..6 pips), drawn large on a
 exactly once), and downscaled with a box filter (anti-aliasing). The die side is
 ``scale * fit(angle)`` where ``fit`` is the largest side whose rotated square still
 fits inside the canvas margin: the die is never clipped. ``scale`` is drawn uniformly
-from ``scale_range`` (seed 000 used a fixed shrink-to-fit, i.e. ``[1.0, 1.0]``).
+from ``scale_range`` (the electronic-die article used a fixed shrink-to-fit, i.e.
+``[1.0, 1.0]``).
 
 Generating factors, both normalised to [-1, 1]:
   * ``angle`` = angle / 45°;

@@ -5,8 +5,8 @@ The estimator costs the stages of :func:`tinycvae.deploy.stages.extract`, the sa
 the exporter quantises and writes to C, so it accepts and refuses exactly what the
 exporter does.
 
-The runtime model (a C runtime is to be measured against these figures; keep them in step)
--------------------------------------------------------------------------------------------
+The runtime model (the C runtime in ``deploy/`` implements it; keep the two in step)
+------------------------------------------------------------------------------------
 * **Label table.** Whatever the conditioning (one-hot or embedding, concatenated or added,
   projected or not), the label's effect on the first Linear's pre-activation is a constant
   per class. The firmware stores it as a ``K x out`` table of accumulator-domain constants

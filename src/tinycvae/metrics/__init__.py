@@ -3,7 +3,8 @@
 * ``test/mse``, ``test/ssim``: reconstructions of the test split (images in [0, 1];
   SSIM by torchmetrics with ``data_range=1.0``).
 * ``gen/acc``: the share of ``num_samples`` generated images (balanced over classes) that
-  the data set's evaluator classifies as the requested class (seed 000's headline).
+  the data set's evaluator classifies as the requested class (the headline metric of the
+  electronic-die article, see docs/references.md).
 * ``gen/{fid,kid,precision,recall}_<features>``: torch-fidelity on the same samples
   against the test split (see :mod:`tinycvae.metrics.fidelity`).
 * ``params/{total,encoder,decoder}``: parameter counts (the decoder is what ships).

@@ -27,7 +27,8 @@ class LabelCondition(nn.Module):
 
 
 class OneHotConcat(LabelCondition):
-    """Seeds 000/002: concatenate the one-hot label."""
+    """The electronic-die and memo articles (docs/references.md): concatenate the one-hot
+    label."""
 
     def __init__(self, num_classes: int, in_dim: int, embed_dim: int | None = None) -> None:
         super().__init__(num_classes, in_dim)
@@ -38,7 +39,8 @@ class OneHotConcat(LabelCondition):
 
 
 class EmbedConcat(LabelCondition):
-    """Seed 003: concatenate a learned label embedding of size ``embed_dim``."""
+    """The text-to-image article: concatenate a learned label embedding of size
+    ``embed_dim``."""
 
     def __init__(self, num_classes: int, in_dim: int, embed_dim: int | None = None) -> None:
         super().__init__(num_classes, in_dim)
@@ -51,7 +53,7 @@ class EmbedConcat(LabelCondition):
 
 
 class EmbedAdd(LabelCondition):
-    """Seed 003: add a learned label embedding of the vector's own size."""
+    """The text-to-image article: add a learned label embedding of the vector's own size."""
 
     def __init__(self, num_classes: int, in_dim: int, embed_dim: int | None = None) -> None:
         super().__init__(num_classes, in_dim)
@@ -62,7 +64,8 @@ class EmbedAdd(LabelCondition):
 
 
 class ProjectAdd(LabelCondition):
-    """Seed 001: add ``ReLU(Linear(one_hot(y)))``, projected to the vector's size."""
+    """The from-scratch article: add ``ReLU(Linear(one_hot(y)))``, projected to the vector's
+    size."""
 
     def __init__(self, num_classes: int, in_dim: int, embed_dim: int | None = None) -> None:
         super().__init__(num_classes, in_dim)

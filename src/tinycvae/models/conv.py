@@ -1,4 +1,5 @@
-"""Seed 000's convolutional encoder and decoder, generalised to any channels and size.
+"""The convolutional encoder and decoder of the electronic-die article (docs/references.md),
+generalised to any channels and size.
 
 Encoder: Conv 3x3 with strides 2, 1, 2, 2 and widths dim1, dim2, dim3, dim3.
 Decoder: Linear -> dim4 x h0 x w0 -> ConvTranspose 3x3 with strides 2, 2, 1, 2 and widths

@@ -73,8 +73,9 @@ class Encoder(nn.Module):
 
 
 class CVAE(nn.Module):
-    """A conditional VAE. In ``bypass`` mode (seed 000's latent-angle bypass) there is no
-    encoder: z is the sample's known generating factors, and only the decoder trains."""
+    """A conditional VAE. In ``bypass`` mode (the latent-angle bypass of the electronic-die
+    article) there is no encoder: z is the sample's known generating factors, and only the
+    decoder trains."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""Seed 002's MLP encoder and decoder: two hidden layers of width ``hidden``."""
+"""The memo article's MLP encoder and decoder (docs/references.md): two hidden layers of
+width ``hidden``."""
 
 from __future__ import annotations
 
