@@ -1,6 +1,6 @@
 """Training throughput of the harness against a plain PyTorch loop, same model and data.
 
-    python bench/throughput.py [--epochs 3] [--repeats 2] [overrides ...]
+    python bench/throughput.py [--device cpu|cuda] [--epochs 3] [--repeats 6] [overrides ...]
 
 Both paths train the model that the composed config builds (default: the README's
 conv CVAE on dice) for the same epochs with the same optimizer and OneCycle schedule,
@@ -8,7 +8,9 @@ in this process, in alternating pairs; the ratio is the median over ``--repeats`
 (the pairs cancel most of the machine's drift). The harness runs
 as users run it (Lightning Trainer, checkpoints, progress bar) but without validation
 and without W&B, whose costs are not training throughput. Prints images/s for both and
-the ratio harness / plain.
+the ratio harness / plain. ``--device cuda`` runs both on the GPU (the harness with
+``trainer.accelerator=gpu``, the plain loop with the model and the splits on cuda; the
+clock stops after a CUDA synchronise).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tinycvae.losses import elbo_terms  # noqa: E402
 from tinycvae.train import build  # noqa: E402
 
 
-def job_config(overrides: list[str], out: Path, epochs: int):
+def job_config(overrides: list[str], out: Path, epochs: int, device: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "train",
@@ -40,7 +42,7 @@ def job_config(overrides: list[str], out: Path, epochs: int):
                 f"trainer.max_epochs={epochs}",
                 "+trainer.limit_val_batches=0",
                 "+trainer.num_sanity_val_steps=0",
-                "trainer.accelerator=cpu",
+                f"trainer.accelerator={device}",
                 *overrides,
             ],
         )
@@ -51,33 +53,41 @@ def job_config(overrides: list[str], out: Path, epochs: int):
     return cfg
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def harness(cfg) -> float:
-    from tinycvae.train import _callbacks, _instantiate
+    from tinycvae.train import _callbacks, make_trainer
 
     cfg = cfg.copy()
     with open_dict(cfg):  # a fresh run folder each time: runs never overwrite checkpoints
         cfg.paths.output_dir = tempfile.mkdtemp(dir=cfg.paths.output_dir)
     job = build(cfg)
-    trainer = _instantiate(cfg.trainer, "trainer", logger=False, callbacks=_callbacks(cfg, False))
+    trainer = make_trainer(job, False, _callbacks(cfg, False))
     job.datamodule.setup()
     n = len(job.datamodule.splits.train) * cfg.trainer.max_epochs
     start = time.perf_counter()
-    trainer.fit(job.module, datamodule=job.datamodule)
+    trainer.fit(job.module, datamodule=job.datamodule)  # fit ends with a sync (teardown)
+    sync(job.device)
     return n / (time.perf_counter() - start)
 
 
 def plain(cfg) -> float:
     job = build(cfg)
     job.datamodule.setup()
+    job.datamodule.to(job.device)
     tr = job.datamodule.splits.train
-    model, bs, epochs = job.model, cfg.data.batch_size, cfg.trainer.max_epochs
+    model, bs, epochs = job.model.to(job.device), cfg.data.batch_size, cfg.trainer.max_epochs
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     steps = epochs * -(-len(tr) // bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.optimizer.lr, total_steps=steps)
     model.train()
+    sync(job.device)
     start = time.perf_counter()
     for _ in range(epochs):
-        order = torch.randperm(len(tr))
+        order = torch.randperm(len(tr)).to(job.device)
         for i in range(0, len(tr), bs):
             idx = order[i : i + bs]
             x, y, f = tr.images[idx], tr.labels[idx], tr.factors[idx]
@@ -87,18 +97,22 @@ def plain(cfg) -> float:
             loss.backward()
             opt.step()
             sched.step()
+    sync(job.device)
     return len(tr) * epochs / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (both paths)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.latent=1")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = job_config(args.overrides, Path(tmp), args.epochs)
-        build(cfg).datamodule.prepare_data()  # render / cache the data outside the timing
+        cfg = job_config(args.overrides, Path(tmp), args.epochs, args.device)
+        probe = build(cfg)
+        probe.datamodule.prepare_data()  # render / cache the data outside the timing
+        where = torch.cuda.get_device_name(probe.device) if probe.device.type == "cuda" else "CPU"
         pairs = []
         for i in range(args.repeats):  # alternate which goes first, against drift
             if i % 2:
@@ -107,7 +121,10 @@ def main() -> None:
             else:
                 pairs.append((plain(cfg), harness(cfg)))
     ratios = sorted(h / p for p, h in pairs)
-    print(f"threads: {torch.get_num_threads()}  epochs: {args.epochs}  overrides: {args.overrides}")
+    print(
+        f"device: {where}  threads: {torch.get_num_threads()}  epochs: {args.epochs}  "
+        f"overrides: {args.overrides}"
+    )
     print(f"plain PyTorch loop: {max(p for p, _ in pairs):8.0f} images/s (best)")
     print(f"tinycvae harness:   {max(h for _, h in pairs):8.0f} images/s (best)")
     print(

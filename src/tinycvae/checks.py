@@ -4,6 +4,8 @@ key, the bad value and what is allowed."""
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 from tinycvae.errors import ConfigError
@@ -26,3 +28,22 @@ def require_number(
         bound = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum}"
         raise ConfigError(f"{key}={value} is invalid; allowed: a finite number{bound}")
     return float(value)
+
+
+def writable_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a writable folder, or could be made (its nearest existing
+    ancestor is one)."""
+    probe = Path(folder).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def require_writable_dir(folder: Any, key: str) -> Path:
+    """``folder`` as a Path; a ConfigError naming ``key`` when it cannot be written."""
+    if not writable_dir(Path(folder)):
+        raise ConfigError(
+            f"{key}={folder} cannot be written (permission denied, or not a folder); "
+            "allowed: a writable folder"
+        )
+    return Path(folder)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -106,6 +107,17 @@ def place(device: torch.device, *things: Any) -> None:
     for thing in things:
         if thing is not None:
             thing.to(device)
+
+
+def cpu_threads(setting: Any, concurrent_jobs: int = 1) -> int:
+    """Torch's CPU threads for a job: ``auto`` shares the cores among the jobs that run at
+    once (``os.cpu_count() // concurrent_jobs``, at least 1), so that two jobs on two cores
+    each take one thread instead of fighting over two; an integer >= 1 as given."""
+    if setting in (None, "auto"):
+        return max(1, (os.cpu_count() or 1) // max(1, concurrent_jobs))
+    if type(setting) is not int or setting < 1:
+        raise ConfigError(f"threads={setting} is invalid; allowed: auto or an integer >= 1")
+    return setting
 
 
 def free_cached_memory() -> None:

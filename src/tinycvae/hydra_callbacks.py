@@ -4,7 +4,6 @@ non-zero) when any job failed."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,28 +28,16 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
-def _writable(folder: Path) -> bool:
-    """Whether ``folder`` exists writable, or could be made (its nearest existing
-    ancestor is a writable folder)."""
-    probe = folder.resolve()
-    while not probe.exists():
-        probe = probe.parent
-    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
-
-
 class OutputDirGuard(Callback):
     """Before Hydra makes a run's (or sweep's) folder: one line and exit 2 when it cannot
     be written, instead of a traceback from deep inside Hydra."""
 
     def _check(self, folder: str, key: str) -> None:
-        if not _writable(Path(folder)):
-            print(
-                f"error: {key}={folder} cannot be written (permission denied); allowed: a "
-                f"writable folder ({key}=... or paths.log_dir=...)",
-                file=sys.stderr,
-                flush=True,
-            )
-            raise SystemExit(2)
+        from tinycvae.checks import require_writable_dir
+        from tinycvae.cli import exit_on_error
+
+        with exit_on_error():
+            require_writable_dir(folder, key)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "hydra.run.dir")

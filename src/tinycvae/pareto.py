@@ -12,12 +12,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinycvae.errors import ConfigError, TinyCVAEError
 from tinycvae.deploy.footprint import check_precision
+from tinycvae.errors import ConfigError, TinyCVAEError
 
 
 class SelectError(TinyCVAEError):
@@ -41,6 +42,7 @@ class RunRow:
     ram_bytes: float = math.nan
     acc: float = math.nan
     fid: float = math.nan
+    fid_network: str = ""  # the evaluator file whose features the FID is measured in
     mse: float = math.nan
     ssim: float = math.nan
     checkpoint: str = ""
@@ -51,6 +53,8 @@ class RunRow:
 
 
 def row_from_summary(s: dict[str, Any], precision: str) -> RunRow:
+    if not isinstance(s, dict):
+        raise ValueError(f"it holds a JSON {type(s).__name__}, not an object")
     cfg = s.get("config", {})
     model = cfg.get("model", {})
     m = s.get("metrics", {})
@@ -81,6 +85,7 @@ def row_from_summary(s: dict[str, Any], precision: str) -> RunRow:
         ram_bytes=float(fp.get("ram_bytes_streamed", fp.get("ram_bytes", math.nan))),
         acc=num("gen/acc"),
         fid=num("gen/fid_evaluator"),
+        fid_network=Path(str((s.get("evaluator") or {}).get("path") or "")).stem,
         mse=num("test/mse"),
         ssim=num("test/ssim"),
         checkpoint=s.get("checkpoints", {}).get("best", ""),
@@ -100,7 +105,14 @@ def collect_runs(folders: list[str | Path], precision: str = "int8") -> list[Run
         found = sorted(folder.rglob("summary.json"))
         if not found:
             raise ConfigError(f"{folder} holds no runs (no summary.json below it)")
-        rows += [row_from_summary(json.loads(p.read_text()), precision) for p in found]
+        for path in found:
+            try:
+                rows.append(row_from_summary(json.loads(path.read_text()), precision))
+            except (OSError, ValueError, TypeError, AttributeError) as err:
+                reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+                warnings.warn(f"{path} is unreadable ({reason}); skipped", stacklevel=2)
+    if not rows:
+        raise ConfigError(f"no readable summary.json under {', '.join(map(str, folders))}")
     return rows
 
 
@@ -122,11 +134,22 @@ def non_dominated(points: list[tuple[float, float]]) -> list[bool]:
 
 
 def mark_fronts(rows: list[RunRow]) -> None:
+    """Mark the accuracy front over every finished run, and one FID front per feature
+    network (FIDs in different evaluators' features are never compared)."""
     ok = [r for r in rows if r.status == "ok"]
     for r, on in zip(ok, non_dominated([(r.flash_bytes, r.acc) for r in ok])):
         r.front_acc = on
-    for r, on in zip(ok, non_dominated([(r.flash_bytes, -r.fid) for r in ok])):
-        r.front_fid = on
+    networks = sorted({r.fid_network for r in ok if not math.isnan(r.fid)})
+    if len(networks) > 1:
+        warnings.warn(
+            f"FIDs measured by {len(networks)} different evaluators ({', '.join(networks)}): "
+            "each has its own FID front; they are never compared",
+            stacklevel=2,
+        )
+    for network in networks:
+        group = [r for r in ok if r.fid_network == network]
+        for r, on in zip(group, non_dominated([(r.flash_bytes, -r.fid) for r in group])):
+            r.front_fid = on
 
 
 def select(rows: list[RunRow], mcu: str) -> RunRow:
@@ -158,7 +181,7 @@ def select(rows: list[RunRow], mcu: str) -> RunRow:
 
 COLUMNS = [
     "name", "status", "latent_mode", "latent", "beta", "dims", "conditioning", "arch",
-    "params_decoder", "flash_bytes", "ram_bytes", "acc", "fid", "mse", "ssim",
+    "params_decoder", "flash_bytes", "ram_bytes", "acc", "fid", "fid_network", "mse", "ssim",
     "front_acc", "front_fid", "run_dir", "checkpoint",
 ]  # fmt: skip
 
@@ -231,7 +254,8 @@ def plot(rows: list[RunRow], path: Path, precision: str) -> Path:
         on = sorted((r for r in ok if getattr(r, front)), key=lambda r: r.flash_bytes)
         ax.plot([r.flash_bytes for r in on], [getattr(r, attr) for r in on], "k--", lw=1,
                 label="Pareto front")  # fmt: skip
-        ax.set_xscale("log")
+        if any(math.isfinite(getattr(r, attr)) for r in ok):  # else: nothing to scale
+            ax.set_xscale("log")
         ax.set_xlabel(f"decoder flash, {precision} (bytes)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

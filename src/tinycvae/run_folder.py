@@ -25,23 +25,49 @@ LOCK_NAME = ".tinycvae.lock"
 HYDRA_ONLY = (".hydra",)  # what Hydra writes into a run folder, besides its *.log
 
 
+def _in_use(run_dir: Path, holder: str) -> ConfigError:
+    return ConfigError(
+        f"run folder {run_dir} is in use by a running job (pid {holder}); allowed: another "
+        "folder (hydra.run.dir=...), or wait for that job to end"
+    )
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        return False
+    return True
+
+
+def _holder(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+
+
+def check_free(run_dir: Path) -> None:
+    """:class:`ConfigError` when a running job holds ``run_dir`` (checked before any work;
+    :func:`writer_lock` checks again as it takes the folder)."""
+    path = run_dir / LOCK_NAME
+    if not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if not _try_lock(fd):
+            raise _in_use(run_dir, _holder(fd))
+    finally:
+        os.close(fd)  # releases the probe's lock
+
+
 @contextlib.contextmanager
 def writer_lock(run_dir: Path) -> Iterator[None]:
     """Hold the folder's writer lock; :class:`ConfigError` when another process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            raise ConfigError(
-                f"run folder {run_dir} is in use by a running job (pid {holder}); allowed: "
-                "another folder (hydra.run.dir=...), or wait for that job to end"
-            ) from None
+        if not _try_lock(fd):
+            raise _in_use(run_dir, _holder(fd))
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -51,7 +77,8 @@ def writer_lock(run_dir: Path) -> Iterator[None]:
 
 def discard_if_unused(run_dir: Path) -> bool:
     """Remove ``run_dir`` when it holds only what Hydra wrote for a refused command
-    (``.hydra/`` and ``*.log``); never the working directory. True when removed."""
+    (``.hydra/`` and ``*.log``), and its parents below the working directory that are
+    left empty; never the working directory itself. True when removed."""
     try:
         run_dir = run_dir.resolve()
         if not run_dir.is_dir() or run_dir == Path.cwd().resolve():
@@ -62,4 +89,12 @@ def discard_if_unused(run_dir: Path) -> bool:
     if any(e.name not in HYDRA_ONLY and not (e.is_file() and e.suffix == ".log") for e in entries):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.parents:  # logs/runs/, logs/ when they were made for it alone
+        if parent == cwd or cwd not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
     return True

@@ -12,6 +12,7 @@ the process with ``128 + N``. Every stage runs on the job's one device
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 import warnings
@@ -29,16 +30,16 @@ from tinycvae import devices
 from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number
 from tinycvae.data.datamodule import TensorDataModule
+from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
-from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.lit_module import CVAEModule
 from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
 from tinycvae.metrics.fidelity import FEATURES, inception_weights
 from tinycvae.models import CVAE
 from tinycvae.outcome import MetricsStageError, SignalWatch, describe, recorded
-from tinycvae.run_folder import writer_lock
+from tinycvae.run_folder import check_free, writer_lock
 from tinycvae.summary import RunSummary, read_summary
 from tinycvae.tracking import resolve_mode, wandb_logger
 
@@ -59,6 +60,7 @@ class Job:
     quality: QualitySettings | None  # None: metrics=none
     evaluator: EvaluatorSettings | None
     device: torch.device  # where every stage of this job runs
+    threads: int  # torch's CPU threads for this job
     resume_from: str | None  # the checkpoint this start continues, or None
 
 
@@ -118,11 +120,15 @@ def build(cfg: DictConfig) -> Job:
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg:
         resolve_mode(wandb_cfg.get("mode", "auto"))
+    check_free(run_dir_of(cfg))  # another job is writing there: say so first
     resume = ckpt_path(cfg, run_dir_of(cfg))
     check_resumable(cfg, resume)
     _check_no_overwrite(run_dir_of(cfg), resume)
     quality, evaluator = _quality_settings(cfg, model)
-    return Job(cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator, device, resume)
+    threads = devices.cpu_threads(cfg.get("threads", "auto"), _concurrent_jobs())
+    return Job(
+        cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator, device, threads, resume
+    )
 
 
 TRAIN_YAML = Path(__file__).resolve().parents[2] / "conf" / "train.yaml"
@@ -175,6 +181,20 @@ def _check_trainer(cfg: DictConfig) -> torch.device:
         )
     index = n[0] if OmegaConf.is_list(n) else None
     return devices.resolve(t.get("accelerator", "auto"), "trainer.accelerator", index, _job_num())
+
+
+def _concurrent_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine (joblib's ``n_jobs``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from tinycvae.cli import is_multirun
+
+    if not is_multirun():
+        return 1
+    n = HydraConfig.get().launcher.get("n_jobs")
+    if not isinstance(n, int) or n == 0:
+        return 1
+    return n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n)  # joblib: -1 = all cores
 
 
 def _job_num() -> int | None:
@@ -290,6 +310,7 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its summary (also written to ``<run_dir>/summary.json``)."""
     job = build(cfg)  # raises ConfigError before any work
+    torch.set_num_threads(job.threads)
     with writer_lock(job.run_dir), SignalWatch() as watch:
         previous = _previous_summary(job.run_dir) if job.resume_from else {}
         group = cfg.get("group") or _sweep_group()
@@ -299,6 +320,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             name=cfg.name,
             group=group,
             device=str(job.device),
+            threads=job.threads,
             resumed_from=job.resume_from,
             config=job.module.run_info["config"],
             params=param_counts(job.model),
