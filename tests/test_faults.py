@@ -305,3 +305,28 @@ def test_refused_commands_leave_no_run_folder(tmp_path):
     assert evaluate.returncode == 2
     assert run_dirs(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_export_names_an_unwritable_out_dir_and_a_bad_summary(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    export = [sys.executable, str(ROOT / "src" / "export.py")]
+    proc = subprocess.run(
+        [*export, "checkpoint=x.ckpt", f"out_dir={blocker}/deploy"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: out_dir={blocker}/deploy cannot be written")
+    summary = json.loads(good_summary("a", 1000, 0.9, 10.0, "dice-x"))
+    summary["footprint"]["int8"]["fits"] = {"ch32v003": True}
+    write_summary(tmp_path / "s" / "0", json.dumps(summary))
+    bad = write_summary(tmp_path / "s" / "1", "{ truncated")
+    proc = subprocess.run(
+        [*export, f"select_from=[{tmp_path / 's'}]", "mcu=ch32v003", f"out_dir={tmp_path}/d"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith(f"warning: {bad} is unreadable") and "skipped" in lines[0]
+    # the other run was read and selected (it has no checkpoint: that is the next line)
+    assert proc.returncode == 2 and lines[-1].startswith("error: the selected run a has no")

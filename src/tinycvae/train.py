@@ -370,13 +370,19 @@ def _train_and_score(
 
 
 def make_trainer(job: Job, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """The Lightning Trainer of a job, on the job's device."""
+    """The Lightning Trainer of a job, on the job's device. ``trainer.deterministic=auto``
+    is true on the CPU (a seed repeats exactly) and false elsewhere (deterministic GPU
+    kernels cost speed)."""
     kind = {"cuda": "gpu"}.get(job.device.type, job.device.type)
+    deterministic = job.cfg.trainer.get("deterministic", "auto")
+    if deterministic == "auto":
+        deterministic = kind == "cpu"
     return _instantiate(
         job.cfg.trainer,
         "trainer",
         accelerator=kind,
         devices=[job.device.index or 0] if kind == "gpu" else 1,
+        deterministic=deterministic,
         default_root_dir=str(job.run_dir),
         logger=logger,
         callbacks=callbacks,
