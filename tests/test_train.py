@@ -44,8 +44,10 @@ def test_same_seed_same_result_on_cpu(tiny_cfg, tmp_path):
 
 def test_a_fresh_start_never_overwrites_a_folders_checkpoints(tiny_cfg, tmp_path):
     assert run(tiny_cfg())["status"] == "ok"
+    before = (tmp_path / "run" / "summary.json").read_text()
     with pytest.raises(ConfigError, match="already holds checkpoints"):
-        build(tiny_cfg())
+        run(tiny_cfg())
+    assert (tmp_path / "run" / "summary.json").read_text() == before
 
 
 def poison_loss_after(monkeypatch, calls_before_nan: int) -> None:

@@ -212,7 +212,7 @@ def train_evaluator(
     for _ in bar:
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
-        total = 0.0
+        total = torch.zeros((), device=device)  # summed on the device: no sync per step
         for start in range(0, n, bs):
             idx = order[start : start + bs]
             x = augment(train.images[idx], gen, settings)
@@ -221,10 +221,10 @@ def train_evaluator(
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item()
+            total += loss.detach()
         if progress:
             val_acc = accuracy(model, splits.val.images, splits.val.labels)
-            bar.set_postfix(loss=f"{total / steps:.4f}", val_acc=f"{val_acc:.4f}")
+            bar.set_postfix(loss=f"{float(total) / steps:.4f}", val_acc=f"{val_acc:.4f}")
     model.eval()
     return model, accuracy(model, splits.test.images, splits.test.labels)
 

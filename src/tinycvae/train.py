@@ -120,10 +120,8 @@ def build(cfg: DictConfig) -> Job:
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg:
         resolve_mode(wandb_cfg.get("mode", "auto"))
-    check_free(run_dir_of(cfg))  # another job is writing there: say so first
     resume = ckpt_path(cfg, run_dir_of(cfg))
     check_resumable(cfg, resume)
-    _check_no_overwrite(run_dir_of(cfg), resume)
     quality, evaluator = _quality_settings(cfg, model)
     threads = devices.cpu_threads(cfg.get("threads", "auto"), _concurrent_jobs())
     return Job(
@@ -310,6 +308,8 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its summary (also written to ``<run_dir>/summary.json``)."""
     job = build(cfg)  # raises ConfigError before any work
+    check_free(job.run_dir)  # another job is writing there: say so first
+    _check_no_overwrite(job.run_dir, job.resume_from)
     torch.set_num_threads(job.threads)
     with writer_lock(job.run_dir), SignalWatch() as watch:
         previous = _previous_summary(job.run_dir) if job.resume_from else {}
