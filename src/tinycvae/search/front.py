@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tinycvae.errors import ConfigError
 from tinycvae.search.storage import Storage, open_storage, quiet_optuna
 
-SUMMARY_KEYS = ("status", "run_dir", "name", "params", "footprint", "wall_time_s")
+SUMMARY_KEYS = ("status", "run_dir", "name", "params", "footprint", "evaluator", "wall_time_s")
 MODEL_KEYS = ("arch", "latent", "latent_mode", "dim1", "dim2", "dim3", "dim4", "hidden")
 
 
