@@ -25,6 +25,7 @@
 #endif
 
 #define N_STAGES CVAE_NUM_STAGES
+#define LAST_STAGE (&cvae_stages[N_STAGES - 1])
 #define CVAE_STATIC_ASSERT(cond, name) typedef char cvae_static_assert_##name[(cond) ? 1 : -1]
 
 #ifdef CVAE_STREAM_ONLY
@@ -33,6 +34,19 @@
 #define ARENA_BYTES (CVAE_ARENA_IMAGE > CVAE_ARENA_STREAM ? CVAE_ARENA_IMAGE : CVAE_ARENA_STREAM)
 #endif
 #define ARENA_ELEMS (ARENA_BYTES / sizeof(cvae_act_t))
+
+/* A convT kernel is CVAE_KERNEL x CVAE_KERNEL taps (cvae.h). Its weights are
+ * [out_c][in_c][ky][kx]: KERNEL_TAPS apart from one input channel to the next. */
+#define KERNEL_TAPS (CVAE_KERNEL * CVAE_KERNEL)
+/* The most input channels a convT may have: tap_t's uint16_t weight offsets
+ * reach in_c * KERNEL_TAPS + KERNEL_TAPS - 1. */
+#define CONVT_MAX_IN_C ((UINT16_MAX + 1L) / KERNEL_TAPS - 1)
+/* A convT's stride is 1 or 2, so stride - 1 is both log2(stride), to divide by
+ * the stride with a shift, and the mask of the remainder. */
+#define STRIDE_LOG2(s) ((s)->stride - 1u)
+/* Streaming keeps as many rows of the second-to-last stage as one output row
+ * can read: one per kernel row (stride 1). */
+#define RING_ROWS CVAE_KERNEL
 
 /* Kept out of line: the MAC loops (inlined, gcc spills their registers on Thumb-1
  * and RV32E) and convt_row (its frame would be duplicated in each caller). */
@@ -74,27 +88,28 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
 #endif
 #define TABLE_ACC(t) ((acc_t)(t) * (1 << CVAE_TABLE_SHIFT)) /* no left shift of a negative */
 
-/* Accumulator -> activation (hidden: requant + ReLU) or pixel (last: logit -> LUT). */
-static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned o, unsigned last)
+/* Accumulator of output channel chan -> activation (hidden stage: requant + ReLU)
+ * or pixel (last stage: requant to an int8 logit, then the sigmoid LUT). */
+static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned chan, unsigned last)
 {
-    const cvae_requant_t *r = &s->requant[o];
+    const cvae_requant_t *r = &s->requant[chan];
     int32_t a = acc >> r->pre; /* arithmetic shift with gcc */
-    if (a < -32768)
-        a = -32768;
-    else if (a > 32767)
-        a = 32767;
+    if (a < INT16_MIN)
+        a = INT16_MIN;
+    else if (a > INT16_MAX)
+        a = INT16_MAX;
     a = (a * r->m + ((int32_t)1 << (r->shift - 1))) >> r->shift;
     if (last) {
-        if (a < -128)
-            a = -128;
-        else if (a > 127)
-            a = 127;
-        return cvae_sigmoid_lut[a + 128];
+        if (a < INT8_MIN)
+            a = INT8_MIN;
+        else if (a > INT8_MAX)
+            a = INT8_MAX;
+        return cvae_sigmoid_lut[a - INT8_MIN]; /* entry 0: logit -128 */
     }
     if (a < 0)
         a = 0;
-    else if (a > 255)
-        a = 255;
+    else if (a > UINT8_MAX)
+        a = UINT8_MAX;
     return (cvae_act_t)a;
 }
 #else
@@ -102,10 +117,10 @@ typedef float acc_t;
 #define MUL(w, x) ((w) * (x))
 #define TABLE_ACC(t) (t)
 
-static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned o, unsigned last)
+static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned chan, unsigned last)
 {
     (void)s;
-    (void)o;
+    (void)chan;
     if (last)
         return 1.0f / (1.0f + expf(-acc));
     return acc > 0.0f ? acc : 0.0f;
@@ -132,131 +147,158 @@ CVAE_DEF_DOT(dot_z, cvae_z_t, MUL_SIGNED)
 static uint32_t n_in(const cvae_stage_t *s) { return (uint32_t)s->in_c * s->in_h * s->in_w; }
 static uint32_t n_out(const cvae_stage_t *s) { return (uint32_t)s->out_c * s->out_h * s->out_w; }
 
-/* Outputs o0 .. o0+n-1 of a linear stage into y. Stage 0 (z != NULL) adds the
- * label's row of the class table instead of a bias. */
+/* Outputs first .. first+count-1 of a linear stage into y. Stage 0 (z != NULL)
+ * adds the label's row of the class table instead of a bias. */
 static void linear(const cvae_stage_t *s, const cvae_act_t *x, const cvae_z_t *z, unsigned label,
-                   unsigned o0, unsigned n, cvae_act_t *y, unsigned last)
+                   unsigned first, unsigned count, cvae_act_t *y, unsigned last)
 {
-    const unsigned in = s->in_c;
-    const cvae_weight_t *w = s->weight + (uint32_t)o0 * in;
-    const cvae_table_t *t = z ? cvae_table + (uint32_t)label * s->out_c + o0 : NULL;
+    const unsigned n_inputs = s->in_c;
+    const cvae_weight_t *w = s->weight + (uint32_t)first * n_inputs;
+    const cvae_table_t *table_row = z ? cvae_table + (uint32_t)label * s->out_c + first : NULL;
     unsigned o;
 
-    for (o = o0; o < o0 + n; o++, w += in) {
-        acc_t acc = z ? TABLE_ACC(*t++) + dot_z(w, z, in) : s->bias[o] + dot_act(w, x, in);
+    for (o = first; o < first + count; o++, w += n_inputs) {
+        acc_t acc = z ? TABLE_ACC(*table_row++) + dot_z(w, z, n_inputs)
+                      : s->bias[o] + dot_act(w, x, n_inputs);
         *y++ = finish(acc, s, o, last);
     }
 }
 
-/* Index of the input row/column feeding output position t = out + pad - k of a
- * stride-(sh+1) convT, or -1: t must be >= 0, divisible by the stride, in range. */
-static int tap(int t, unsigned sh, unsigned n)
+/* The input row (or column) that a convT's output row (column) out reads through
+ * kernel row (column) k, or -1 for none: pos = out + pad - k must be >= 0 and a
+ * multiple of the stride, and pos / stride below in_size. */
+static int input_index(int pos, unsigned stride_log2, unsigned in_size)
 {
-    if (t < 0 || (t & (int)sh))
+    if (pos < 0 || (pos & (int)stride_log2)) /* stride_log2 is also stride - 1 */
         return -1;
-    t >>= sh;
-    return t < (int)n ? t : -1;
+    pos >>= stride_log2;
+    return pos < (int)in_size ? pos : -1;
 }
 
-/* A kernel tap of one output position: input x[i * cs] (channel i) times weight
- * w[i * 9] for i < in_c, where w = weight of the output channel + w0 .. + w1. */
+/* One kernel tap (ky, kx) of one output position, over every input channel i <
+ * in_c: input x[i * in_chan_step] times weight w[w_begin + i * KERNEL_TAPS], w
+ * being the output channel's weights; w_end = w_begin + in_c * KERNEL_TAPS. */
 typedef struct {
-    const cvae_act_t *x; /* NULL: end of the list */
-    uint16_t w0, w1;
+    const cvae_act_t *x; /* the input of channel 0; NULL: end of the list */
+    uint16_t w_begin;    /* ky * CVAE_KERNEL + kx */
+    uint16_t w_end;
 } tap_t;
 
 /* Sum over the taps of one output channel (weights from w). */
-static NOINLINE acc_t dot_taps(const cvae_weight_t *w, const tap_t *t, uint32_t cs)
+static NOINLINE acc_t dot_taps(const cvae_weight_t *w, const tap_t *tap, uint32_t in_chan_step)
 {
     acc_t a = 0;
     const cvae_act_t *x;
-    for (; (x = t->x) != NULL; t++) {
-        const cvae_weight_t *wp = w + t->w0, *we = w + t->w1;
+    for (; (x = tap->x) != NULL; tap++) {
+        const cvae_weight_t *wp = w + tap->w_begin, *w_end = w + tap->w_end;
         do
             a += MUL(*wp, *x);
-        while (x += cs, (wp += 9) < we);
+        while (x += in_chan_step, (wp += KERNEL_TAPS) < w_end);
     }
     return a;
 }
 
 /* One output row of a convT (all channels): rows[ky] is the input row (channel 0)
- * that kernel row ky reads, or NULL; channels lie in_cs apart in the input and
- * out_cs apart in the output. */
-static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[3], uint32_t in_cs,
-                               cvae_act_t *out, uint32_t out_cs, unsigned last)
+ * that kernel row ky reads, or NULL; channels lie in_chan_step apart in the input
+ * and out_chan_step apart in the output. */
+static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
+                               uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
+                               unsigned last)
 {
-    static tap_t taps[10], rt[3]; /* static: the 2 KB RAM parts have a 256-byte stack */
-    const unsigned sh = s->stride - 1u, n9 = s->in_c * 9u;
-    tap_t *t, *end, *rend = rt;
-    unsigned ox, k;
+    /* static: the CH32V003 (2 KB RAM) reserves 320 bytes of stack */
+    static tap_t taps[KERNEL_TAPS + 1]; /* the valid taps of one output position, then the end */
+    static tap_t row_taps[CVAE_KERNEL]; /* the kernel rows that read an input row (kx = 0) */
+    const unsigned stride_log2 = STRIDE_LOG2(s), weights_per_out_c = s->in_c * KERNEL_TAPS;
+    tap_t *tap, *taps_end, *row_taps_end = row_taps;
+    unsigned ox, ky;
 
-    for (k = 0; k < 3; k++) /* the kernel rows that read an input row */
-        if (rows[k]) {
-            rend->x = rows[k];
-            rend++->w0 = (uint16_t)(3 * k);
+    for (ky = 0; ky < CVAE_KERNEL; ky++)
+        if (rows[ky]) {
+            row_taps_end->x = rows[ky];
+            row_taps_end++->w_begin = (uint16_t)(CVAE_KERNEL * ky);
         }
     for (ox = 0; ox < s->out_w; ox++) {
         const cvae_weight_t *w = s->weight;
         cvae_act_t *y = out + ox;
         unsigned kx, o;
 
-        end = taps;
-        for (kx = 0; kx < 3; kx++) {
-            int ix = tap((int)ox + s->pad - (int)kx, sh, s->in_w);
+        taps_end = taps;
+        for (kx = 0; kx < CVAE_KERNEL; kx++) {
+            int ix = input_index((int)ox + s->pad - (int)kx, stride_log2, s->in_w);
             if (ix >= 0)
-                for (t = rt; t < rend; t++, end++) {
-                    end->x = t->x + ix;
-                    end->w0 = (uint16_t)(t->w0 + kx);
-                    end->w1 = (uint16_t)(end->w0 + n9);
+                for (tap = row_taps; tap < row_taps_end; tap++, taps_end++) {
+                    taps_end->x = tap->x + ix;
+                    taps_end->w_begin = (uint16_t)(tap->w_begin + kx);
+                    taps_end->w_end = (uint16_t)(taps_end->w_begin + weights_per_out_c);
                 }
         }
-        end->x = NULL;
-        for (o = 0; o < s->out_c; o++, w += n9, y += out_cs)
-            *y = finish(s->bias[o] + dot_taps(w, taps, in_cs), s, o, last);
+        taps_end->x = NULL;
+        for (o = 0; o < s->out_c; o++, w += weights_per_out_c, y += out_chan_step)
+            *y = finish(s->bias[o] + dot_taps(w, taps, in_chan_step), s, o, last);
     }
 }
 
-/* The input rows (channel 0) that kernel rows 0..2 read for output row oy of a
- * convT, from its whole CHW input; NULL where none. */
-static void whole_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *in, const cvae_act_t *rows[3])
+/* The input rows (channel 0) that kernel rows 0 .. CVAE_KERNEL-1 read for output
+ * row oy of a convT, from its whole CHW input; NULL where none. */
+static void whole_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *in,
+                       const cvae_act_t *rows[CVAE_KERNEL])
 {
     unsigned ky;
-    for (ky = 0; ky < 3; ky++) {
-        int iy = tap((int)oy + s->pad - (int)ky, s->stride - 1u, s->in_h);
+    for (ky = 0; ky < CVAE_KERNEL; ky++) {
+        int iy = input_index((int)oy + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
         rows[ky] = iy < 0 ? NULL : in + (uint32_t)iy * s->in_w;
     }
 }
 
 /* Streaming: the rows of the second-to-last stage, computed lazily into a ring
- * of 3 slots of one output row each ([c][x]). Static, like the arena: the 2 KB
- * RAM parts have a 256-byte stack. */
+ * of RING_ROWS slots of one output row each ([c][x]: channels a row apart).
+ * Static, like the arena: the CH32V003 (2 KB RAM) reserves 320 bytes of stack. */
 static struct {
-    const cvae_stage_t *s; /* the stage that produces the rows */
-    const cvae_act_t *in;  /* its whole input (CHW) */
-    uint32_t in_cs;        /* in_h * in_w of that input */
-    cvae_act_t *slot[3];
-    int tag[3];            /* row held by each slot, -1: none */
-    unsigned next, wr;     /* next row to compute, slot it goes into */
+    const cvae_stage_t *stage;    /* the stage that produces the rows */
+    const cvae_act_t *in;         /* its whole input (CHW) */
+    uint32_t in_chan_step;        /* in_h * in_w of that input */
+    cvae_act_t *slot[RING_ROWS];
+    int slot_row[RING_ROWS];      /* row held by each slot, -1: none */
+    unsigned next_row, next_slot; /* next row to compute, slot it goes into */
 } ring;
 
+/* Points the ring at stage s (whole input in) with its slots from free on;
+ * returns the first element after the slots. */
+static cvae_act_t *ring_init(const cvae_stage_t *s, const cvae_act_t *in, cvae_act_t *free)
+{
+    const unsigned slot_elems = (unsigned)s->out_c * s->out_w;
+    unsigned k;
+
+    ring.stage = s;
+    ring.in = in;
+    ring.in_chan_step = (uint32_t)s->in_h * s->in_w;
+    for (k = 0; k < RING_ROWS; k++, free += slot_elems) {
+        ring.slot[k] = free;
+        ring.slot_row[k] = -1;
+    }
+    ring.next_row = ring.next_slot = 0;
+    return free;
+}
+
 /* Like whole_rows() for the last stage, reading the ring (filled as needed). */
-static void ring_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *rows[3])
+static void ring_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *rows[CVAE_KERNEL])
 {
     unsigned ky, k;
-    for (ky = 0; ky < 3; ky++) {
-        int iy = tap((int)oy + s->pad - (int)ky, s->stride - 1u, s->in_h);
+    for (ky = 0; ky < CVAE_KERNEL; ky++) {
+        int iy = input_index((int)oy + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
         rows[ky] = NULL;
         if (iy < 0)
             continue;
-        while ((int)ring.next <= iy) { /* rows are needed in increasing order */
-            const cvae_act_t *prow[3];
-            whole_rows(ring.s, ring.next, ring.in, prow);
-            convt_row(ring.s, prow, ring.in_cs, ring.slot[ring.wr], ring.s->out_w, 0);
-            ring.tag[ring.wr] = (int)ring.next++;
-            ring.wr = ring.wr == 2 ? 0 : ring.wr + 1;
+        while ((int)ring.next_row <= iy) { /* rows are needed in increasing order */
+            const cvae_act_t *in_rows[CVAE_KERNEL];
+            whole_rows(ring.stage, ring.next_row, ring.in, in_rows);
+            convt_row(ring.stage, in_rows, ring.in_chan_step, ring.slot[ring.next_slot],
+                      ring.stage->out_w, 0);
+            ring.slot_row[ring.next_slot] = (int)ring.next_row++;
+            ring.next_slot = ring.next_slot == RING_ROWS - 1 ? 0 : ring.next_slot + 1;
         }
-        for (k = 0; k < 3; k++)
-            if (ring.tag[k] == iy)
+        for (k = 0; k < RING_ROWS; k++)
+            if (ring.slot_row[k] == iy)
                 rows[ky] = ring.slot[k];
         assert(rows[ky]);
     }
@@ -266,19 +308,19 @@ static void ring_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *rows
 static void run_stage(const cvae_stage_t *s, const cvae_act_t *in, const cvae_z_t *z, unsigned label,
                       cvae_act_t *out, unsigned last)
 {
-    uint32_t in_cs, out_cs;
+    uint32_t in_chan_step, out_chan_step;
     unsigned oy;
 
     if (s->kind == CVAE_STAGE_LINEAR) {
         linear(s, in, z, label, 0, s->out_c, out, last);
         return;
     }
-    in_cs = (uint32_t)s->in_h * s->in_w;
-    out_cs = (uint32_t)s->out_h * s->out_w;
+    in_chan_step = (uint32_t)s->in_h * s->in_w;
+    out_chan_step = (uint32_t)s->out_h * s->out_w;
     for (oy = 0; oy < s->out_h; oy++, out += s->out_w) {
-        const cvae_act_t *rows[3];
+        const cvae_act_t *rows[CVAE_KERNEL];
         whole_rows(s, oy, in, rows);
-        convt_row(s, rows, in_cs, out, out_cs, last);
+        convt_row(s, rows, in_chan_step, out, out_chan_step, last);
     }
 }
 
@@ -299,8 +341,8 @@ static void check_model(void)
         assert(n_out(s) <= CVAE_MAX_STAGE_OUT);
         assert(k == 0 || n_in(s) == n_out(s - 1));
         assert(s->kind == CVAE_STAGE_LINEAR ||
-               (s->kind == CVAE_STAGE_CONVT && s->kernel == 3 && (s->stride == 1 || s->stride == 2) &&
-                s->in_c < 7000)); /* weight offsets fit tap_t's uint16_t */
+               (s->kind == CVAE_STAGE_CONVT && s->kernel == CVAE_KERNEL &&
+                (s->stride == 1 || s->stride == 2) && s->in_c <= CONVT_MAX_IN_C));
 #ifdef CVAE_INT8
         {
             unsigned o;
@@ -310,11 +352,10 @@ static void check_model(void)
         }
 #endif
     }
-    k = N_STAGES - 1;
-    assert(n_out(&cvae_stages[k]) == CVAE_OUT_SIZE);
-    assert(cvae_stages[k].kind == CVAE_STAGE_LINEAR ||
-           (cvae_stages[k].out_c == CVAE_OUT_C && cvae_stages[k].out_h == CVAE_OUT_H &&
-            cvae_stages[k].out_w == CVAE_OUT_W));
+    assert(n_out(LAST_STAGE) == CVAE_OUT_SIZE);
+    assert(LAST_STAGE->kind == CVAE_STAGE_LINEAR ||
+           (LAST_STAGE->out_c == CVAE_OUT_C && LAST_STAGE->out_h == CVAE_OUT_H &&
+            LAST_STAGE->out_w == CVAE_OUT_W));
     done = 1;
 }
 #define CHECK_MODEL() check_model()
@@ -330,9 +371,9 @@ static const cvae_act_t *run_prefix(unsigned n, unsigned label, const cvae_z_t *
     (void)budget;
     for (k = 0; k < n; k++) {
         const cvae_stage_t *s = &cvae_stages[k];
-        const uint32_t no = n_out(s);
-        cvae_act_t *out = (k & 1) ? arena.a + ARENA_ELEMS - no : arena.a;
-        assert(((k ? n_in(s) : 0) + no) * sizeof(cvae_act_t) <= budget);
+        const uint32_t out_elems = n_out(s);
+        cvae_act_t *out = (k & 1) ? arena.a + ARENA_ELEMS - out_elems : arena.a;
+        assert(((k ? n_in(s) : 0) + out_elems) * sizeof(cvae_act_t) <= budget);
         run_stage(s, in, k ? NULL : z, label, out, 0);
         in = out;
     }
@@ -342,70 +383,97 @@ static const cvae_act_t *run_prefix(unsigned n, unsigned label, const cvae_z_t *
 #ifndef CVAE_STREAM_ONLY
 int cvae_generate(uint8_t label, const cvae_z_t *z, cvae_pixel_t *out)
 {
-    const cvae_stage_t *last = &cvae_stages[N_STAGES - 1];
     const cvae_act_t *in;
 
     if (label >= CVAE_NUM_CLASSES)
         return -1;
     CHECK_MODEL();
     in = run_prefix(N_STAGES - 1, label, z, CVAE_ARENA_IMAGE);
-    assert((N_STAGES > 1 ? n_in(last) : 0) * sizeof(cvae_act_t) <= CVAE_ARENA_IMAGE);
-    run_stage(last, in, N_STAGES > 1 ? NULL : z, label, out, 1);
+    assert((N_STAGES > 1 ? n_in(LAST_STAGE) : 0) * sizeof(cvae_act_t) <= CVAE_ARENA_IMAGE);
+    run_stage(LAST_STAGE, in, N_STAGES > 1 ? NULL : z, label, out, 1);
     return 0;
 }
 #endif
 
+/* cvae_generate_rows() runs the stages before the first streamed one whole
+ * (run_prefix), then produces the output row by row. */
+
+/* The first stage computed row by row: the second-to-last when it and the last
+ * are both convT (its rows go through the ring), else the last. */
+static unsigned first_streamed_stage(void)
+{
+    return (N_STAGES >= 3 && LAST_STAGE->kind == CVAE_STAGE_CONVT &&
+            cvae_stages[N_STAGES - 2].kind == CVAE_STAGE_CONVT)
+               ? N_STAGES - 2
+               : N_STAGES - 1;
+}
+
+/* The streaming arena once run_prefix(streamed) has left stage streamed's input
+ * (in_elems elements at in) in it, at the start if streamed is odd, at the end
+ * if even: the ring, when stage streamed feeds it, then the output row, in the
+ * rest. Returns the output row. */
+static cvae_act_t *place_stream_buffers(unsigned streamed, const cvae_act_t *in, uint32_t in_elems)
+{
+    cvae_act_t *row = arena.a;
+
+    if (streamed & 1) /* stage streamed-1 (even) left its output at the start */
+        row += in_elems;
+    if (streamed != N_STAGES - 1)
+        row = ring_init(&cvae_stages[streamed], in, row);
+    assert((uint32_t)(row - arena.a) + (streamed & 1 ? 0 : in_elems) + CVAE_OUT_C * CVAE_OUT_W <=
+           CVAE_ARENA_STREAM / sizeof(cvae_act_t));
+    return row;
+}
+
+/* Output row y of a last linear stage: its logits are CHW, so row y of channel c
+ * is outputs c*H*W + y*W .. c*H*W + y*W + W-1. z is NULL unless the last stage
+ * is stage 0. */
+static void linear_output_row(unsigned y, const cvae_act_t *in, const cvae_z_t *z, unsigned label,
+                              cvae_act_t *row)
+{
+    unsigned c, o = y * CVAE_OUT_W;
+    for (c = 0; c < CVAE_OUT_C; c++, o += CVAE_OUT_H * CVAE_OUT_W, row += CVAE_OUT_W)
+        linear(LAST_STAGE, in, z, label, o, CVAE_OUT_W, row, 1);
+}
+
+/* Output row y of a last convT whose input rows come from the ring ([c][x]:
+ * channels a row apart). The output row's channels are a row apart too. */
+static void convt_output_row_from_ring(unsigned y, cvae_act_t *row)
+{
+    const cvae_act_t *rows[CVAE_KERNEL];
+    ring_rows(LAST_STAGE, y, rows);
+    convt_row(LAST_STAGE, rows, LAST_STAGE->in_w, row, LAST_STAGE->out_w, 1);
+}
+
+/* Output row y of a last convT from its whole CHW input. */
+static void convt_output_row_from_input(unsigned y, const cvae_act_t *in, cvae_act_t *row)
+{
+    const cvae_act_t *rows[CVAE_KERNEL];
+    whole_rows(LAST_STAGE, y, in, rows);
+    convt_row(LAST_STAGE, rows, (uint32_t)LAST_STAGE->in_h * LAST_STAGE->in_w, row,
+              LAST_STAGE->out_w, 1);
+}
+
 int cvae_generate_rows(uint8_t label, const cvae_z_t *z, cvae_row_fn fn, void *ctx)
 {
-    const cvae_stage_t *last = &cvae_stages[N_STAGES - 1];
-    /* first stage computed row by row: the second-to-last when both are convT */
-    const unsigned split = (N_STAGES >= 3 && last->kind == CVAE_STAGE_CONVT &&
-                            cvae_stages[N_STAGES - 2].kind == CVAE_STAGE_CONVT)
-                               ? N_STAGES - 2
-                               : N_STAGES - 1;
-    const uint32_t in_elems = split ? n_in(&cvae_stages[split]) : 0;
+    const unsigned streamed = first_streamed_stage();
+    const uint32_t in_elems = streamed ? n_in(&cvae_stages[streamed]) : 0;
     const cvae_act_t *in;
-    cvae_act_t *row = arena.a;
+    cvae_act_t *row;
     unsigned y;
 
     if (label >= CVAE_NUM_CLASSES)
         return -1;
     CHECK_MODEL();
-    in = run_prefix(split, label, z, CVAE_ARENA_STREAM);
-    if (split & 1) /* stage split-1 (even) left its output at the start */
-        row += in_elems;
-    if (split != N_STAGES - 1) { /* the ring, then the output row */
-        const cvae_stage_t *p = &cvae_stages[split];
-        const unsigned slot = (unsigned)p->out_c * p->out_w;
-        ring.s = p;
-        ring.in = in;
-        ring.in_cs = (uint32_t)p->in_h * p->in_w;
-        for (y = 0; y < 3; y++, row += slot) {
-            ring.slot[y] = row;
-            ring.tag[y] = -1;
-        }
-        ring.next = ring.wr = 0;
-    }
-    assert((uint32_t)(row - arena.a) + (split & 1 ? 0 : in_elems) + CVAE_OUT_C * CVAE_OUT_W <=
-           CVAE_ARENA_STREAM / sizeof(cvae_act_t));
-
+    in = run_prefix(streamed, label, z, CVAE_ARENA_STREAM);
+    row = place_stream_buffers(streamed, in, in_elems);
     for (y = 0; y < CVAE_OUT_H; y++) {
-        if (last->kind == CVAE_STAGE_LINEAR) {
-            /* the logits are CHW: row y of channel c starts at c*H*W + y*W */
-            unsigned c, o = y * CVAE_OUT_W;
-            cvae_act_t *r = row;
-            for (c = 0; c < CVAE_OUT_C; c++, o += CVAE_OUT_H * CVAE_OUT_W, r += CVAE_OUT_W)
-                linear(last, in, split ? NULL : z, label, o, CVAE_OUT_W, r, 1);
-        } else {
-            const cvae_act_t *rows[3];
-            if (split != N_STAGES - 1) {
-                ring_rows(last, y, rows);
-                convt_row(last, rows, last->in_w, row, last->out_w, 1); /* slot channels: a row apart */
-            } else {
-                whole_rows(last, y, in, rows);
-                convt_row(last, rows, (uint32_t)last->in_h * last->in_w, row, last->out_w, 1);
-            }
-        }
+        if (LAST_STAGE->kind == CVAE_STAGE_LINEAR)
+            linear_output_row(y, in, streamed ? NULL : z, label, row);
+        else if (streamed != N_STAGES - 1)
+            convt_output_row_from_ring(y, row);
+        else
+            convt_output_row_from_input(y, in, row);
         fn((uint16_t)y, row, ctx);
     }
     return 0;

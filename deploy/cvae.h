@@ -17,6 +17,7 @@
 
 #define CVAE_STAGE_LINEAR 0
 #define CVAE_STAGE_CONVT 1
+#define CVAE_KERNEL 3 /* a convT's kernel: CVAE_KERNEL x CVAE_KERNEL, the only size supported */
 
 #ifdef CVAE_INT8
 typedef int8_t cvae_z_t;
@@ -45,7 +46,7 @@ typedef struct {
 typedef struct {
     uint8_t kind;                   /* CVAE_STAGE_LINEAR 0, CVAE_STAGE_CONVT 1 */
     uint8_t relu;                   /* 1 on every stage but the last */
-    uint8_t stride, pad, kernel;    /* convT: s, 1, 3; linear: 1, 0, 1 */
+    uint8_t stride, pad, kernel;    /* convT: s in {1, 2}, 1, CVAE_KERNEL; linear: 1, 0, 1 */
     uint16_t in_c, in_h, in_w;      /* linear: in_c = features, in_h = in_w = 1 */
     uint16_t out_c, out_h, out_w;   /* linear: out_c = features, out_h = out_w = 1 */
     const cvae_weight_t *weight;    /* [out_c][in_c][k][k] or [out][in] */

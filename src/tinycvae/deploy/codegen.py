@@ -71,24 +71,56 @@ def model_header(
     return "\n".join(lines)
 
 
+def _shape(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _describe(i: int, st: Stage) -> str:
+    """Stage ``i`` in words, for the comments: ``stage 2: convT 4x8x8 -> 4x16x16, stride 2``."""
+    if st.kind == "convT":
+        what = f"convT {_shape(st.in_shape)} -> {_shape(st.out_shape)}, stride {st.stride}"
+    else:
+        what = f"linear {st.in_shape[0]} -> {st.out_shape[0]}"
+    return f"stage {i}: {what}" + (", from z" if i == 0 else "")
+
+
+def _layout(i: int, st: Stage, has_requant: bool) -> str:
+    """The comment above stage ``i``'s arrays: what each holds, in the runtime's layout."""
+    o, n = st.out_channels, st.in_shape[0]
+    if st.kind == "convT":
+        w = f"w{i} [out_c {o}][in_c {n}][ky {st.kernel}][kx {st.kernel}]"
+    else:
+        w = f"w{i} [out {o}][in {n}]"
+    arrays = [w, f"b{i} [{o}]" if i > 0 else "no bias (in cvae_table)"]
+    if has_requant:
+        arrays.append(f"q{i} [{o}] {{m, pre, shift}}")
+    return f"/* {_describe(i, st)}\n * {', '.join(arrays)} */\n"
+
+
 def _stage_init(i: int, st: Stage, has_requant: bool) -> str:
+    """Stage ``i``'s cvae_stage_t, with designated initialisers (fields as in cvae.h)."""
     kind = "CVAE_STAGE_CONVT" if st.kind == "convT" else "CVAE_STAGE_LINEAR"
     stride, pad, kernel = (st.stride, st.pad, st.kernel) if st.kind == "convT" else (1, 0, 1)
     bias = "NULL" if i == 0 else f"b{i}"
     requant = f"q{i}" if has_requant else "NULL"
-    ins = ", ".join(map(str, st.in_shape))
-    outs = ", ".join(map(str, st.out_shape))
+    (in_c, in_h, in_w), (out_c, out_h, out_w) = st.in_shape, st.out_shape
     return (
-        f"    {{{kind}, {int(st.relu)}, {stride}, {pad}, {kernel}, {ins}, {outs}, "
-        f"w{i}, {bias}, {requant}}}"
+        f"    /* {_describe(i, st)} */\n"
+        f"    {{.kind = {kind}, .relu = {int(st.relu)},\n"
+        f"     .stride = {stride}, .pad = {pad}, .kernel = {kernel},\n"
+        f"     .in_c = {in_c}, .in_h = {in_h}, .in_w = {in_w},\n"
+        f"     .out_c = {out_c}, .out_h = {out_h}, .out_w = {out_w},\n"
+        f"     .weight = w{i}, .bias = {bias}, .requant = {requant}}}"
     )
 
 
 def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -> str:
     parts = [HEADER, '#include "cvae.h"\n']
+    out0 = fm.stages[0].out_channels
     if precision == "int8":
         assert qm is not None
         for i, qs in enumerate(qm.stages):
+            parts.append(_layout(i, fm.stages[i], has_requant=True))
             parts.append(_array("int8_t", f"w{i}", qs.weight, "int8"))
             if qs.bias is not None:
                 parts.append(_array("int32_t", f"b{i}", qs.bias, "int8"))
@@ -97,16 +129,28 @@ def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -
             lines = [", ".join(items[k : k + 6]) for k in range(0, len(items), 6)]
             body = ",\n    ".join(lines)
             parts.append(f"static const cvae_requant_t q{i}[{len(items)}] = {{\n    {body}\n}};\n")
+        parts.append(
+            f"/* [label {fm.num_classes}][{out0}]: stage 0's label term plus its bias;\n"
+            " * entry t adds t * 2^CVAE_TABLE_SHIFT to the accumulator */\n"
+        )
         parts.append(_array("cvae_table_t", "cvae_table", qm.table, "int8", static=False))
+        parts.append("/* pixel = cvae_sigmoid_lut[logit + 128] */\n")
         parts.append(_array("uint8_t", "cvae_sigmoid_lut", qm.sigmoid_lut, "int8", static=False))
     else:
         for i, st in enumerate(fm.stages):
+            parts.append(_layout(i, st, has_requant=False))
             parts.append(_array("float", f"w{i}", st.weight.numpy(), "fp32"))
             if i > 0:
                 parts.append(_array("float", f"b{i}", st.bias.numpy(), "fp32"))
+        parts.append(
+            f"/* [label {fm.num_classes}][{out0}]: stage 0's label term plus its bias */\n"
+        )
         parts.append(_array("cvae_table_t", "cvae_table", fm.table.numpy(), "fp32", static=False))
     inits = ",\n".join(_stage_init(i, st, precision == "int8") for i, st in enumerate(fm.stages))
-    parts.append(f"const cvae_stage_t cvae_stages[CVAE_NUM_STAGES] = {{\n{inits}\n}};\n")
+    parts.append(
+        "/* The decoder, stage by stage (cvae_stage_t in cvae.h, arithmetic in CONTRACT.md) */\n"
+        f"const cvae_stage_t cvae_stages[CVAE_NUM_STAGES] = {{\n{inits}\n}};\n"
+    )
     return "\n".join(parts)
 
 
