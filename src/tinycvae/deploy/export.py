@@ -13,6 +13,7 @@ already written).
 Each step lives in a module of its own: :mod:`~tinycvae.deploy.preflight` (the checks),
 :mod:`~tinycvae.deploy.source` (what to export), :mod:`~tinycvae.deploy.ptq_or_qat`
 (the int8 model), :mod:`~tinycvae.deploy.firmware` (the files),
+:mod:`~tinycvae.deploy.projects` (the board projects beside them),
 :mod:`~tinycvae.deploy.builds` (build and check), :mod:`~tinycvae.deploy.score` (the
 evaluator's verdict), :mod:`~tinycvae.deploy.report` and :mod:`~tinycvae.deploy.wandb_log`.
 """
@@ -36,6 +37,7 @@ from tinycvae.deploy.builds import build_and_check
 from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.footprint import MCUProfile, load_mcu
 from tinycvae.deploy.preflight import check_fits, check_settings
+from tinycvae.deploy.projects import check_projects, write_projects
 from tinycvae.deploy.ptq_or_qat import quantise_for_export
 from tinycvae.deploy.report import make_report, write_report
 from tinycvae.deploy.score import make_scorer, score_shipped
@@ -105,6 +107,7 @@ def _export(
 
     model_dir, build = scratch / "model", scratch / "build"
     write_firmware(model_dir, model, fm, qm, cfg.golden_count, cfg.seed + 1)
+    write_projects(model_dir, check_projects(cfg.get("projects")))
     results = {t.name: build_and_check(t, model_dir, build, estimates) for t in targets}
     quality |= score_shipped(scorer, qm, build, "host" in results, cfg.max_acc_drop)
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, ListConfig
 from tinycvae import devices
 from tinycvae.checks import require_int, require_number, require_writable_dir
 from tinycvae.deploy.footprint import MCUProfile, estimate_stages, load_mcu
+from tinycvae.deploy.projects import check_projects
 from tinycvae.deploy.stages import FloatModel
 from tinycvae.deploy.toolchain import Target
 from tinycvae.errors import ConfigError
@@ -35,6 +36,7 @@ def check_settings(cfg: DictConfig) -> torch.device:
         raise ConfigError(
             f"targets={cfg.targets} is invalid; allowed: a list such as targets=[host,ch32v003]"
         )
+    check_projects(cfg.get("projects"))
     if cfg.qat not in (True, False, "auto"):
         raise ConfigError(f"qat={cfg.qat} is invalid; allowed: auto, true, false")
     require_number(cfg.qat_lr, "qat_lr", 0.0, exclusive=True)
