@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,21 @@ import torch
 from tinycvae.data.base import DataSpec
 from tinycvae.errors import ConfigError
 from tinycvae.models import CVAE, build_cvae
+
+# Checkpoints written before each architecture had a builder of its own name this one,
+# which took every architecture's keys and ignored the other architectures' ones.
+LEGACY_TARGET = "tinycvae.models.build_cvae"
+LEGACY_IGNORED = {"conv": ("hidden",), "mlp": ("dim1", "dim2", "dim3", "dim4")}
+
+
+def rebuild(spec: DataSpec, model_cfg: Mapping[str, Any]) -> CVAE:
+    """The (untrained) model a stored ``model`` config describes, through its ``arch``:
+    a checkpoint's ``_target_`` is never called (a checkpoint is data, never code)."""
+    keys = {k: v for k, v in model_cfg.items() if k != "_target_"}
+    arch = keys.pop("arch", "conv")
+    if model_cfg.get("_target_") == LEGACY_TARGET:
+        keys = {k: v for k, v in keys.items() if k not in LEGACY_IGNORED.get(arch, ())}
+    return build_cvae(spec, arch, **keys)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CVAE, dict[str, Any]]:
@@ -20,8 +36,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CV
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # then moved
         info = ckpt["tinycvae"]
         spec = DataSpec.from_dict(info["spec"])
-        model_cfg = {k: v for k, v in info["config"]["model"].items() if k != "_target_"}
-        model = build_cvae(spec, **model_cfg)
+        model = rebuild(spec, info["config"]["model"])
         state = {
             k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
         }

@@ -10,10 +10,15 @@ decoder retraces the encoder's spatial sizes exactly (32 -> 16 -> 16 -> 8 -> 4 f
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from tinycvae.checks import require_int
+from tinycvae.data.base import DataSpec
 from tinycvae.errors import ConfigError
+from tinycvae.models.builder import Shared
+from tinycvae.models.cvae import CVAE
 
 STRIDES = (2, 1, 2, 2)
 MIN_SIZE = 8
@@ -79,3 +84,19 @@ def decoder_body(
         if i < 3:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
+
+
+def build(
+    spec: DataSpec, dim1: int = 8, dim2: int = 8, dim3: int = 16, dim4: int = 16, **shared: Any
+) -> CVAE:
+    """The conv CVAE for data ``spec`` (the ``_target_`` of conf/model/conv.yaml);
+    ``shared``: the keys every architecture takes (:class:`~tinycvae.models.builder.Shared`).
+    Every bad value raises a one-line ConfigError."""
+    common = Shared.of(spec, "conv", shared)
+    dims = (dim1, dim2, dim3, dim4)
+    check_dims(dims, spec.shape)
+    return common.assemble(
+        lambda label_planes: encoder_backbone(spec.channels + label_planes, spec.shape, dims),
+        lambda width: decoder_body(width, spec.shape, dims),
+        label_input="planes",
+    )

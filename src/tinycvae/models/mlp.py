@@ -4,14 +4,27 @@ width ``hidden``."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import nn
 
 from tinycvae.checks import require_int
+from tinycvae.data.base import DataSpec
+from tinycvae.models.builder import Shared
+from tinycvae.models.cvae import CVAE
 
 
-def check_hidden(hidden: int) -> None:
+def build(spec: DataSpec, hidden: int = 256, **shared: Any) -> CVAE:
+    """The MLP CVAE for data ``spec`` (the ``_target_`` of conf/model/mlp.yaml);
+    ``shared``: the keys every architecture takes (:class:`~tinycvae.models.builder.Shared`).
+    Every bad value raises a one-line ConfigError."""
+    common = Shared.of(spec, "mlp", shared)
     require_int(hidden, "model.hidden", 1)
+    return common.assemble(
+        lambda label_inputs: encoder_backbone(math.prod(spec.shape) + label_inputs, hidden),
+        lambda width: decoder_body(width, spec.shape, hidden),
+        label_input="vector",
+    )
 
 
 def encoder_backbone(in_dim: int, hidden: int) -> tuple[nn.Module, int]:
