@@ -6,6 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tinycvae.errors import ConfigError
+from tinycvae.evaluator import EvaluatorError
 from tinycvae.train import build
 
 from conftest import CONF, compose_train
@@ -57,10 +58,18 @@ def test_every_group_option_composes(group, option, tmp_path):
         (["logger.wandb.mode=loud"], "logger.wandb.mode=loud"),
         (["ckpt_path=/nope/x.ckpt"], "ckpt_path=/nope/x.ckpt"),
         (["data.batch_size=0"], "data.batch_size=0"),
+        (["model=mlp", "dims=4x4x4x4"], "model.dim1=4 is not a setting of model=mlp"),
+        (["+model.hidden=8"], "model.hidden=8 is not a setting of model=conv"),
+        (["model.arch=mlp"], "model.arch=mlp does not match the builder of model=conv"),
+        (["metrics.num_samples=5"], "metrics.num_samples=5 is invalid; allowed: an integer >= 6"),
+        (["metrics.every_n_epochs=-1"], "metrics.every_n_epochs=-1 is invalid"),
+        (["metrics.fid.features=clip"], "metrics.fid.features=clip is unknown"),
+        (["evaluator.epochs=0"], "evaluator.epochs=0 is invalid; allowed: >= 1"),
+        (["+evaluator.foo=1"], "evaluator: .*unexpected keyword argument 'foo'; allowed: How"),
     ],
 )
 def test_bad_values_fail_in_build(overrides, message, tmp_path):
     cfg = compose_train(overrides, tmp_path)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+    with pytest.raises((ConfigError, EvaluatorError), match=message.replace("[", r"\[")):
         build(cfg)
     assert not (tmp_path / "data").exists()  # nothing rendered

@@ -16,7 +16,7 @@ import tinycvae.train
 from tinycvae.data.dice import DiceSettings, dice_spec, render_dice
 from tinycvae.errors import ConfigError
 from tinycvae.evaluator import EvaluatorError, EvaluatorSettings, load_or_train
-from tinycvae.metrics import PairMetrics, balanced_labels, generation_accuracy
+from tinycvae.metrics import PairMetrics, QualitySettings, balanced_labels, generation_accuracy
 from tinycvae.metrics.fidelity import fidelity_metrics, inception_weights
 from tinycvae.train import run
 
@@ -87,6 +87,36 @@ def test_inception_without_weights_is_a_clear_error(tmp_path, monkeypatch):
         inception_weights(None)
     with pytest.raises(ConfigError, match="does not exist"):
         inception_weights(str(tmp_path / "nope.pth"))
+
+
+def test_quality_settings_come_from_the_metrics_group_and_check_themselves(tmp_path):
+    group = {
+        "enabled": True,
+        "num_samples": 12,
+        "every_n_epochs": 2,
+        "seed": 3,
+        "fid": {"features": "evaluator", "kid": False},
+        "pictures": False,
+    }
+    s = QualitySettings.from_config(group, num_classes=6)
+    assert (s.num_samples, s.batch_size, s.seed, s.features, s.kid, s.prc) == (
+        12, 1024, 3, "evaluator", False, True
+    )  # fmt: skip
+    assert s.weights_path is None  # the evaluator's file, known once it is trained
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"")
+    fid = {"features": "inception", "inception_weights": str(weights)}
+    assert QualitySettings.from_config({"fid": fid}).weights_path == str(weights)
+    for bad, message in [
+        ({"num_samples": 5}, "metrics.num_samples=5 is invalid; allowed: an integer >= 6 (one "),
+        ({"every_n_epochs": -1}, "metrics.every_n_epochs=-1 is invalid; allowed: >= 0"),
+        ({"fid": {"features": "clip"}}, "metrics.fid.features=clip is unknown; allowed: evalu"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            QualitySettings.from_config({**group, **bad}, num_classes=6)
+        assert str(err.value).startswith(message)
+    with pytest.raises(ConfigError, match="metrics.num_samples=0 is invalid"):
+        QualitySettings(num_samples=0)
 
 
 def test_a_run_records_every_metric_picture_and_wandb_key(tiny_cfg, tmp_path):

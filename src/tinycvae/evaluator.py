@@ -55,7 +55,9 @@ class EvaluatorSettings:
     floor: float = 0.99  # least accuracy on the clean real test split to be allowed to score
     seed: int = 0
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        """Settings that exist are valid: conf/evaluator/<data>.yaml builds them (its
+        ``_target_``), and a bad value is one line naming its ``evaluator.`` key."""
         checks = {
             "epochs": (self.epochs >= 1, ">= 1"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
@@ -184,7 +186,6 @@ def train_evaluator(
     Deterministic given ``settings.seed``; the caller's global RNG state is left untouched.
     Trains on the device the training images are on.
     """
-    settings.validate()
     train = splits.train
     if tuple(train.images.shape[1:]) != spec.shape:
         raise EvaluatorError(
@@ -267,7 +268,6 @@ def load_or_train(
     A cache file that cannot be read (corrupt, truncated, for other data) is retrained
     and overwritten, with a warning. ``cache_dir=None`` trains and writes nothing.
     """
-    settings.validate()
     device = splits.train.images.device
     if cache_dir is None:
         model, acc = train_evaluator(splits, spec, settings, progress)

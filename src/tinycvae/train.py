@@ -36,7 +36,6 @@ from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_flo
 from tinycvae.lit_module import CVAEModule
 from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
-from tinycvae.metrics.fidelity import FEATURES, inception_weights
 from tinycvae.models import CVAE
 from tinycvae.outcome import MetricsStageError, SignalWatch, describe, recorded
 from tinycvae.run_folder import check_free, writer_lock
@@ -220,25 +219,13 @@ def _quality_settings(
     m = cfg.get("metrics") or {}
     if not m.get("enabled", False):
         return None, None
-    fid = m.get("fid") or {}
-    features = fid.get("features", "evaluator")
-    if features not in FEATURES:
-        raise ConfigError(
-            f"metrics.fid.features={features} is unknown; allowed: {', '.join(FEATURES)}"
-        )
-    if not (isinstance(m.num_samples, int) and m.num_samples >= model.num_classes):
-        raise ConfigError(
-            f"metrics.num_samples={m.num_samples} is invalid; allowed: an integer >= "
-            f"{model.num_classes} (one per class)"
-        )
-    if not m.get("every_n_epochs", 0) >= 0:
-        raise ConfigError(f"metrics.every_n_epochs={m.every_n_epochs} is invalid; allowed: >= 0")
-    ev_cfg = OmegaConf.to_container(cfg.evaluator, resolve=True) if cfg.get("evaluator") else {}
-    try:
-        evaluator = EvaluatorSettings(**ev_cfg)
-    except TypeError as err:
-        raise ConfigError(f"evaluator: {err}; allowed: {EvaluatorSettings.__doc__}") from None
-    evaluator.validate()
+    quality = QualitySettings.from_config(m, model.num_classes)
+    evaluator = EvaluatorSettings()
+    if cfg.get("evaluator"):
+        try:
+            evaluator = _instantiate(cfg.evaluator, "evaluator")  # conf/evaluator/<data>.yaml
+        except ConfigError as err:  # e.g. evaluator.foo, a key it does not have
+            raise ConfigError(f"{err}; allowed: {EvaluatorSettings.__doc__}") from None
     num_train = OmegaConf.select(cfg, "data.num_train")
     least = MIN_TRAIN_PER_CLASS * model.num_classes
     if isinstance(num_train, int) and num_train < least:
@@ -247,16 +234,6 @@ def _quality_settings(
             f"this run; allowed: data.num_train >= {least} ({MIN_TRAIN_PER_CLASS} per class), "
             "or metrics=none"
         )
-    weights = inception_weights(fid.get("inception_weights")) if features == "inception" else None
-    quality = QualitySettings(
-        num_samples=m.num_samples,
-        batch_size=m.get("batch_size", 1024),
-        features=features,
-        weights_path=weights,
-        kid=fid.get("kid", True),
-        prc=fid.get("prc", True),
-        seed=m.get("seed", 0),
-    )
     return quality, evaluator
 
 

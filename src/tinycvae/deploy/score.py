@@ -58,7 +58,9 @@ def make_scorer(cfg: DictConfig, model: CVAE, dm, info: dict[str, Any]) -> Score
     """The checkpoint's evaluator (read from its cache, or trained where ``dm``'s images
     are), placed where ``model`` is, and ``cfg.eval_samples`` balanced labels with latents
     drawn by the model's sampler (seed ``cfg.seed + 2``)."""
-    settings = EvaluatorSettings(**(info["config"].get("evaluator") or {}))
+    # The run's settings (a run since conf/evaluator named their class also stores _target_)
+    stored = info["config"].get("evaluator") or {}
+    settings = EvaluatorSettings(**{k: v for k, v in stored.items() if k != "_target_"})
     data_dir = info["config"].get("paths", {}).get("data_dir")
     record = load_or_train(dm.splits, dm.spec, dm.cache_key(), data_dir, settings, progress=True)
     check_floor(record, settings.floor)

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import InitVar, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,8 +24,9 @@ from torchmetrics.regression import MeanSquaredError
 from tinycvae.data.base import Split
 from tinycvae.data.datamodule import TensorBatches
 from tinycvae.devices import device_of, to_device
+from tinycvae.errors import ConfigError
 from tinycvae.evaluator import accuracy as generation_accuracy
-from tinycvae.metrics.fidelity import FEATURES, fidelity_metrics
+from tinycvae.metrics.fidelity import FEATURES, fidelity_metrics, inception_weights
 from tinycvae.models import CVAE, count_params
 
 __all__ = [
@@ -42,6 +45,10 @@ __all__ = [
 
 @dataclass
 class QualitySettings:
+    """How the quality metrics are computed; checks itself on creation, each bad value one
+    line naming its key in the ``metrics`` group. ``num_classes`` (not stored): the data's
+    classes, of which ``num_samples`` must cover each at least once."""
+
     num_samples: int = 600
     batch_size: int = 1024
     features: str = "evaluator"  # feature network for FID/KID/precision/recall
@@ -49,6 +56,38 @@ class QualitySettings:
     kid: bool = True
     prc: bool = True
     seed: int = 0
+    num_classes: InitVar[int] = 1
+
+    def __post_init__(self, num_classes: int) -> None:
+        if self.features not in FEATURES:
+            raise ConfigError(
+                f"metrics.fid.features={self.features} is unknown; allowed: {', '.join(FEATURES)}"
+            )
+        if not (isinstance(self.num_samples, int) and self.num_samples >= num_classes):
+            raise ConfigError(
+                f"metrics.num_samples={self.num_samples} is invalid; allowed: an integer >= "
+                f"{num_classes} (one per class)"
+            )
+
+    @classmethod
+    def from_config(cls, metrics: Mapping[str, Any], num_classes: int = 1) -> QualitySettings:
+        """The settings of a ``metrics`` config group (conf/metrics/default.yaml); a key it
+        leaves out keeps its default. Not a ``_target_``: the group's ``fid`` block holds
+        three of them, ``fid.inception_weights`` becomes ``weights_path`` here (a file,
+        fetched where there is internet) when the features are Inception's, and
+        ``enabled``, ``every_n_epochs`` and ``pictures`` are the training job's
+        (``every_n_epochs`` is checked here with the rest)."""
+        fid = metrics.get("fid") or {}
+        where = {"num_samples": metrics, "batch_size": metrics, "seed": metrics}
+        where |= {"features": fid, "kid": fid, "prc": fid}
+        given = {key: group[key] for key, group in where.items() if key in group}
+        settings = cls(**given, num_classes=num_classes)
+        every = metrics.get("every_n_epochs", 0)
+        if not every >= 0:
+            raise ConfigError(f"metrics.every_n_epochs={every} is invalid; allowed: >= 0")
+        if settings.features == "inception":
+            settings.weights_path = inception_weights(fid.get("inception_weights"))
+        return settings
 
 
 def param_counts(model: CVAE) -> dict[str, int]:
