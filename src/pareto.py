@@ -21,14 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, uninstalled
 
 from tinycvae.cli import exit_on_error  # noqa: E402
-from tinycvae.errors import ConfigError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", help="run or multirun folders")
     parser.add_argument("--precision", default="int8", help="fp32 | int8 | int4")
-    parser.add_argument("--select", metavar="MCU", help="print the best run that fits MCU")
+    parser.add_argument(
+        "--select", dest="mcu", metavar="MCU", help="print the best run that fits MCU"
+    )
     parser.add_argument("--out", type=Path, help="where to write pareto.{csv,md,png}")
     parser.add_argument("--wandb-project", help="read runs from this W&B project (online)")
     parser.add_argument("--optuna-storage", help="read the trials of an Optuna study")
@@ -37,48 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", default="tinycvae", help="W&B project to log the front to")
     args = parser.parse_args(argv)
     with exit_on_error():
-        return run(args)
+        from tinycvae import pareto  # after parsing: --help stays quick
 
-
-def run(args: argparse.Namespace) -> int:
-    from tinycvae import pareto
-    from tinycvae.checks import require_writable_dir
-    from tinycvae.deploy.footprint import check_precision, load_mcu
-
-    if args.select:
-        load_mcu(args.select)  # an unknown MCU is bad input, said before any work
-    check_precision(args.precision)
-    if args.out or args.folders:  # where pareto.* go: checked before any work
-        require_writable_dir(args.out or Path(args.folders[0]), "--out")
-    study_out = None
-    if args.optuna_storage:
-        from tinycvae.search.front import default_out, load_study, rows_from_study
-
-        study, storage = load_study(args.optuna_storage, args.study)
-        rows = rows_from_study(study, args.precision)
-        study_out = default_out(storage)
-    elif args.wandb_project:
-        rows = pareto.rows_from_wandb(args.wandb_project, args.precision)
-    elif args.folders:
-        rows = pareto.collect_runs(args.folders, args.precision)
-    else:
-        raise ConfigError(
-            "no runs given; allowed: one or more folders, --wandb-project or --optuna-storage"
-        )
-    pareto.mark_fronts(rows)
-    out = args.out or (Path(args.folders[0]) if args.folders else study_out or Path("."))
-    paths = pareto.write_table(rows, out, args.precision)
-    paths["png"] = pareto.plot(rows, out / "pareto.png", args.precision)
-    print(paths["md"].read_text())
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    pareto.log_wandb(rows, paths["png"], args.project, args.wandb_mode)
-    if args.select:
-        best = pareto.select(rows, args.select)
-        print(
-            f"selected for {args.select} ({args.precision}): {best.name}: acc {best.acc:.3f}, "
-            f"flash {best.flash_bytes:.0f} B, RAM {best.ram_bytes:.0f} B\n"
-            f"run: {best.run_dir}\ncheckpoint: {best.checkpoint}"
-        )
+        pareto.run(**vars(args))
     return 0
 
 

@@ -1,7 +1,9 @@
-"""The size/quality Pareto front over finished runs, and picking the run for a chip.
+"""The size/quality Pareto front over finished runs, and picking the run for a chip
+(:func:`run` is what ``src/pareto.py`` does).
 
 Rows come from the runs' own ``summary.json`` files (one or more multirun or run
-folders, searched recursively) or, online, from a W&B project. A run is on the front
+folders, searched recursively), from an Optuna study's trials
+(:mod:`tinycvae.search.front`) or, online, from a W&B project. A run is on the front
 when no other run is at least as small (decoder flash at the chosen precision) and at
 least as good (evaluator accuracy; separately, FID) and strictly better in one of the
 two. Runs with identical coordinates are all on the front. Failed runs are listed apart.
@@ -13,11 +15,13 @@ import csv
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinycvae.deploy.footprint import check_precision
+from tinycvae.checks import require_writable_dir
+from tinycvae.deploy.footprint import check_precision, load_mcu
 from tinycvae.errors import ConfigError, TinyCVAEError
 
 
@@ -324,3 +328,58 @@ def _footprint_from_flat(s: dict, precision: str) -> dict:
         "ram_bytes_streamed": s.get(p + "ram_bytes_streamed", s.get(p + "ram_bytes", math.nan)),
         "fits": fits,
     }
+
+
+def run(
+    folders: Sequence[str | Path] = (),
+    *,
+    precision: str = "int8",
+    mcu: str | None = None,
+    out: Path | None = None,
+    wandb_project: str | None = None,
+    optuna_storage: str | None = None,
+    study: str | None = None,
+    wandb_mode: str = "auto",
+    project: str = "tinycvae",
+) -> RunRow | None:
+    """Read the runs (an Optuna study, a W&B project, or ``folders``, in that order of
+    precedence), mark the fronts, write pareto.{csv,md,png} into ``out`` (default: the
+    first folder, else beside the study's file), print the table, log it to W&B project
+    ``project``; with ``mcu``, print and return the best run that fits it. Every input is
+    checked before any work."""
+    if mcu:
+        load_mcu(mcu)  # an unknown MCU is bad input, said before any work
+    check_precision(precision)
+    if out or folders:  # where pareto.* go: checked before any work
+        require_writable_dir(out or Path(folders[0]), "--out")
+    study_out = None
+    if optuna_storage:
+        from tinycvae.search.front import default_out, load_study, rows_from_study
+
+        found, storage = load_study(optuna_storage, study)
+        rows = rows_from_study(found, precision)
+        study_out = default_out(storage)
+    elif wandb_project:
+        rows = rows_from_wandb(wandb_project, precision)
+    elif folders:
+        rows = collect_runs(folders, precision)
+    else:
+        raise ConfigError(
+            "no runs given; allowed: one or more folders, --wandb-project or --optuna-storage"
+        )
+    mark_fronts(rows)
+    out = Path(out or (folders[0] if folders else study_out or "."))
+    paths = write_table(rows, out, precision)
+    paths["png"] = plot(rows, out / "pareto.png", precision)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    log_wandb(rows, paths["png"], project, wandb_mode)
+    if not mcu:
+        return None
+    best = select(rows, mcu)
+    print(
+        f"selected for {mcu} ({precision}): {best.name}: acc {best.acc:.3f}, "
+        f"flash {best.flash_bytes:.0f} B, RAM {best.ram_bytes:.0f} B\n"
+        f"run: {best.run_dir}\ncheckpoint: {best.checkpoint}"
+    )
+    return best
