@@ -14,8 +14,9 @@ in ``conf/export.yaml``):
     (``library.json``) library, with an example sketch.
 
 The sources come from ``deploy/`` (the runtime) and ``deploy/templates/`` (mains, build
-files); the model from the export's ``int8/`` folder. Nothing here compiles: the export's
-builds and ``tests/test_projects.py`` do.
+files); the model from the export's ``int8/`` folder. The export does not build these
+projects (its targets are built from ``deploy/``); ``tests/test_projects.py`` builds them
+with the cross-compilers and the frameworks' flags.
 """
 
 from __future__ import annotations
