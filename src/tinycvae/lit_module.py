@@ -62,8 +62,11 @@ class CVAEModule(pl.LightningModule):
         loss = terms["loss"].detach()
         finite = torch.isfinite(loss)
         self._finite = finite if self._finite is None else self._finite & finite
+        n = batch[0].shape[0]
         for key, value in terms.items():
-            self.train_means[key].update(value.detach(), batch[0].shape[0])
+            # Weighted by the batch size as n copies: with nan_strategy="disable",
+            # torchmetrics ignores the `weight` argument.
+            self.train_means[key].update(value.detach().expand(n))
         return terms["loss"]
 
     def _check_finite(self) -> None:
