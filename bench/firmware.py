@@ -1,37 +1,74 @@
-"""Instructions per image of the exported decoder under QEMU: int8 runtime vs the fp32
-reference path (soft float + expf) built from the same export, in the same run.
+"""Instructions per image of the exported decoder under QEMU, on both cores the firmware
+targets, against an earlier runtime built from git in the same run; and the int8 runtime
+against the fp32 reference path (soft float + expf) built from the same export.
 
     python src/export.py run=<run folder>        # writes deploy/model
-    python bench/firmware.py [--model deploy/model]
+    python bench/firmware.py [--model deploy/model] [--baseline 7158036]
 
-QEMU (mps2-an385, -icount shift=0) counts ARMv6-M (Cortex-M0+) instructions, not cycles.
+QEMU counts instructions, not cycles: ARMv6-M (Cortex-M0+) code on mps2-an385
+(-icount shift=0) and the CH32V003's rv32ec code on virt (minstret). The baseline is
+``deploy/`` (runtime, boards, Makefile) at the git revision ``--baseline`` (default: the
+gather-form runtime before the scatter kernels), built against the same model files.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 
 from tinycvae.deploy import toolchain  # noqa: E402
+
+BASELINE = "7158036"  # deploy/cvae.c before the scatter kernels (gather form, tap lists)
+CORES = (("check-qemu", "ARMv6-M"), ("check-qemu-rv32", "rv32ec"))
+
+
+def count(goal: str, model: Path, build: Path, deploy: Path | None = None) -> int:
+    """Instructions per image of ``make <goal>`` (golden vectors must all match)."""
+    cmd = ["make", "-s", "-C", str(deploy or toolchain.DEPLOY_SRC), f"MODEL_DIR={model}",
+           f"BUILD={build}", goal]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise SystemExit(f"make {goal} failed ({deploy or 'deploy/'}): {out[-400:]}")
+    ok, n = toolchain.golden_result(out)
+    if ok != n:
+        raise SystemExit(f"make {goal}: {ok}/{n} golden vectors")
+    return toolchain.instructions_per_image(out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="deploy/model", help="an export's model folder")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help="git revision of the runtime to compare with ('' : none)")  # fmt: skip
     args = parser.parse_args()
     model = Path(args.model).resolve()
-    toolchain.check_targets(["qemu"])
-    counts = {}
-    with tempfile.TemporaryDirectory() as build:
-        for precision in ("int8", "fp32"):
-            out = toolchain.make("check-qemu", model / precision, Path(build) / precision)
-            counts[precision] = toolchain.instructions_per_image(out)
-            print(f"{precision}: {counts[precision]:,} instructions per image")
-    print(f"fp32 / int8: {counts['fp32'] / counts['int8']:.1f}x")
+    toolchain.check_targets(["qemu", "qemu-rv32"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        old_deploy = None
+        if args.baseline:
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "deploy"],
+                                     capture_output=True, check=True).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+            old_deploy = tmp / "deploy"
+        print(f"int8 model {model / 'int8'}: instructions per image (QEMU)")
+        for goal, core in CORES:
+            new = count(goal, model / "int8", tmp / "new")
+            line = f"  {core:8s} {new:>11,}"
+            if old_deploy:
+                old = count(goal, model / "int8", tmp / "old", old_deploy)
+                line += f"   runtime {args.baseline}: {old:>11,}   {old / new:.2f}x fewer"
+            print(line)
+        fp32 = count("check-qemu", model / "fp32", tmp / "fp32")
+        int8 = count("check-qemu", model / "int8", tmp / "new")
+        print(f"  fp32 reference path, ARMv6-M: {fp32:,} ({fp32 / int8:.1f}x the int8 runtime)")
 
 
 if __name__ == "__main__":

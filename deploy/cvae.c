@@ -6,12 +6,16 @@
  *
  * The int8 path uses integers only, no division, and multiplies only in the
  * MAC, the requant (one per output) and a few per row or stage (rv32ec has no
- * multiply instruction: each is a call to __mulsi3, except the MAC's, an inline
- * shift-and-add). Weights and inputs are walked with pointers.
+ * multiply instruction: the MAC and the requant are inline shift-and-adds, the
+ * three taps of one input over its bits at once; the rest calls __mulsi3).
+ * Weights and inputs are walked with pointers.
  *
- * Convolutions are computed one output row at a time, each output from its
- * list of valid kernel taps (gather form), so that whole-image and streaming
- * generation share one kernel and give identical pixels.
+ * Transposed convolutions are computed one output row of one output channel at
+ * a time, in scatter form into a row of accumulators (see scatter_row), then
+ * requantised with the channel's constants read once (finish_row), so that
+ * whole-image and streaming generation share one kernel and give identical
+ * pixels. Integer sums do not depend on their order: the bytes are those of the
+ * gather form CONTRACT.md defines.
  *
  * Checks of the model and of the arena sizes use assert(): active on host and
  * QEMU builds, compiled out with -DNDEBUG on the MCU boards.
@@ -33,14 +37,16 @@
 #else
 #define ARENA_BYTES (CVAE_ARENA_IMAGE > CVAE_ARENA_STREAM ? CVAE_ARENA_IMAGE : CVAE_ARENA_STREAM)
 #endif
-#define ARENA_ELEMS (ARENA_BYTES / sizeof(cvae_act_t))
+/* The arena starts with the convT kernels' accumulator row (CVAE_ACC_ROW
+ * 32-bit elements: the widest convT output row plus two slots; 0 without a
+ * convT), then the activations. */
+#define ACC_ROW_ELEMS CVAE_ACC_ROW
+#define ACC_ROW_BYTES (ACC_ROW_ELEMS * 4u)
+#define ARENA_ELEMS ((ARENA_BYTES - ACC_ROW_BYTES) / sizeof(cvae_act_t))
 
 /* A convT kernel is CVAE_KERNEL x CVAE_KERNEL taps (cvae.h). Its weights are
  * [out_c][in_c][ky][kx]: KERNEL_TAPS apart from one input channel to the next. */
 #define KERNEL_TAPS (CVAE_KERNEL * CVAE_KERNEL)
-/* The most input channels a convT may have: tap_t's uint16_t weight offsets
- * reach in_c * KERNEL_TAPS + KERNEL_TAPS - 1. */
-#define CONVT_MAX_IN_C ((UINT16_MAX + 1L) / KERNEL_TAPS - 1)
 /* A convT's stride is 1 or 2, so stride - 1 is both log2(stride), to divide by
  * the stride with a shift, and the mask of the remainder. */
 #define STRIDE_LOG2(s) ((s)->stride - 1u)
@@ -48,8 +54,9 @@
  * can read: one per kernel row (stride 1). */
 #define RING_ROWS CVAE_KERNEL
 
-/* Kept out of line: the MAC loops (inlined, gcc spills their registers on Thumb-1
- * and RV32E) and convt_row (its frame would be duplicated in each caller). */
+/* Kept out of line: the MAC loops and finish_row (inlined, gcc spills their
+ * registers on Thumb-1 and RV32E) and convt_row (its frame would be duplicated
+ * in each caller). */
 #ifdef __GNUC__
 #define NOINLINE __attribute__((noinline))
 #else
@@ -58,15 +65,10 @@
 
 CVAE_STATIC_ASSERT(N_STAGES >= 1, at_least_one_stage);
 CVAE_STATIC_ASSERT(ARENA_BYTES % sizeof(cvae_act_t) == 0, arena_whole_elements);
-/* the streaming arena holds at least the output row */
-CVAE_STATIC_ASSERT(CVAE_OUT_C * CVAE_OUT_W * sizeof(cvae_act_t) <= CVAE_ARENA_STREAM, stream_arena_holds_a_row);
+/* the streaming arena holds at least the accumulator row and the output row */
+CVAE_STATIC_ASSERT(ACC_ROW_BYTES + CVAE_OUT_C * CVAE_OUT_W * sizeof(cvae_act_t) <= CVAE_ARENA_STREAM,
+                   stream_arena_holds_a_row);
 CVAE_STATIC_ASSERT(CVAE_OUT_SIZE <= CVAE_MAX_STAGE_OUT, max_stage_out);
-
-/* One static arena; the union aligns it for float on fp32. */
-static union {
-    cvae_act_t a[ARENA_ELEMS];
-    uint32_t align;
-} arena;
 
 #ifdef CVAE_INT8
 CVAE_STATIC_ASSERT(CVAE_TABLE_SHIFT >= 0 && CVAE_TABLE_SHIFT <= 16, table_shift);
@@ -83,8 +85,56 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
     return (acc_t)p;
 }
 #define MUL(w, x) mul8((w), (x))
+/* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
+ * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances
+ * between them (static, not on the stack), MUL_REQUANT(a, m) adds a shifted by
+ * each. No call to __mulsi3, so finish_row() is a leaf (a smaller frame). */
+static uint8_t m_steps[16];
+static inline __attribute__((always_inline)) unsigned requant_setup(uint32_t m)
+{
+    unsigned n = 0, pos = 0, prev = 0;
+    for (; m; m >>= 1, pos++)
+        if (m & 1) {
+            m_steps[n++] = (uint8_t)(pos - prev);
+            prev = pos;
+        }
+    return n;
+}
+static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsigned n)
+{
+    uint32_t p = 0, u = (uint32_t)a;
+    const uint8_t *d = m_steps, *end = m_steps + n;
+    for (; d < end; d++) {
+        u <<= *d;
+        p += u;
+    }
+    return (int32_t)p;
+}
+#define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
+#define MUL_REQUANT(a, m) mul_requant((a), (m))
+/* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. */
+#define MUL3(acc, w0, w1, w2, x)                                                 \
+    do {                                                                         \
+        uint32_t p0_ = 0, p1_ = 0, p2_ = 0, u0_ = (uint32_t)(int32_t)(w0),       \
+                 u1_ = (uint32_t)(int32_t)(w1), u2_ = (uint32_t)(int32_t)(w2), b_ = (x); \
+        do {                                                                     \
+            if (b_ & 1) {                                                        \
+                p0_ += u0_;                                                      \
+                p1_ += u1_;                                                      \
+                p2_ += u2_;                                                      \
+            }                                                                    \
+            u0_ <<= 1;                                                           \
+            u1_ <<= 1;                                                           \
+            u2_ <<= 1;                                                           \
+        } while (b_ >>= 1);                                                      \
+        (acc)[0] += (acc_t)p0_;                                                  \
+        (acc)[1] += (acc_t)p1_;                                                  \
+        (acc)[2] += (acc_t)p2_;                                                  \
+    } while (0)
 #else
 #define MUL(w, x) ((acc_t)(w) * (acc_t)(x))
+#define REQUANT_SETUP(m) (m)
+#define MUL_REQUANT(a, m) ((a) * (m))
 #endif
 #define TABLE_ACC(t) ((acc_t)(t) * (1 << CVAE_TABLE_SHIFT)) /* no left shift of a negative */
 
@@ -126,6 +176,82 @@ static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned chan, unsign
     return acc > 0.0f ? acc : 0.0f;
 }
 #endif
+
+CVAE_STATIC_ASSERT(sizeof(acc_t) == 4, acc_is_32_bits);
+
+/* One static arena: the accumulator row, then the activations (the union aligns
+ * it for the accumulators and for float on fp32). */
+static union {
+    struct {
+#if ACC_ROW_ELEMS > 0
+        acc_t acc[ACC_ROW_ELEMS];
+#endif
+        cvae_act_t a[ARENA_ELEMS];
+    } s;
+    uint32_t align;
+} arena;
+#define ARENA_ACT (arena.s.a)
+#if ACC_ROW_ELEMS > 0
+#define ACC_ROW (arena.s.acc)
+#else
+#define ACC_ROW ((acc_t *)NULL) /* no convT: convt_row() never runs */
+#endif
+
+/* finish() of the accumulators acc .. end-1 of output channel chan (plus its
+ * bias) into y; the channel's constants are read once. Inlined into one function
+ * for hidden stages and one for the last (fewer live values: RV32E's stack). */
+static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, const acc_t *end,
+                                                             acc_t bias, const cvae_stage_t *s,
+                                                             unsigned chan, cvae_act_t *y,
+                                                             const unsigned last)
+{
+#ifdef CVAE_INT8
+    const cvae_requant_t *r = &s->requant[chan];
+    const unsigned pre = r->pre, shift = r->shift;
+    /* the multiplier; without a multiply instruction, the count of its set bits */
+    const int32_t m = REQUANT_SETUP(r->m), round = (int32_t)1 << (shift - 1);
+    for (; acc < end; acc++) {
+        int32_t a = (*acc + bias) >> pre; /* arithmetic shift with gcc */
+        if (!last && a <= 0) { /* a * m + round < 2^shift: y <= 0, so 0 after the ReLU */
+            *y++ = 0;
+            continue;
+        }
+        if (a < INT16_MIN)
+            a = INT16_MIN;
+        else if (a > INT16_MAX)
+            a = INT16_MAX;
+        a = (MUL_REQUANT(a, m) + round) >> shift;
+        if (last) {
+            if (a < INT8_MIN)
+                a = INT8_MIN;
+            else if (a > INT8_MAX)
+                a = INT8_MAX;
+            *y++ = cvae_sigmoid_lut[a - INT8_MIN]; /* entry 0: logit -128 */
+        } else {
+            if (a < 0)
+                a = 0;
+            else if (a > UINT8_MAX)
+                a = UINT8_MAX;
+            *y++ = (cvae_act_t)a;
+        }
+    }
+#else
+    for (; acc < end; acc++)
+        *y++ = finish(*acc + bias, s, chan, last);
+#endif
+}
+
+static NOINLINE void finish_row_hidden(const acc_t *acc, const acc_t *end, acc_t bias,
+                                       const cvae_stage_t *s, unsigned chan, cvae_act_t *y)
+{
+    finish_row(acc, end, bias, s, chan, y, 0);
+}
+
+static NOINLINE void finish_row_last(const acc_t *acc, const acc_t *end, acc_t bias,
+                                     const cvae_stage_t *s, unsigned chan, cvae_act_t *y)
+{
+    finish_row(acc, end, bias, s, chan, y, 1);
+}
 
 /* Dot products: stage 0 reads z (int8_t on int8), later stages activations. */
 #define CVAE_DEF_DOT(name, xtype, mul)                                         \
@@ -175,27 +301,44 @@ static int input_index(int pos, unsigned stride_log2, unsigned in_size)
     return pos < (int)in_size ? pos : -1;
 }
 
-/* One kernel tap (ky, kx) of one output position, over every input channel i <
- * in_c: input x[i * in_chan_step] times weight w[w_begin + i * KERNEL_TAPS], w
- * being the output channel's weights; w_end = w_begin + in_c * KERNEL_TAPS. */
-typedef struct {
-    const cvae_act_t *x; /* the input of channel 0; NULL: end of the list */
-    uint16_t w_begin;    /* ky * CVAE_KERNEL + kx */
-    uint16_t w_end;
-} tap_t;
+/* Transposed convolutions are computed in scatter form, one output row of one
+ * output channel at a time, into the accumulator row ACC_ROW: every input pixel
+ * x[ix] of an input row that kernel row ky reads adds w[ky][kx] * x[ix] to
+ * output column ix * stride - pad + kx, for kx = 0, 1, 2 (the three weights
+ * stay in registers). ACC_ROW has a slot before column 0 and one after the
+ * last column for the taps that fall into the padding or past the edge; those
+ * are never read. A zero input (most, after a ReLU) is skipped. */
 
-/* Sum over the taps of one output channel (weights from w). */
-static NOINLINE acc_t dot_taps(const cvae_weight_t *w, const tap_t *tap, uint32_t in_chan_step)
+/* acc[ix * stride + kx] += w[kx] * x[ix] for kx < CVAE_KERNEL and every input
+ * x[ix] before end (acc: the slot of output column -1). */
+static inline __attribute__((always_inline)) void scatter(acc_t *acc, const cvae_weight_t *w,
+                                                          const cvae_act_t *x,
+                                                          const cvae_act_t *end,
+                                                          const unsigned stride)
 {
-    acc_t a = 0;
-    const cvae_act_t *x;
-    for (; (x = tap->x) != NULL; tap++) {
-        const cvae_weight_t *wp = w + tap->w_begin, *w_end = w + tap->w_end;
-        do
-            a += MUL(*wp, *x);
-        while (x += in_chan_step, (wp += KERNEL_TAPS) < w_end);
+    const cvae_weight_t w0 = w[0], w1 = w[1], w2 = w[2];
+    for (; x < end; x++, acc += stride) {
+        const cvae_act_t v = *x;
+        if (v) {
+#ifdef MUL3
+            MUL3(acc, w0, w1, w2, v);
+#else
+            acc[0] += MUL(w0, v);
+            acc[1] += MUL(w1, v);
+            acc[2] += MUL(w2, v);
+#endif
+        }
     }
-    return a;
+}
+
+/* scatter() with the stride a constant: one register fewer in the loop. */
+static NOINLINE void scatter_row(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x,
+                                 const cvae_act_t *end, unsigned stride)
+{
+    if (stride == 1)
+        scatter(acc, w, x, end, 1);
+    else
+        scatter(acc, w, x, end, 2);
 }
 
 /* One output row of a convT (all channels): rows[ky] is the input row (channel 0)
@@ -205,36 +348,25 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
                                uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
                                unsigned last)
 {
-    /* static: the CH32V003 (2 KB RAM) reserves 320 bytes of stack */
-    static tap_t taps[KERNEL_TAPS + 1]; /* the valid taps of one output position, then the end */
-    static tap_t row_taps[CVAE_KERNEL]; /* the kernel rows that read an input row (kx = 0) */
-    const unsigned stride_log2 = STRIDE_LOG2(s), weights_per_out_c = s->in_c * KERNEL_TAPS;
-    tap_t *tap, *taps_end, *row_taps_end = row_taps;
-    unsigned ox, ky;
+    const unsigned in_c = s->in_c, out_w = s->out_w, stride = s->stride;
+    const cvae_weight_t *w = s->weight;
+    unsigned o;
 
-    for (ky = 0; ky < CVAE_KERNEL; ky++)
-        if (rows[ky]) {
-            row_taps_end->x = rows[ky];
-            row_taps_end++->w_begin = (uint16_t)(CVAE_KERNEL * ky);
+    for (o = 0; o < s->out_c; o++, out += out_chan_step) {
+        acc_t *a, *const a_end = ACC_ROW + out_w + 2;
+        unsigned ky, i;
+        for (a = ACC_ROW; a < a_end; a++)
+            *a = 0;
+        for (ky = 0; ky < CVAE_KERNEL; ky++) {
+            const cvae_act_t *x = rows[ky];
+            if (!x)
+                continue;
+            for (i = 0; i < in_c; i++, x += in_chan_step)
+                scatter_row(ACC_ROW, w + i * KERNEL_TAPS + ky * CVAE_KERNEL, x, x + s->in_w,
+                            stride);
         }
-    for (ox = 0; ox < s->out_w; ox++) {
-        const cvae_weight_t *w = s->weight;
-        cvae_act_t *y = out + ox;
-        unsigned kx, o;
-
-        taps_end = taps;
-        for (kx = 0; kx < CVAE_KERNEL; kx++) {
-            int ix = input_index((int)ox + s->pad - (int)kx, stride_log2, s->in_w);
-            if (ix >= 0)
-                for (tap = row_taps; tap < row_taps_end; tap++, taps_end++) {
-                    taps_end->x = tap->x + ix;
-                    taps_end->w_begin = (uint16_t)(tap->w_begin + kx);
-                    taps_end->w_end = (uint16_t)(taps_end->w_begin + weights_per_out_c);
-                }
-        }
-        taps_end->x = NULL;
-        for (o = 0; o < s->out_c; o++, w += weights_per_out_c, y += out_chan_step)
-            *y = finish(s->bias[o] + dot_taps(w, taps, in_chan_step), s, o, last);
+        (last ? finish_row_last : finish_row_hidden)(ACC_ROW + 1, a_end - 1, s->bias[o], s, o, out);
+        w += in_c * KERNEL_TAPS;
     }
 }
 
@@ -260,6 +392,8 @@ static struct {
     cvae_act_t *slot[RING_ROWS];
     int slot_row[RING_ROWS];      /* row held by each slot, -1: none */
     unsigned next_row, next_slot; /* next row to compute, slot it goes into */
+    const cvae_act_t *in_rows[CVAE_KERNEL]; /* the rows of its input one of its rows reads */
+    const cvae_act_t *rows[CVAE_KERNEL];    /* the slots one output row reads */
 } ring;
 
 /* Points the ring at stage s (whole input in) with its slots from free on;
@@ -290,9 +424,8 @@ static void ring_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *rows
         if (iy < 0)
             continue;
         while ((int)ring.next_row <= iy) { /* rows are needed in increasing order */
-            const cvae_act_t *in_rows[CVAE_KERNEL];
-            whole_rows(ring.stage, ring.next_row, ring.in, in_rows);
-            convt_row(ring.stage, in_rows, ring.in_chan_step, ring.slot[ring.next_slot],
+            whole_rows(ring.stage, ring.next_row, ring.in, ring.in_rows);
+            convt_row(ring.stage, ring.in_rows, ring.in_chan_step, ring.slot[ring.next_slot],
                       ring.stage->out_w, 0);
             ring.slot_row[ring.next_slot] = (int)ring.next_row++;
             ring.next_slot = ring.next_slot == RING_ROWS - 1 ? 0 : ring.next_slot + 1;
@@ -324,6 +457,16 @@ static void run_stage(const cvae_stage_t *s, const cvae_act_t *in, const cvae_z_
     }
 }
 
+#ifdef BOARD_ICOUNT
+/* QEMU builds: called before stage k of every stage run and with k = N_STAGES
+ * after cvae_generate()'s last, for per-stage instruction counts (golden_test.c
+ * defines it; empty elsewhere). */
+__attribute__((weak)) void cvae_stage_hook(unsigned k) { (void)k; }
+#define STAGE_HOOK(k) cvae_stage_hook(k)
+#else
+#define STAGE_HOOK(k) ((void)0)
+#endif
+
 #ifdef NDEBUG
 #define CHECK_MODEL() ((void)0)
 #else
@@ -342,7 +485,8 @@ static void check_model(void)
         assert(k == 0 || n_in(s) == n_out(s - 1));
         assert(s->kind == CVAE_STAGE_LINEAR ||
                (s->kind == CVAE_STAGE_CONVT && s->kernel == CVAE_KERNEL &&
-                (s->stride == 1 || s->stride == 2) && s->in_c <= CONVT_MAX_IN_C));
+                (s->stride == 1 || s->stride == 2) && s->pad == 1 &&
+                s->out_w + 2u <= ACC_ROW_ELEMS));
 #ifdef CVAE_INT8
         {
             unsigned o;
@@ -372,8 +516,9 @@ static const cvae_act_t *run_prefix(unsigned n, unsigned label, const cvae_z_t *
     for (k = 0; k < n; k++) {
         const cvae_stage_t *s = &cvae_stages[k];
         const uint32_t out_elems = n_out(s);
-        cvae_act_t *out = (k & 1) ? arena.a + ARENA_ELEMS - out_elems : arena.a;
-        assert(((k ? n_in(s) : 0) + out_elems) * sizeof(cvae_act_t) <= budget);
+        cvae_act_t *out = (k & 1) ? ARENA_ACT + ARENA_ELEMS - out_elems : ARENA_ACT;
+        assert(((k ? n_in(s) : 0) + out_elems) * sizeof(cvae_act_t) + ACC_ROW_BYTES <= budget);
+        STAGE_HOOK(k);
         run_stage(s, in, k ? NULL : z, label, out, 0);
         in = out;
     }
@@ -389,8 +534,11 @@ int cvae_generate(uint8_t label, const cvae_z_t *z, cvae_pixel_t *out)
         return -1;
     CHECK_MODEL();
     in = run_prefix(N_STAGES - 1, label, z, CVAE_ARENA_IMAGE);
-    assert((N_STAGES > 1 ? n_in(LAST_STAGE) : 0) * sizeof(cvae_act_t) <= CVAE_ARENA_IMAGE);
+    assert((N_STAGES > 1 ? n_in(LAST_STAGE) : 0) * sizeof(cvae_act_t) + ACC_ROW_BYTES <=
+           CVAE_ARENA_IMAGE);
+    STAGE_HOOK(N_STAGES - 1);
     run_stage(LAST_STAGE, in, N_STAGES > 1 ? NULL : z, label, out, 1);
+    STAGE_HOOK(N_STAGES);
     return 0;
 }
 #endif
@@ -414,14 +562,14 @@ static unsigned first_streamed_stage(void)
  * rest. Returns the output row. */
 static cvae_act_t *place_stream_buffers(unsigned streamed, const cvae_act_t *in, uint32_t in_elems)
 {
-    cvae_act_t *row = arena.a;
+    cvae_act_t *row = ARENA_ACT;
 
     if (streamed & 1) /* stage streamed-1 (even) left its output at the start */
         row += in_elems;
     if (streamed != N_STAGES - 1)
         row = ring_init(&cvae_stages[streamed], in, row);
-    assert((uint32_t)(row - arena.a) + (streamed & 1 ? 0 : in_elems) + CVAE_OUT_C * CVAE_OUT_W <=
-           CVAE_ARENA_STREAM / sizeof(cvae_act_t));
+    assert((uint32_t)(row - ARENA_ACT) + (streamed & 1 ? 0 : in_elems) + CVAE_OUT_C * CVAE_OUT_W <=
+           (CVAE_ARENA_STREAM - ACC_ROW_BYTES) / sizeof(cvae_act_t));
     return row;
 }
 
@@ -440,9 +588,8 @@ static void linear_output_row(unsigned y, const cvae_act_t *in, const cvae_z_t *
  * channels a row apart). The output row's channels are a row apart too. */
 static void convt_output_row_from_ring(unsigned y, cvae_act_t *row)
 {
-    const cvae_act_t *rows[CVAE_KERNEL];
-    ring_rows(LAST_STAGE, y, rows);
-    convt_row(LAST_STAGE, rows, LAST_STAGE->in_w, row, LAST_STAGE->out_w, 1);
+    ring_rows(LAST_STAGE, y, ring.rows);
+    convt_row(LAST_STAGE, ring.rows, LAST_STAGE->in_w, row, LAST_STAGE->out_w, 1);
 }
 
 /* Output row y of a last convT from its whole CHW input. */

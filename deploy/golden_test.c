@@ -5,7 +5,9 @@
  * "golden: <ok>/<N> match"; on boards that measure the stack (QEMU) also
  * "stack high-water: <n> bytes", the deepest stack use of the run so far (both
  * APIs, read before the first printf when all match); on boards that count
- * instructions (QEMU with -icount) also "instructions per image: <n>". Exit
+ * instructions (QEMU with -icount) also "instructions per image: <n>" and
+ * "instructions per stage: <n0> <n1> ..." (the same image again, each stage
+ * timed by cvae_stage_hook(), less what one hook call costs). Exit
  * status 0 iff all match.
  * Host and QEMU only (it uses printf).
  */
@@ -19,6 +21,19 @@
 #define HW (CVAE_OUT_H * CVAE_OUT_W)
 
 static cvae_pixel_t img[CVAE_OUT_SIZE], img_rows[CVAE_OUT_SIZE];
+
+#ifdef BOARD_ICOUNT
+/* Instructions since board_icount_start() when each stage starts (k) and when
+ * the last ends (k = CVAE_NUM_STAGES), while stage_on. */
+static uint32_t stage_at[CVAE_NUM_STAGES + 1];
+static int stage_on;
+void cvae_stage_hook(unsigned k);
+void cvae_stage_hook(unsigned k)
+{
+    if (stage_on && k <= CVAE_NUM_STAGES)
+        stage_at[k] = board_icount_stop();
+}
+#endif
 static unsigned next_row;
 static int row_order_ok;
 
@@ -115,11 +130,24 @@ int main(void)
         printf("stack high-water: %d bytes\n", stack);
 #ifdef BOARD_ICOUNT
     {
-        uint32_t n;
+        uint32_t n, hook;
+        unsigned k;
         board_icount_start();
         cvae_generate(cvae_golden_label[0], cvae_golden_z, img);
         n = board_icount_stop();
         printf("instructions per image: %lu\n", (unsigned long)n);
+        /* again with the stages timed, less what one timing hook costs */
+        stage_on = 1;
+        board_icount_start();
+        cvae_stage_hook(0);
+        cvae_stage_hook(1);
+        hook = stage_at[1] - stage_at[0];
+        cvae_generate(cvae_golden_label[0], cvae_golden_z, img);
+        stage_on = 0;
+        printf("instructions per stage:");
+        for (k = 0; k < CVAE_NUM_STAGES; k++)
+            printf(" %lu", (unsigned long)(stage_at[k + 1] - stage_at[k] - hook));
+        printf("\n");
     }
 #endif
     fflush(stdout);

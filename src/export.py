@@ -4,7 +4,8 @@
     python src/export.py select_from=[<multirun folder>] mcu=ch32v003
     make -C deploy all && make -C deploy run-qemu
 
-Prints the report (also written to deploy/model/report.json) as JSON.
+Prints the report (also written to deploy/model/report.json) as JSON, then the
+per-layer breakdown (kind, shapes, MACs, flash and activation bytes) as a table.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from omegaconf import DictConfig  # noqa: E402
 
 from tinycvae.cli import check_group_choices, exit_on_error  # noqa: E402
 from tinycvae.deploy.export import export  # noqa: E402
+from tinycvae.deploy.report import format_layers  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     with exit_on_error():
-        print(json.dumps(export(cfg), indent=2))
+        report = export(cfg)
+        print(json.dumps(report, indent=2))
+        print(format_layers(report["layers"]))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from tinycvae.checkpoints import load_model
 from tinycvae.deploy import export as export_module
 from tinycvae.deploy import toolchain
 from tinycvae.deploy.export import export
+from tinycvae.deploy.report import format_layers
 from tinycvae.errors import TinyCVAEError
 
 from conftest import CONF, ROOT, run_train
@@ -89,6 +90,25 @@ def test_host_qemu_and_mcu_builds_verify_the_golden_vectors(exported):
     assert 0 < rv["stack_high_water_bytes"] < 320  # the CH32V003 linker script's stack
     assert json.loads((out / "model" / "report.json").read_text()) == report
     assert not list(out.glob(".export-*"))  # the scratch folder is gone
+
+
+def test_the_report_breaks_the_decoder_down_per_layer(exported):
+    report = exported[1]
+    layers = report["layers"]
+    assert [r["kind"] for r in layers] == ["class_table", "linear"] + ["convT"] * 4 + [
+        "sigmoid_lut"
+    ]
+    assert all(r["macs"] > 0 and r["weight_bytes"] > 0 for r in layers[1:-1])
+    assert layers[2]["activation_bytes"] == 4 * 4 * 4 + 4 * 8 * 8  # 4x4x4 -> 4x8x8, uint8
+    # each stage timed under QEMU; the stages add up to the image (the ARMv6-M count's
+    # resolution is one SysTick tick, 40 instructions, per stage)
+    for target, core in (("qemu", "armv6m"), ("qemu-rv32", "rv32ec")):
+        counts = [r[f"instructions_{core}"] for r in layers[1:-1]]
+        assert all(n > 0 for n in counts), counts
+        image = report["targets"][target]["instructions_per_image"]
+        assert abs(sum(counts) - image) <= 0.01 * image, (counts, image)
+    table = format_layers(layers)
+    assert "instr. rv32ec" in table and table.splitlines()[-1].startswith("total")
 
 
 def test_the_export_is_a_wandb_run_with_the_firmware_as_an_artifact(exported):

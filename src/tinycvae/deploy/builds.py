@@ -45,6 +45,7 @@ def build_and_check(
         return {
             "golden_int8": golden,
             "instructions_per_image": toolchain.instructions_per_image(text),
+            "instructions_per_stage": toolchain.instructions_per_stage(text),
             "stack_high_water_bytes": toolchain.stack_high_water(text),
             "machine": target.machine,
         }

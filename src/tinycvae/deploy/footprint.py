@@ -60,13 +60,16 @@ PRECISIONS = ("fp32", "int8", "int4")
 
 # Runtime code size (bytes), measured with `size` on the firmware deploy/ builds (the demo:
 # startup, UART output, PRNG, the runtime's API and kernels): text + data minus the model's
-# constants came to 2560-2566 B on Cortex-M0+ and 2590-2594 B on rv32ec (CH32V003) for four
-# dice decoders from 2_2_2_2 to 2_2_8_16, int8, -Os. The fp32 figures are not measured on an
-# MCU (the fp32 build is the host's reference path): soft float + expf, 1.5-2 KB on such cores.
-CODE_BASE_BYTES = 2048  # vector table + startup, board I/O, demo, API, Linear / convT loops
+# constants came to 2818-2826 B on Cortex-M0+ and 3042-3050 B on rv32ec (CH32V003) for the
+# 3_3_3_3 and 2_2_8_16 dice decoders, int8, -Os (the scatter-form convT kernels; the
+# gather-form runtime before them was 2560-2566 B and 2590-2594 B). The fp32 figures are
+# not measured on an MCU (the fp32 build is the host's reference path): soft float + expf,
+# 1.5-2 KB on such cores.
+CODE_BASE_BYTES = 2310  # vector table + startup, board I/O, demo, API, Linear / convT loops
 CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shifts, ReLU, saturate), LUT
 CODE_INT4_UNPACK_BYTES = 64  # int4: nibble unpacking in the weight loads (not built yet)
-CODE_SOFT_MULTIPLY_BYTES = 32  # rv32ec: libgcc __mulsi3 for the requant (the MAC is inline)
+# rv32ec: the inline shift-and-add MAC (three taps at once) and requant, __mulsi3 elsewhere
+CODE_SOFT_MULTIPLY_BYTES = 224
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
@@ -136,6 +139,7 @@ class StageShape:
     in_elems: int  # 0 for the first layer: it reads z from the caller
     out_elems: int
     out_row_elems: int  # channels x width of one output row
+    out_w: int = 0  # a transposed conv's output width (its accumulator row)
 
 
 def stage_shapes(layers: list[tuple[bool, tuple, tuple]], image: tuple) -> list[StageShape]:
@@ -146,17 +150,30 @@ def stage_shapes(layers: list[tuple[bool, tuple, tuple]], image: tuple) -> list[
     shapes = []
     for i, (conv, ins, outs) in enumerate(layers):
         row = outs[0] * outs[-1] if conv else image_row if i == len(layers) - 1 else 0
-        shapes.append(StageShape(conv, 0 if i == 0 else math.prod(ins), math.prod(outs), row))
+        shapes.append(
+            StageShape(
+                conv, 0 if i == 0 else math.prod(ins), math.prod(outs), row,
+                outs[-1] if conv else 0,
+            )
+        )  # fmt: skip
     return shapes
+
+
+def acc_row_elems(stages: list[StageShape]) -> int:
+    """32-bit accumulators of the runtime's transposed-conv kernel: the widest transposed
+    conv's output row plus a slot before and after it (0 without a transposed conv)."""
+    widths = [s.out_w for s in stages if s.conv]
+    return max(widths) + 2 if widths else 0
 
 
 def arena_bytes(stages: list[StageShape], elem: int, stream: bool) -> int:
     """Bytes of the runtime's activation arena (``deploy/CONTRACT.md``).
 
-    Whole image: the largest input + output of every layer but the last, and the last
-    layer's input (its output goes to the caller's buffer). Streamed: the last layer emits
-    one row at a time; if it and the one before are both transposed convs, that one is
-    computed row by row into a ring of 3 of its output rows."""
+    The transposed convs' 32-bit accumulator row (:func:`acc_row_elems`), then: whole
+    image: the largest input + output of every layer but the last, and the last layer's
+    input (its output goes to the caller's buffer). Streamed: the last layer emits one row
+    at a time; if it and the one before are both transposed convs, that one is computed
+    row by row into a ring of 3 of its output rows."""
     last = stages[-1]
     if not stream:
         need = [s.in_elems + s.out_elems for s in stages[:-1]] + [last.in_elems]
@@ -167,7 +184,7 @@ def arena_bytes(stages: list[StageShape], elem: int, stream: bool) -> int:
     else:
         need = [s.in_elems + s.out_elems for s in stages[:-1]]
         need.append(last.in_elems + last.out_row_elems)
-    return max(need) * elem
+    return max(need) * elem + acc_row_elems(stages) * WORD_BYTES
 
 
 @dataclass

@@ -5,10 +5,11 @@ and returned (and printed) by the export."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from tinycvae.deploy.footprint import MCUProfile
+from tinycvae.deploy.footprint import MCUProfile, estimate_stages
 from tinycvae.deploy.quantize import QuantModel
 from tinycvae.deploy.source import Source
 from tinycvae.deploy.stages import FloatModel
@@ -49,6 +50,7 @@ def make_report(
             "activation_scales": qm.act_scales,
             "calibration_samples": int(calibration_samples),
         },
+        "layers": layer_breakdown(fm, targets),
         "quality": quality,
         "targets": targets,
         "mcu": mcu.name if mcu else None,
@@ -59,3 +61,61 @@ def make_report(
 
 def write_report(model_dir: Path, report: dict[str, Any]) -> None:
     (model_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+# the emulator targets whose golden test times each stage, and the code they run
+CORES = {"qemu": "armv6m", "qemu-rv32": "rv32ec"}
+
+
+def layer_breakdown(fm: FloatModel, targets: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Per deployed item of the int8 firmware (the class table, each stage, the sigmoid
+    table): kind, shapes, MACs, bytes of constants in flash (weights, biases, requant
+    words; table entries) and bytes of activations it reads and writes (uint8: 1 B per
+    element; stage 0 reads the int8 z; the sigmoid is a lookup fused into the last
+    stage); with the emulators' results in ``targets``, each stage's instructions
+    under QEMU (``instructions_armv6m``, ``instructions_rv32ec``; the class table and
+    the sigmoid are counted in stage 0 and the last stage)."""
+    rows = []
+    for layer in estimate_stages(fm.to("cpu"), "int8").layers:
+        ins, outs = math.prod(layer.in_shape), math.prod(layer.out_shape)
+        acts = 0 if layer.kind in ("class_table", "sigmoid_lut") else ins + outs
+        rows.append({
+            "name": layer.name, "kind": layer.kind, "in": _shape(layer.in_shape),
+            "out": _shape(layer.out_shape), "macs": layer.macs,
+            "weight_bytes": layer.flash_bytes, "activation_bytes": acts,
+        })  # fmt: skip
+    for target, core in CORES.items():
+        counts = (targets or {}).get(target, {}).get("instructions_per_stage")
+        if counts and len(counts) == len(rows) - 2:
+            for row, n in zip(rows, [None, *counts, None]):
+                row[f"instructions_{core}"] = n
+    return rows
+
+
+def format_layers(rows: list[dict[str, Any]]) -> str:
+    """The breakdown as a text table with a total line (printed at the end of an export)."""
+    head = ["layer", "kind", "in", "out", "MACs", "flash B", "act. B"]
+    keys = ["name", "kind", "in", "out", "macs", "weight_bytes", "activation_bytes"]
+    total = ["total", "", "", "", str(sum(r["macs"] for r in rows)),
+             str(sum(r["weight_bytes"] for r in rows)), ""]  # fmt: skip
+    for core in CORES.values():
+        key = f"instructions_{core}"
+        if any(r.get(key) is not None for r in rows):
+            head.append(f"instr. {core}")
+            keys.append(key)
+            total.append(str(sum(r.get(key) or 0 for r in rows)))
+    body = [["" if r.get(k) is None else str(r[k]) for k in keys] for r in rows]
+    table = [list(head), *body, total]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
+                         enumerate(zip(row, widths)))  # fmt: skip
+
+    rule = "-" * len(line(table[0]))
+    lines = [line(table[0]), rule, *map(line, body), rule, line(total)]
+    return "\n".join(ln.rstrip() for ln in lines)

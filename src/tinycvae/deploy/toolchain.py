@@ -129,6 +129,13 @@ def instructions_per_image(output: str) -> int:
     return int(m.group(1))
 
 
+def instructions_per_stage(output: str) -> list[int] | None:
+    """Instructions of each stage of that image (``instructions per stage: n0 n1 ...``),
+    if the golden test printed them."""
+    m = re.search(r"instructions per stage:((?: \d+)+)", output)
+    return [int(v) for v in m.group(1).split()] if m else None
+
+
 def stack_high_water(output: str) -> int | None:
     """Deepest stack use a board measured (``stack high-water: n bytes``), if it did."""
     m = re.search(r"stack high-water: (\d+) bytes", output)
