@@ -50,6 +50,7 @@ def job_config(overrides: list[str], out: Path, epochs: int, device: str):
         cfg.paths.output_dir = str(out)
         cfg.paths.data_dir = str(ROOT / "data")
         cfg.callbacks.model_checkpoint.monitor = None  # no val loss: keep the last only
+        cfg.callbacks.last_checkpoint = None  # ... in one checkpoint callback
     return cfg
 
 

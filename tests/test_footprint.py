@@ -246,6 +246,24 @@ def test_unknown_mcu_and_precision():
 
 
 @pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("flash_kb", 0, "mcu.flash_kb=0 is invalid for mcu=x; allowed: > 0"),
+        ("ram_kb", -2, "mcu.ram_kb=-2 is invalid for mcu=x; allowed: > 0"),
+        ("fpu", "no", "mcu.fpu=no is invalid for mcu=x; allowed: true or false"),
+        ("reserve_ram_bytes", 4096, "mcu.reserve_ram_bytes=4096 is invalid for mcu=x; allowed"),
+    ],
+)
+def test_an_mcu_profile_checks_itself(key, value, message):
+    good = {"name": "x", "parts": ["X1"], "core": "c", "flash_kb": 16, "ram_kb": 2}
+    good |= {"hw_multiply": False, "fpu": False, "reserve_ram_bytes": 464}
+    assert MCUProfile(**good).parts == ("X1",)  # a YAML list becomes a tuple
+    with pytest.raises(ConfigError) as err:
+        MCUProfile(**{**good, key: value})
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize(
     "name, flash_kb, ram_kb, hw_multiply, fpu",
     [
         ("ch32v003", 16, 2, False, False),

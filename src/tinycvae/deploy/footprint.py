@@ -79,6 +79,9 @@ TABLE_INT_BYTES = 2  # int16 class-table entry on int8/int4
 
 @dataclass(frozen=True)
 class MCUProfile:
+    """A microcontroller's budget, built from ``conf/mcu/<name>.yaml`` (its ``_target_``);
+    it checks itself on creation, each bad value one line naming its ``mcu.`` key."""
+
     name: str
     parts: tuple[str, ...]
     core: str
@@ -89,6 +92,26 @@ class MCUProfile:
     reserve_ram_bytes: int
     notes: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))  # a YAML list
+        checks = {
+            "flash_kb": (_positive(self.flash_kb), "> 0"),
+            "ram_kb": (_positive(self.ram_kb), "> 0"),
+            "hw_multiply": (isinstance(self.hw_multiply, bool), "true or false"),
+            "fpu": (isinstance(self.fpu, bool), "true or false"),
+            "reserve_ram_bytes": (
+                isinstance(self.reserve_ram_bytes, int)
+                and 0 <= self.reserve_ram_bytes < self.ram_bytes,
+                f"an integer >= 0 and below ram_kb x 1024 = {self.ram_bytes}",
+            ),
+        }
+        for key, (ok, allowed) in checks.items():
+            if not ok:
+                raise ConfigError(
+                    f"mcu.{key}={getattr(self, key)} is invalid for mcu={self.name}; "
+                    f"allowed: {allowed}"
+                )
+
     @property
     def flash_bytes(self) -> int:
         return int(self.flash_kb * 1024)
@@ -98,16 +121,21 @@ class MCUProfile:
         return int(self.ram_kb * 1024)
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 def mcu_names() -> list[str]:
     return sorted(p.stem for p in MCU_DIR.glob("*.yaml"))
 
 
 def load_mcu(name: str) -> MCUProfile:
+    """The profile ``conf/mcu/<name>.yaml`` describes."""
     if name not in mcu_names():
         raise ConfigError(f"mcu={name} is unknown; allowed: {', '.join(mcu_names())}")
-    raw: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(MCU_DIR / f"{name}.yaml"))
-    raw["parts"] = tuple(raw["parts"])
-    return MCUProfile(**raw)
+    from hydra.utils import instantiate
+
+    return instantiate(OmegaConf.load(MCU_DIR / f"{name}.yaml"), _convert_="all")
 
 
 def all_mcus() -> list[MCUProfile]:
