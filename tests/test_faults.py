@@ -57,11 +57,13 @@ def run_dirs(root: Path) -> list[Path]:
 # 1. Two runs in one folder: the second is refused with one line; the first is intact.
 def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
     folder = tmp_path / "runs" / "same"
-    first = start_train([*LONG, f"hydra.run.dir={folder}"], tmp_path)
+    # long enough to outlive two more interpreter starts, even on a quiet machine
+    args = [*LONG, "trainer.max_epochs=150", f"hydra.run.dir={folder}"]
+    first = start_train(args, tmp_path)
     wait_for(folder / ".tinycvae.lock", first)  # as early as it gets: no checkpoint yet
-    early = run_train([*LONG, f"hydra.run.dir={folder}"], tmp_path)
+    early = run_train(args, tmp_path)
     wait_for(folder / "checkpoints" / "last.ckpt", first)
-    late = run_train([*LONG, f"hydra.run.dir={folder}", "ckpt_path=last"], tmp_path)
+    late = run_train([*args, "ckpt_path=last"], tmp_path)
     for second in (early, late):
         assert second.returncode == 2
         (line,) = second.stderr.strip().splitlines()
@@ -73,7 +75,7 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
     assert first.returncode == 0, err[-2000:]
     summary = read_summary(folder)
     assert summary["status"] == "ok" and "resumed_at" not in summary
-    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 39
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 149
 
 
 # 2. SIGTERM (pre-emption, timeout, docker stop) exits 143; ckpt_path=last resumes the

@@ -284,8 +284,8 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its summary (also written to ``<run_dir>/summary.json``)."""
+    check_free(run_dir_of(cfg))  # another job is writing there: say so first
     job = build(cfg)  # raises ConfigError before any work
-    check_free(job.run_dir)  # another job is writing there: say so first
     _check_no_overwrite(job.run_dir, job.resume_from)
     torch.set_num_threads(job.threads)
     with writer_lock(job.run_dir), SignalWatch() as watch:
