@@ -35,7 +35,7 @@ for p in sorted(pathlib.Path(sys.argv[1]).glob("*/summary.json")):
 PY
 step evaluate python src/evaluate.py "ckpt_path=$sweep/1/checkpoints/best.ckpt"
 step export python src/export.py "run=$sweep/1" device=cuda "out_dir=$OUT/deploy" \
-    "targets=[host]" mcu=null wandb.mode=disabled
+    "targets=[host]" "~mcu" wandb.mode=disabled
 step pareto python src/pareto.py "$sweep" --wandb-mode disabled
 step throughput python bench/throughput.py --device cuda --epochs 5 --repeats 4
 tail -n 4 "$OUT/throughput.log"

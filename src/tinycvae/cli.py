@@ -91,10 +91,7 @@ def check_group_choices(args: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
         values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
         for value in values:
             if value is not None and str(value) not in (*options, "null"):
-                fail(
-                    f"{ov.key_or_group}={value} is unknown; allowed: {', '.join(options)}"
-                    + (" or null" if ov.key_or_group in ("dims", "experiment", "mcu") else "")
-                )
+                fail(f"{ov.key_or_group}={value} is unknown; allowed: {', '.join(options)}")
 
 
 def objective(summary: dict[str, Any], cfg: DictConfig) -> float | tuple[float, ...] | None:
