@@ -72,12 +72,11 @@ class CVAEModule(pl.LightningModule):
     def _check_finite(self) -> None:
         """Raise when a training step of this epoch had a NaN or infinite loss (read before
         the epoch's checkpoints are written, so none holds non-finite weights)."""
-        if self._finite is not None and not bool(self._finite):
-            self._finite = None
+        finite, self._finite = self._finite, None  # the next epoch starts afresh
+        if finite is not None and not bool(finite):
             raise NonFiniteLossError(
                 f"non-finite loss in epoch {self.current_epoch} (by step {self.global_step})"
             )
-        self._finite = None
 
     def on_validation_epoch_start(self) -> None:
         if not self.trainer.sanity_checking:

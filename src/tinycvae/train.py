@@ -11,6 +11,7 @@ the process with ``128 + N``. Every stage runs on the job's one device
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -132,8 +133,10 @@ TRAIN_YAML = Path(__file__).resolve().parents[2] / "conf" / "train.yaml"
 EXTRA_KEYS = ("sampler",)  # read by src/evaluate.py (+sampler=...)
 
 
-def known_keys() -> set[str]:
-    """The top-level settings tinycvae reads: conf/train.yaml's keys and groups."""
+@functools.cache
+def known_keys() -> frozenset[str]:
+    """The top-level settings tinycvae reads: conf/train.yaml's keys and groups (read once
+    per process: a sweep's preflight builds every job)."""
     base = OmegaConf.load(TRAIN_YAML)
     groups = set()
     for entry in base.get("defaults", []):
@@ -141,7 +144,7 @@ def known_keys() -> set[str]:
             groups.add(entry)
         else:
             groups.update(str(k).split("/")[0].split("@")[0] for k in entry)
-    return set(base.keys()) | groups | set(EXTRA_KEYS)
+    return frozenset(set(base.keys()) | groups | set(EXTRA_KEYS))
 
 
 def _warn_unknown_keys(cfg: DictConfig) -> None:
