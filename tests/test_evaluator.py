@@ -167,8 +167,9 @@ def test_load_or_train_reads_its_cache_the_second_time(small, tmp_path, monkeypa
     x = small.test.images
     assert torch.equal(again.evaluator.predict(x), first.evaluator.predict(x))
     blob = torch.load(first.path, weights_only=True)
-    assert set(blob) == {"state_dict", "spec", "test_acc", "settings"}
+    assert set(blob) == {"state_dict", "spec", "test_acc", "settings", "epochs_used"}
     assert blob["spec"]["name"] == "dice" and blob["settings"]["epochs"] == 1
+    assert blob["epochs_used"] == 1 and first.epochs_used == again.epochs_used == 1
     from_file = load_evaluator_file(first.path)  # what FID's feature extractor loads
     assert from_file.spec == SPEC and not from_file.training
     assert torch.equal(from_file.features(x), first.evaluator.features(x))
@@ -230,6 +231,7 @@ def test_check_floor_names_accuracy_floor_and_fix(trained):
         ("noise_prob", -0.1, "0 <= p <= 1"),
         ("noise_std", -0.05, ">= 0"),
         ("floor", 1.2, "0 <= floor <= 1"),
+        ("check_every", -1, ">= 0 (0: after every epoch)"),
     ],
 )
 def test_bad_settings_name_the_key(key, value, allowed):
@@ -247,12 +249,51 @@ def test_images_of_the_wrong_shape_are_refused(small):
 def test_cache_key_covers_training_fields_but_not_the_floor():
     base = EvaluatorSettings()
     assert replace(base, floor=0.5).cache_key() == base.cache_key()
+    assert replace(base, check_every=7).cache_key() == base.cache_key()  # no early stop
     for f in fields(base):
-        if f.name != "floor":
+        if f.name not in ("floor", "check_every"):
             value = getattr(base, f.name)
             new = value / 2 if isinstance(value, float) else value * 2 + 1  # valid, and other
+            if isinstance(value, bool):
+                new = not value
             other = replace(base, **{f.name: new})
             assert other.cache_key() != base.cache_key(), f.name
+
+
+def test_with_early_stop_the_floor_and_check_every_shape_the_key():
+    stop = EvaluatorSettings(stop_at_floor=True)
+    assert stop.cache_key() != EvaluatorSettings().cache_key()
+    assert replace(stop, floor=0.5).cache_key() != stop.cache_key()
+    assert replace(stop, check_every=7).cache_key() != stop.cache_key()
+
+
+def test_the_dice_evaluator_keeps_its_cache_key():
+    """Early stopping is off for dice: its cached evaluators stay valid (the key of
+    conf/evaluator/dice.yaml before early stopping existed)."""
+    settings = instantiate(OmegaConf.load(CONF / "evaluator" / "dice.yaml"))
+    assert not settings.stop_at_floor and settings.cache_key() == "3e5a3dfa6cbaa95b"
+
+
+def test_early_stop_ends_training_at_the_floor_before_the_epoch_cap(dice, tmp_path, caplog):
+    full = EvaluatorSettings(epochs=6, batch_size=64, floor=0.9, seed=0)
+    early = replace(full, stop_at_floor=True)
+    with caplog.at_level("INFO", logger="tinycvae.evaluator"):
+        record = load_or_train(dice, SPEC, "dice-abc", tmp_path, early, progress=False)
+    assert 1 <= record.epochs_used < 6 and record.epochs_used == int(record.epochs_used)
+    assert record.test_acc >= 0.9
+    assert accuracy(record.evaluator, dice.val.images, dice.val.labels) >= 0.9
+    assert f"stopped after {record.epochs_used:g} of 6 epochs" in caplog.text
+    blob = torch.load(record.path, weights_only=True)
+    assert blob["epochs_used"] == record.epochs_used
+    # Checked every 5 steps: it may stop within an epoch, never later than once per epoch.
+    steps = replace(early, check_every=5)
+    model, acc = train_evaluator(dice, SPEC, steps, progress=False)
+    assert model.epochs_used <= record.epochs_used and acc >= 0.9
+    # Without early stop (or with a floor it never reaches) the cap is used.
+    assert train_evaluator(dice, SPEC, replace(full, epochs=2), progress=False)[0].epochs_used == 2
+    never = replace(early, epochs=2, floor=1.0, seed=1)
+    model, acc = train_evaluator(dice, SPEC, never, progress=False)
+    assert model.epochs_used == 2 or acc == 1.0
 
 
 def test_same_seed_same_weights_other_seed_other_weights(small):

@@ -7,14 +7,21 @@ noise on about half) so that slightly blurry or noisy generations are judged fai
 and it refuses to score (:func:`check_floor`) when its accuracy on the clean real test
 split is below a per-data-set floor.
 
+Training stops early (``stop_at_floor``) once the accuracy on the clean validation split
+reaches the floor (confirmed on the test split the floor judges), checked after every epoch (or every ``check_every`` steps); ``epochs``
+stays the cap. The epochs used are logged and stored in the cache file.
+
 Trained evaluators are cached per data set and training settings
-(:func:`load_or_train`); the floor only judges, so it is not part of the cache key.
+(:func:`load_or_train`). Without early stopping the floor only judges, so it is not part
+of the cache key; with it, the floor (and ``check_every``) decide when training ends, so
+they are.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +34,8 @@ from tqdm.auto import tqdm
 from tinycvae.cache import load_or_build
 from tinycvae.data.base import DataSpec, Splits
 from tinycvae.errors import TinyCVAEError
+
+log = logging.getLogger(__name__)
 
 FEATURE_DIM = 128
 MIN_IMAGE_SIZE = 8
@@ -54,6 +63,8 @@ class EvaluatorSettings:
     noise_std: float = 0.05
     floor: float = 0.99  # least accuracy on the clean real test split to be allowed to score
     seed: int = 0
+    stop_at_floor: bool = False  # stop once the clean val accuracy reaches the floor
+    check_every: int = 0  # steps between those checks; 0: after every epoch
 
     def __post_init__(self) -> None:
         """Settings that exist are valid: conf/evaluator/<data>.yaml builds them (its
@@ -68,6 +79,8 @@ class EvaluatorSettings:
             "noise_prob": (0.0 <= self.noise_prob <= 1.0, "0 <= p <= 1"),
             "noise_std": (self.noise_std >= 0, ">= 0"),
             "floor": (0.0 <= self.floor <= 1.0, "0 <= floor <= 1"),
+            "stop_at_floor": (isinstance(self.stop_at_floor, bool), "true or false"),
+            "check_every": (self.check_every >= 0, ">= 0 (0: after every epoch)"),
         }
         for key, (ok, allowed) in checks.items():
             if not ok:
@@ -76,8 +89,13 @@ class EvaluatorSettings:
                 )
 
     def cache_key(self) -> str:
-        """Hash of everything that shapes the trained weights (not ``floor``)."""
-        shaping = {k: v for k, v in asdict(self).items() if k != "floor"}
+        """Hash of everything that shapes the trained weights. Without early stopping
+        that is neither ``floor`` nor ``check_every`` (so such keys are the ones of the
+        settings before early stopping existed); with it, both are."""
+        stopping = ("floor", "stop_at_floor", "check_every")
+        shaping = {k: v for k, v in asdict(self).items() if k not in stopping}
+        if self.stop_at_floor:
+            shaping["stop_at_floor"] = {"floor": self.floor, "check_every": self.check_every}
         blob = json.dumps({"version": EVALUATOR_VERSION, **shaping}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -183,6 +201,12 @@ def train_evaluator(
 ) -> tuple[Evaluator, float]:
     """Train on ``splits.train`` (augmented); return the model (eval mode) and clean test acc.
 
+    With ``settings.stop_at_floor`` training ends at the first check (after each epoch, or
+    every ``check_every`` steps) where the clean validation accuracy reaches
+    ``settings.floor`` (and the test accuracy, which :func:`check_floor` judges, does too);
+    ``settings.epochs`` is the cap either way. The epochs used (a
+    fraction when it stopped within an epoch) are ``model.epochs_used``.
+
     Deterministic given ``settings.seed``; the caller's global RNG state is left untouched.
     Trains on the device the training images are on.
     """
@@ -209,12 +233,15 @@ def train_evaluator(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=settings.lr, total_steps=settings.epochs * steps
     )
+    stop = settings.stop_at_floor and len(splits.val) > 0
+    every = settings.check_every if 0 < settings.check_every < steps else steps
+    val_acc, done, stopped = math.nan, 0, False
     bar = tqdm(range(settings.epochs), desc=f"evaluator {spec.name}", disable=not progress)
-    for _ in bar:
+    for epoch in bar:
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
         total = torch.zeros((), device=device)  # summed on the device: no sync per step
-        for start in range(0, n, bs):
+        for step, start in enumerate(range(0, n, bs), 1):
             idx = order[start : start + bs]
             x = augment(train.images[idx], gen, settings)
             loss = F.cross_entropy(model(x), train.labels[idx])
@@ -223,11 +250,38 @@ def train_evaluator(
             opt.step()
             sched.step()
             total += loss.detach()
+            done += 1
+            if stop and (step % every == 0 or step == steps):
+                val_acc = accuracy(model, splits.val.images, splits.val.labels)
+                # Confirmed on the test split, which check_floor judges: a val accuracy
+                # that touches the floor by chance must not leave an evaluator that refuses.
+                if val_acc >= settings.floor and (
+                    accuracy(model, splits.test.images, splits.test.labels) >= settings.floor
+                ):
+                    stopped = True
+                    break
+                model.train()
         if progress:
-            val_acc = accuracy(model, splits.val.images, splits.val.labels)
-            bar.set_postfix(loss=f"{float(total) / steps:.4f}", val_acc=f"{val_acc:.4f}")
+            if not stop:
+                val_acc = accuracy(model, splits.val.images, splits.val.labels)
+            bar.set_postfix(loss=f"{float(total) / step:.4f}", val_acc=f"{val_acc:.4f}")
+        if stopped:
+            break
+    bar.close()
     model.eval()
-    return model, accuracy(model, splits.test.images, splits.test.labels)
+    model.epochs_used = round(done / steps, 3)
+    test_acc = accuracy(model, splits.test.images, splits.test.labels)
+    if stopped:
+        log.info(
+            "evaluator %s: stopped after %g of %d epochs (val acc %.4f >= floor %g; test acc %.4f)",
+            spec.name, model.epochs_used, settings.epochs, val_acc, settings.floor, test_acc,
+        )  # fmt: skip
+    elif stop:
+        log.info(
+            "evaluator %s: trained all %d epochs (val acc %.4f < floor %g; test acc %.4f)",
+            spec.name, settings.epochs, val_acc, settings.floor, test_acc,
+        )  # fmt: skip
+    return model, test_acc
 
 
 @dataclass
@@ -238,6 +292,7 @@ class EvaluatorRecord:
     test_acc: float
     path: Path | None
     settings: EvaluatorSettings
+    epochs_used: float | None = None  # None: read from a cache written before it was kept
 
 
 def _read(path: str | Path) -> tuple[Evaluator, dict]:
@@ -271,7 +326,7 @@ def load_or_train(
     device = splits.train.images.device
     if cache_dir is None:
         model, acc = train_evaluator(splits, spec, settings, progress)
-        return EvaluatorRecord(model, acc, None, settings)
+        return EvaluatorRecord(model, acc, None, settings, model.epochs_used)
     path = Path(cache_dir) / "evaluators" / f"{data_key}-{settings.cache_key()}.pt"
 
     def read(path: Path) -> EvaluatorRecord:
@@ -279,7 +334,11 @@ def load_or_train(
         keys = ("channels", "height", "width", "num_classes")
         if any(getattr(model.spec, k) != getattr(spec, k) for k in keys):
             raise EvaluatorError(f"it holds an evaluator for other data: {model.spec}")
-        return EvaluatorRecord(model.to(device), float(blob["test_acc"]), path, settings)
+        used = blob.get("epochs_used")
+        return EvaluatorRecord(
+            model.to(device), float(blob["test_acc"]), path, settings,
+            None if used is None else float(used),
+        )  # fmt: skip
 
     def build() -> tuple[EvaluatorRecord, dict]:
         model, acc = train_evaluator(splits, spec, settings, progress)
@@ -288,8 +347,9 @@ def load_or_train(
             "spec": asdict(spec),
             "test_acc": acc,
             "settings": asdict(settings),
+            "epochs_used": model.epochs_used,
         }
-        return EvaluatorRecord(model, acc, path, settings), blob
+        return EvaluatorRecord(model, acc, path, settings, model.epochs_used), blob
 
     return load_or_build(path, read, build, "retraining")
 
