@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tinycvae.errors import ConfigError
@@ -73,3 +74,71 @@ def test_bad_values_fail_in_build(overrides, message, tmp_path):
     with pytest.raises((ConfigError, EvaluatorError), match=message.replace("[", r"\[")):
         build(cfg)
     assert not (tmp_path / "data").exists()  # nothing rendered
+
+
+# The articles' settings (docs/references.md) each real-data experiment reproduces.
+ARTICLE_SETTINGS = {
+    "mnist_mlp": {  # the memo article
+        "data.name": "mnist",
+        "data.batch_size": 256,
+        "model.arch": "mlp",
+        "model.hidden": 512,
+        "model.latent": 16,
+        "model.conditioning.kind": "onehot",
+        "optimizer.lr": 0.001,
+        "scheduler": None,
+        "beta": 1.0,
+        "trainer.max_epochs": 50,
+    },
+    "mnist_project": {  # the from-scratch article
+        "model.conditioning.kind": "project_add",
+        "beta": 1e-5,
+        "scheduler": None,
+    },
+    "fashion_embed": {  # the text-to-image article
+        "data.name": "fashion_mnist",
+        "model.arch": "conv",
+        "model.latent": 128,
+        "model.dim4": 128,
+        "model.conditioning.kind": "embed_concat",
+        "model.conditioning.embed_dim": 32,
+        "scheduler": None,
+    },
+    "kl_warmup": {  # the VAE-framework article: warm-up over 3/7 of the epochs
+        "data.batch_size": 100,
+        "beta_warmup": 9,
+        "trainer.max_epochs": 21,
+    },
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(ARTICLE_SETTINGS))
+def test_article_experiments_hold_the_articles_settings(experiment):
+    cfg = compose_train([f"experiment={experiment}"])
+    for key, value in ARTICLE_SETTINGS[experiment].items():
+        assert OmegaConf.select(cfg, key) == value, key
+
+
+SWEEPS = {
+    "mnist_project_beta": ("beta", ["1.0e-5", "1.0"]),
+    "fashion_embed_concat_vs_add": ("conditioning", ["embed_concat", "embed_add"]),
+    "kl_warmup": ("data", ["mnist", "fashion_mnist"]),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(SWEEPS))
+def test_each_job_of_an_article_sweep_composes_and_builds(experiment, tmp_path):
+    key, values = SWEEPS[experiment]
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert str(cfg.hydra.sweeper.params[key]) == ",".join(values)
+    for value in values:
+        job_cfg = compose_train([f"experiment={experiment}", f"{key}={value}"], tmp_path)
+        job = build(job_cfg)
+        if key == "data":  # the experiment's batch size holds for every data set
+            assert job_cfg.data.name == value and job_cfg.data.batch_size == 100
+        if key == "conditioning":
+            kind = {"embed_concat": "EmbedConcat", "embed_add": "EmbedAdd"}[value]
+            assert type(job.model.decoder.condition).__name__ == kind
+        if key == "beta":
+            assert job_cfg.beta == float(value)

@@ -131,6 +131,8 @@ def test_a_run_records_every_metric_picture_and_wandb_key(tiny_cfg, tmp_path):
         "gen/kid_evaluator",
         "gen/precision_evaluator",
         "gen/recall_evaluator",
+        "gen/diversity",
+        "test/diversity",
         "params/decoder",
     ]
     for key in keys:

@@ -7,6 +7,9 @@
   electronic-die article, see docs/references.md).
 * ``gen/{fid,kid,precision,recall}_<features>``: torch-fidelity on the same samples
   against the test split (see :mod:`tinycvae.metrics.fidelity`).
+* ``gen/diversity``: the per-pixel variance between the generated images of one class,
+  averaged over pixels and classes; ``test/diversity``: the same on the real test split
+  (see :mod:`tinycvae.metrics.diversity`).
 * ``params/{total,encoder,decoder}``: parameter counts (the decoder is what ships).
 """
 
@@ -26,11 +29,14 @@ from tinycvae.data.datamodule import TensorBatches
 from tinycvae.devices import device_of, to_device
 from tinycvae.errors import ConfigError
 from tinycvae.evaluator import accuracy as generation_accuracy
+from tinycvae.metrics.diversity import ClassDiversity, class_diversity
 from tinycvae.metrics.fidelity import FEATURES, fidelity_metrics, inception_weights
 from tinycvae.models import CVAE, count_params
 
 __all__ = [
     "FEATURES",
+    "ClassDiversity",
+    "class_diversity",
     "QualitySettings",
     "balanced_labels",
     "evaluate_quality",
@@ -187,6 +193,8 @@ def evaluate_quality(
     labels = balanced_labels(settings.num_samples, model.num_classes, device_of(model))
     images = generate(model, labels, settings.seed, settings.batch_size)
     metrics["gen/acc"] = generation_accuracy(evaluator, images, labels)
+    metrics["gen/diversity"] = class_diversity(images, labels, model.num_classes)
+    metrics["test/diversity"] = class_diversity(test.images, test.labels, model.num_classes)
     metrics.update(
         fidelity_metrics(
             images,
