@@ -50,9 +50,6 @@
 /* A convT's stride is 1 or 2, so stride - 1 is both log2(stride), to divide by
  * the stride with a shift, and the mask of the remainder. */
 #define STRIDE_LOG2(s) ((s)->stride - 1u)
-/* Streaming keeps as many rows of the second-to-last stage as one output row
- * can read: one per kernel row (stride 1). */
-#define RING_ROWS CVAE_KERNEL
 
 /* Kept out of line: the MAC loops and finish_row (inlined, gcc spills their
  * registers on Thumb-1 and RV32E) and convt_row (its frame would be duplicated
@@ -382,58 +379,113 @@ static void whole_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *in,
     }
 }
 
-/* Streaming: the rows of the second-to-last stage, computed lazily into a ring
- * of RING_ROWS slots of one output row each ([c][x]: channels a row apart).
- * Static, like the arena: the CH32V003 (2 KB RAM) reserves 320 bytes of stack. */
-static struct {
-    const cvae_stage_t *stage;    /* the stage that produces the rows */
-    const cvae_act_t *in;         /* its whole input (CHW) */
-    uint32_t in_chan_step;        /* in_h * in_w of that input */
-    cvae_act_t *slot[RING_ROWS];
-    int slot_row[RING_ROWS];      /* row held by each slot, -1: none */
-    unsigned next_row, next_slot; /* next row to compute, slot it goes into */
-    const cvae_act_t *in_rows[CVAE_KERNEL]; /* the rows of its input one of its rows reads */
-    const cvae_act_t *rows[CVAE_KERNEL];    /* the slots one output row reads */
-} ring;
+/* Streaming. Every stage of the convT suffix (the convTs after the last linear
+ * stage) is computed one output row at a time, when the stage after it needs
+ * the row; each but the last keeps its latest rows in a ring of as many slots
+ * as one row of the next stage reads (ceil(CVAE_KERNEL / its stride): 3 before
+ * a stride-1 convT, 2 before a stride-2 one). A slot is one row of all
+ * channels ([c][x]: channels a row apart). Static, like the arena: the
+ * CH32V003 (2 KB RAM) reserves 320 bytes of stack, so the walk is a loop. */
+typedef struct {
+    cvae_act_t *slot0;  /* slot k at slot0 + k * slot_elems */
+    uint16_t next_row;  /* the next row to compute */
+    uint8_t next_slot;  /* the slot it goes into */
+    uint8_t slots;
+} ring_t;
 
-/* Points the ring at stage s (whole input in) with its slots from free on;
- * returns the first element after the slots. */
-static cvae_act_t *ring_init(const cvae_stage_t *s, const cvae_act_t *in, cvae_act_t *free)
+#define RING_SLOTS(next) ((CVAE_KERNEL + STRIDE_LOG2(next)) >> STRIDE_LOG2(next))
+
+static struct {
+    unsigned first;        /* the first streamed stage */
+    const cvae_act_t *in;  /* its whole input (CHW), left by run_prefix */
+    ring_t ring[N_STAGES]; /* of stages first .. N_STAGES-2 */
+} stream;
+
+static uint32_t slot_elems(const cvae_stage_t *s) { return (uint32_t)s->out_c * s->out_w; }
+
+/* The rings of stages first .. N_STAGES-2, from free on; returns the first
+ * element after them. */
+static cvae_act_t *ring_init(unsigned first, const cvae_act_t *in, cvae_act_t *free)
 {
-    const unsigned slot_elems = (unsigned)s->out_c * s->out_w;
     unsigned k;
 
-    ring.stage = s;
-    ring.in = in;
-    ring.in_chan_step = (uint32_t)s->in_h * s->in_w;
-    for (k = 0; k < RING_ROWS; k++, free += slot_elems) {
-        ring.slot[k] = free;
-        ring.slot_row[k] = -1;
+    stream.first = first;
+    stream.in = in;
+    for (k = first; k + 1 < N_STAGES; k++) {
+        ring_t *r = &stream.ring[k];
+        r->slot0 = free;
+        r->next_row = 0;
+        r->next_slot = 0;
+        r->slots = (uint8_t)RING_SLOTS(&cvae_stages[k + 1]);
+        free += r->slots * slot_elems(&cvae_stages[k]);
     }
-    ring.next_row = ring.next_slot = 0;
     return free;
 }
 
-/* Like whole_rows() for the last stage, reading the ring (filled as needed). */
-static void ring_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *rows[CVAE_KERNEL])
+/* The last input row that output row oy of convT s reads (kernel row 0, or 1
+ * where row 0 falls between the input rows of a stride-2 stage). */
+static unsigned last_input_row(const cvae_stage_t *s, unsigned oy)
 {
-    unsigned ky, k;
+    unsigned iy = ((unsigned)oy + s->pad) >> STRIDE_LOG2(s);
+    return iy < s->in_h ? iy : s->in_h - 1u;
+}
+
+/* Row iy of streamed stage k, already computed and still in its ring. */
+static const cvae_act_t *ring_row(unsigned k, unsigned iy)
+{
+    const ring_t *r = &stream.ring[k];
+    const unsigned back = r->next_row - iy; /* 1: the row computed last */
+    unsigned slot = r->next_slot + r->slots - back;
+
+    assert(iy < r->next_row && back <= r->slots);
+    if (slot >= r->slots)
+        slot -= r->slots;
+    return r->slot0 + slot * slot_elems(&cvae_stages[k]);
+}
+
+/* The input rows (channel 0) that kernel rows 0 .. CVAE_KERNEL-1 read for output
+ * row oy of streamed stage k, NULL where none: the first streamed stage reads
+ * its whole input, the others their input's ring (all rows already there). */
+static void streamed_rows(unsigned k, unsigned oy, const cvae_act_t *rows[CVAE_KERNEL])
+{
+    const cvae_stage_t *s = &cvae_stages[k];
+    unsigned ky;
+
+    if (k == stream.first) {
+        whole_rows(s, oy, stream.in, rows);
+        return;
+    }
     for (ky = 0; ky < CVAE_KERNEL; ky++) {
         int iy = input_index((int)oy + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
-        rows[ky] = NULL;
-        if (iy < 0)
-            continue;
-        while ((int)ring.next_row <= iy) { /* rows are needed in increasing order */
-            whole_rows(ring.stage, ring.next_row, ring.in, ring.in_rows);
-            convt_row(ring.stage, ring.in_rows, ring.in_chan_step, ring.slot[ring.next_slot],
-                      ring.stage->out_w, 0);
-            ring.slot_row[ring.next_slot] = (int)ring.next_row++;
-            ring.next_slot = ring.next_slot == RING_ROWS - 1 ? 0 : ring.next_slot + 1;
-        }
-        for (k = 0; k < RING_ROWS; k++)
-            if (ring.slot_row[k] == iy)
-                rows[ky] = ring.slot[k];
-        assert(rows[ky]);
+        rows[ky] = iy < 0 ? NULL : ring_row(k - 1, (unsigned)iy);
+    }
+}
+
+/* The input of streamed stage k's channel c is this many elements after channel
+ * c-1: a whole CHW plane for the first, one ring row for the others. */
+static uint32_t streamed_in_chan_step(unsigned k)
+{
+    const cvae_stage_t *s = &cvae_stages[k];
+    return k == stream.first ? (uint32_t)s->in_h * s->in_w : s->in_w;
+}
+
+/* Computes rows of streamed stages until row iy of stage k is in its ring: each
+ * time the lowest stage, from k down, whose next row has all its input rows. */
+static void ring_fill(unsigned k, unsigned iy)
+{
+    while (stream.ring[k].next_row <= iy) {
+        unsigned j = k;
+        ring_t *r;
+        const cvae_act_t *rows[CVAE_KERNEL];
+        while (j > stream.first &&
+               stream.ring[j - 1].next_row <= last_input_row(&cvae_stages[j], stream.ring[j].next_row))
+            j--;
+        r = &stream.ring[j];
+        streamed_rows(j, r->next_row, rows);
+        convt_row(&cvae_stages[j], rows, streamed_in_chan_step(j),
+                  r->slot0 + r->next_slot * slot_elems(&cvae_stages[j]), cvae_stages[j].out_w, 0);
+        r->next_row++;
+        r->next_slot = r->next_slot + 1u == r->slots ? 0 : r->next_slot + 1u;
     }
 }
 
@@ -546,29 +598,28 @@ int cvae_generate(uint8_t label, const cvae_z_t *z, cvae_pixel_t *out)
 /* cvae_generate_rows() runs the stages before the first streamed one whole
  * (run_prefix), then produces the output row by row. */
 
-/* The first stage computed row by row: the second-to-last when it and the last
- * are both convT (its rows go through the ring), else the last. */
+/* The first stage computed row by row: the first of the convT suffix, or the
+ * last stage when it is linear. */
 static unsigned first_streamed_stage(void)
 {
-    return (N_STAGES >= 3 && LAST_STAGE->kind == CVAE_STAGE_CONVT &&
-            cvae_stages[N_STAGES - 2].kind == CVAE_STAGE_CONVT)
-               ? N_STAGES - 2
-               : N_STAGES - 1;
+    unsigned k = N_STAGES - 1;
+    while (k > 0 && cvae_stages[k].kind == CVAE_STAGE_CONVT && cvae_stages[k - 1].kind == CVAE_STAGE_CONVT)
+        k--;
+    return k;
 }
 
-/* The streaming arena once run_prefix(streamed) has left stage streamed's input
- * (in_elems elements at in) in it, at the start if streamed is odd, at the end
- * if even: the ring, when stage streamed feeds it, then the output row, in the
- * rest. Returns the output row. */
-static cvae_act_t *place_stream_buffers(unsigned streamed, const cvae_act_t *in, uint32_t in_elems)
+/* The streaming arena once run_prefix(first) has left stage first's input
+ * (in_elems elements at in) in it, at the start if first is odd, at the end if
+ * even: the rings of the streamed stages but the last, then the output row, in
+ * the rest. Returns the output row. */
+static cvae_act_t *place_stream_buffers(unsigned first, const cvae_act_t *in, uint32_t in_elems)
 {
     cvae_act_t *row = ARENA_ACT;
 
-    if (streamed & 1) /* stage streamed-1 (even) left its output at the start */
+    if (first & 1) /* stage first-1 (even) left its output at the start */
         row += in_elems;
-    if (streamed != N_STAGES - 1)
-        row = ring_init(&cvae_stages[streamed], in, row);
-    assert((uint32_t)(row - ARENA_ACT) + (streamed & 1 ? 0 : in_elems) + CVAE_OUT_C * CVAE_OUT_W <=
+    row = ring_init(first, in, row);
+    assert((uint32_t)(row - ARENA_ACT) + (first & 1 ? 0 : in_elems) + CVAE_OUT_C * CVAE_OUT_W <=
            (CVAE_ARENA_STREAM - ACC_ROW_BYTES) / sizeof(cvae_act_t));
     return row;
 }
@@ -584,27 +635,20 @@ static void linear_output_row(unsigned y, const cvae_act_t *in, const cvae_z_t *
         linear(LAST_STAGE, in, z, label, o, CVAE_OUT_W, row, 1);
 }
 
-/* Output row y of a last convT whose input rows come from the ring ([c][x]:
- * channels a row apart). The output row's channels are a row apart too. */
-static void convt_output_row_from_ring(unsigned y, cvae_act_t *row)
-{
-    ring_rows(LAST_STAGE, y, ring.rows);
-    convt_row(LAST_STAGE, ring.rows, LAST_STAGE->in_w, row, LAST_STAGE->out_w, 1);
-}
-
-/* Output row y of a last convT from its whole CHW input. */
-static void convt_output_row_from_input(unsigned y, const cvae_act_t *in, cvae_act_t *row)
+/* Output row y of a last convT (the output row's channels a row apart). */
+static void convt_output_row(unsigned y, cvae_act_t *row)
 {
     const cvae_act_t *rows[CVAE_KERNEL];
-    whole_rows(LAST_STAGE, y, in, rows);
-    convt_row(LAST_STAGE, rows, (uint32_t)LAST_STAGE->in_h * LAST_STAGE->in_w, row,
-              LAST_STAGE->out_w, 1);
+    if (stream.first != N_STAGES - 1)
+        ring_fill(N_STAGES - 2, last_input_row(LAST_STAGE, y));
+    streamed_rows(N_STAGES - 1, y, rows);
+    convt_row(LAST_STAGE, rows, streamed_in_chan_step(N_STAGES - 1), row, LAST_STAGE->out_w, 1);
 }
 
 int cvae_generate_rows(uint8_t label, const cvae_z_t *z, cvae_row_fn fn, void *ctx)
 {
-    const unsigned streamed = first_streamed_stage();
-    const uint32_t in_elems = streamed ? n_in(&cvae_stages[streamed]) : 0;
+    const unsigned first = first_streamed_stage();
+    const uint32_t in_elems = first ? n_in(&cvae_stages[first]) : 0;
     const cvae_act_t *in;
     cvae_act_t *row;
     unsigned y;
@@ -612,15 +656,13 @@ int cvae_generate_rows(uint8_t label, const cvae_z_t *z, cvae_row_fn fn, void *c
     if (label >= CVAE_NUM_CLASSES)
         return -1;
     CHECK_MODEL();
-    in = run_prefix(streamed, label, z, CVAE_ARENA_STREAM);
-    row = place_stream_buffers(streamed, in, in_elems);
+    in = run_prefix(first, label, z, CVAE_ARENA_STREAM);
+    row = place_stream_buffers(first, in, in_elems);
     for (y = 0; y < CVAE_OUT_H; y++) {
         if (LAST_STAGE->kind == CVAE_STAGE_LINEAR)
-            linear_output_row(y, in, streamed ? NULL : z, label, row);
-        else if (streamed != N_STAGES - 1)
-            convt_output_row_from_ring(y, row);
+            linear_output_row(y, in, first ? NULL : z, label, row);
         else
-            convt_output_row_from_input(y, in, row);
+            convt_output_row(y, row);
         fn((uint16_t)y, row, ctx);
     }
     return 0;

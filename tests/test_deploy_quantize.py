@@ -147,8 +147,11 @@ def test_float_literals_are_valid_c():
         codegen._fmt(float("nan"), "fp32")
 
 
-# conv: + the transposed convs' accumulator row, (32 + 2) x 4 bytes
-@pytest.mark.parametrize("arch, stream", [("conv", 1280 + 136), ("mlp", 16 + 32)])
+# conv 4_4_4_4 streamed: the Linear's 64 outputs, rings of 2 x 4x8, 3 x 4x16 and 2 x 4x16,
+# one 32-pixel row; + the transposed convs' accumulator row, (32 + 2) x 4 bytes
+@pytest.mark.parametrize(
+    "arch, stream", [("conv", 64 + 64 + 192 + 128 + 32 + 136), ("mlp", 16 + 32)]
+)
 def test_generated_arena_sizes_match_the_estimator(arch, stream):
     m = model(arch)
     fm = extract(m.decoder, 1, K)
@@ -158,7 +161,7 @@ def test_generated_arena_sizes_match_the_estimator(arch, stream):
         re.findall(r"#define (CVAE_\w+) (\d+)", codegen.model_header(fm, "int8", True, 1.0, qm))
     )
     whole = estimate(m.decoder, 1, K, "int8")
-    streamed = estimate(m.decoder, 1, K, "int8", stream_last_layer=True)
+    streamed = estimate(m.decoder, 1, K, "int8", stream=True)
     assert int(consts["CVAE_ARENA_IMAGE"]) + 1024 == whole.activation_bytes
     # the MLP's last Linear streams 32-pixel rows: its input + one row
     assert int(consts["CVAE_ARENA_STREAM"]) == streamed.activation_bytes == stream

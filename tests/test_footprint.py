@@ -125,7 +125,7 @@ def test_ram_peak_and_streaming_by_hand():
     acc = (8 + 2) * 4
     fp = estimate(tiny_decoder(), 2, 3, "int8")
     assert fp.ram_bytes == max(0 + 48, 48) + 320 + acc == 408
-    streamed = estimate(tiny_decoder(), 2, 3, "int8", stream_last_layer=True)
+    streamed = estimate(tiny_decoder(), 2, 3, "int8", stream=True)
     c, h, w = 5, 8, 8
     assert streamed.ram_bytes == max(48, 48 + c * w) + acc  # conv input + one output row
     assert fp.ram_bytes - streamed.ram_bytes == (h * w - w) * c
@@ -140,9 +140,11 @@ def test_ram_of_a_dice_decoder():
     # 0+32, 32+2*8*8, 128+2*16*16, 512+512 (stride 1), 512 in; + the 32x32 image; + the
     # accumulator row of the widest conv, (32 + 2) x 4 bytes
     assert fp.ram_bytes == 512 + 512 + 1024 + 136
-    streamed = estimate(dice_decoder((2, 2, 2, 2)), 1, K, stream_last_layer=True)
-    # the stride-1 layer's rows go to a ring of 3, the last layer emits 32-pixel rows
-    assert streamed.ram_bytes == max(128 + 512, 512 + 3 * 2 * 16 + 32) + 136 == 776
+    streamed = estimate(dice_decoder((2, 2, 2, 2)), 1, K, stream=True)
+    # the Linear's 32 outputs whole; then every convT a row at a time into a ring of as
+    # many rows as the next one reads: 2 of 2x8 (next stride 2), 3 of 2x16 (next stride
+    # 1), 2 of 2x16 (next stride 2); the last emits 32-pixel rows
+    assert streamed.ram_bytes == 32 + 2 * 16 + 3 * 32 + 2 * 32 + 32 + 136 == 392
 
 
 @pytest.mark.parametrize("kind", sorted(CONDITIONINGS))
@@ -179,19 +181,19 @@ def test_mlp_decoder():
     assert fp.params == K * 16 + 16 * 2 + (16 * 16 + 16) + (16 * 1024 + 1024)
     assert fp.macs == 16 * 2 + 16 * 16 + 16 * 1024
     assert fp.ram_bytes == 16 + 16 + 1024  # the hidden pair + the caller's image
-    assert estimate(decoder, 2, K, stream_last_layer=True).ram_bytes == 16 + 32
+    assert estimate(decoder, 2, K, stream=True).ram_bytes == 16 + 32
 
 
 def test_fits_and_over():
     ch32 = load_mcu("ch32v003")
-    small = estimate(dice_decoder((2, 2, 2, 2)), 1, K, stream_last_layer=True, mcu=ch32)
+    small = estimate(dice_decoder((2, 2, 2, 2)), 1, K, stream=True, mcu=ch32)
     assert small.fits() == {
         "flash_ok": True,
         "ram_ok": True,
         "flash_over_bytes": 0,
         "ram_over_bytes": 0,
     }
-    big = estimate(dice_decoder((64, 64, 64, 64)), 1, K, stream_last_layer=True)
+    big = estimate(dice_decoder((64, 64, 64, 64)), 1, K, stream=True)
     check = big.fits(ch32)
     assert not check["flash_ok"] and not check["ram_ok"]
     assert check["flash_over_bytes"] == big.data_flash_bytes + code_bytes("int8", ch32) - 16384

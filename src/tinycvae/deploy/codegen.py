@@ -40,9 +40,7 @@ def model_header(
     fm: FloatModel, precision: str, bypass: bool, sample_std: float, qm: QuantModel | None = None
 ) -> str:
     c, h, w = fm.out_shape
-    shapes = stage_shapes(
-        [(st.kind == "convT", st.in_shape, st.out_shape) for st in fm.stages], fm.out_shape
-    )
+    shapes = stage_shapes(fm.stages, fm.out_shape)
     elem = 1 if precision == "int8" else 4
     lines = [
         HEADER,

@@ -35,10 +35,12 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   so no accumulator buffer exists. Buffers live in one arena whose two ends alternate as
   input and output (:func:`arena_bytes`, the rule of ``deploy/CONTRACT.md``); the first
   layer reads z from the caller. Whole-image generation writes the image into a buffer of
-  the caller's, which is counted too. With ``stream_last_layer`` the image is emitted row
-  by row (e.g. straight to a display or a UART) and, when the last two layers are
-  transposed convs, the second-to-last is computed row by row into a ring of three of its
-  output rows, so neither of the two largest tensors is ever whole in RAM.
+  the caller's, which is counted too. With ``stream`` the image is emitted row by row
+  (e.g. straight to a display or a UART): the layers before the transposed-conv suffix run
+  whole, and every transposed conv of the suffix is computed one output row at a time,
+  when the next layer needs it, into a ring of as many of its rows as one row of the next
+  layer reads (3 before a stride-1 layer, 2 before a stride-2 one), so no activation
+  after the first Linear is ever whole in RAM (:func:`arena_bytes`).
   With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added.
 """
 
@@ -52,7 +54,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from tinycvae.deploy.stages import CONV_T, LINEAR, FloatModel, Stage, extract
+from tinycvae.deploy.stages import CONV_T, KERNEL, LINEAR, FloatModel, Stage, extract
 from tinycvae.errors import ConfigError
 
 MCU_DIR = Path(__file__).resolve().parents[3] / "conf" / "mcu"
@@ -60,16 +62,16 @@ PRECISIONS = ("fp32", "int8", "int4")
 
 # Runtime code size (bytes), measured with `size` on the firmware deploy/ builds (the demo:
 # startup, UART output, PRNG, the runtime's API and kernels): text + data minus the model's
-# constants came to 2818-2826 B on Cortex-M0+ and 3042-3050 B on rv32ec (CH32V003) for the
-# 3_3_3_3 and 2_2_8_16 dice decoders, int8, -Os (the scatter-form convT kernels; the
-# gather-form runtime before them was 2560-2566 B and 2590-2594 B). The fp32 figures are
-# not measured on an MCU (the fp32 build is the host's reference path): soft float + expf,
-# 1.5-2 KB on such cores.
-CODE_BASE_BYTES = 2310  # vector table + startup, board I/O, demo, API, Linear / convT loops
+# constants came to 2988-2998 B on Cortex-M0+ and 3324-3334 B on rv32ec (CH32V003) for the
+# 3_3_3_3 and 8_8_8_8 dice decoders, int8, -Os (scatter-form convT kernels, every convT of
+# the suffix streamed through its own ring; the gather-form runtime that streamed two
+# layers was 2560-2566 B and 2590-2594 B). The fp32 figures are not measured on an MCU (the
+# fp32 build is the host's reference path): soft float + expf, 1.5-2 KB on such cores.
+CODE_BASE_BYTES = 2486  # vector table + startup, board I/O, demo, API, Linear / convT loops
 CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shifts, ReLU, saturate), LUT
 CODE_INT4_UNPACK_BYTES = 64  # int4: nibble unpacking in the weight loads (not built yet)
 # rv32ec: the inline shift-and-add MAC (three taps at once) and requant, __mulsi3 elsewhere
-CODE_SOFT_MULTIPLY_BYTES = 224
+CODE_SOFT_MULTIPLY_BYTES = 336
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
@@ -168,20 +170,22 @@ class StageShape:
     out_elems: int
     out_row_elems: int  # channels x width of one output row
     out_w: int = 0  # a transposed conv's output width (its accumulator row)
+    stride: int = 1  # a transposed conv's stride (1 or 2)
 
 
-def stage_shapes(layers: list[tuple[bool, tuple, tuple]], image: tuple) -> list[StageShape]:
-    """``(is_conv, in_shape, out_shape)`` per deployed layer (the first reads z) and the
-    output image's shape ``(C, H, W)`` -> what :func:`arena_bytes` needs. A row of the
-    last layer is one row of the image, whatever the layer kind."""
+def stage_shapes(stages: list[Stage], image: tuple) -> list[StageShape]:
+    """The deployed stages (the first reads z) and the output image's shape ``(C, H, W)``
+    -> what :func:`arena_bytes` needs. A row of the last layer is one row of the image,
+    whatever the layer kind."""
     image_row = image[0] * image[-1] if len(image) == 3 else math.prod(image)
     shapes = []
-    for i, (conv, ins, outs) in enumerate(layers):
-        row = outs[0] * outs[-1] if conv else image_row if i == len(layers) - 1 else 0
+    for i, st in enumerate(stages):
+        conv, outs = st.kind == CONV_T, st.out_shape
+        row = outs[0] * outs[-1] if conv else image_row if i == len(stages) - 1 else 0
         shapes.append(
             StageShape(
-                conv, 0 if i == 0 else math.prod(ins), math.prod(outs), row,
-                outs[-1] if conv else 0,
+                conv, 0 if i == 0 else math.prod(st.in_shape), math.prod(outs), row,
+                outs[-1] if conv else 0, st.stride,
             )
         )  # fmt: skip
     return shapes
@@ -194,24 +198,41 @@ def acc_row_elems(stages: list[StageShape]) -> int:
     return max(widths) + 2 if widths else 0
 
 
+def first_streamed(stages: list[StageShape]) -> int:
+    """The first layer the streaming runtime computes row by row: the first of the
+    transposed-conv suffix (the transposed convs after the last linear), or the last
+    layer when it is linear."""
+    k = len(stages) - 1
+    while k > 0 and stages[k].conv and stages[k - 1].conv:
+        k -= 1
+    return k
+
+
+def ring_slots(next_stride: int) -> int:
+    """Rows of a streamed layer's output kept in its ring: as many as one output row of
+    the next layer (kernel 3, that stride) reads, ceil(3 / stride)."""
+    return -(-KERNEL // next_stride)
+
+
 def arena_bytes(stages: list[StageShape], elem: int, stream: bool) -> int:
     """Bytes of the runtime's activation arena (``deploy/CONTRACT.md``).
 
     The transposed convs' 32-bit accumulator row (:func:`acc_row_elems`), then: whole
     image: the largest input + output of every layer but the last, and the last layer's
-    input (its output goes to the caller's buffer). Streamed: the last layer emits one row
-    at a time; if it and the one before are both transposed convs, that one is computed
-    row by row into a ring of 3 of its output rows."""
-    last = stages[-1]
+    input (its output goes to the caller's buffer). Streamed: the layers before the first
+    streamed one (:func:`first_streamed`) whole; then its whole input, a ring of
+    :func:`ring_slots` output rows of every streamed layer but the last, and one row of the
+    image."""
     if not stream:
-        need = [s.in_elems + s.out_elems for s in stages[:-1]] + [last.in_elems]
-    elif len(stages) >= 2 and last.conv and stages[-2].conv:
-        prev = stages[-2]
-        need = [s.in_elems + s.out_elems for s in stages[:-2]]
-        need.append(prev.in_elems + 3 * prev.out_row_elems + last.out_row_elems)
+        need = [s.in_elems + s.out_elems for s in stages[:-1]] + [stages[-1].in_elems]
     else:
-        need = [s.in_elems + s.out_elems for s in stages[:-1]]
-        need.append(last.in_elems + last.out_row_elems)
+        first = first_streamed(stages)
+        rings = sum(
+            ring_slots(stages[k + 1].stride) * stages[k].out_row_elems
+            for k in range(first, len(stages) - 1)
+        )
+        need = [s.in_elems + s.out_elems for s in stages[:first]]
+        need.append(stages[first].in_elems + rings + stages[-1].out_row_elems)
     return max(need) * elem + acc_row_elems(stages) * WORD_BYTES
 
 
@@ -279,7 +300,7 @@ class Footprint:
     data_flash_bytes: int  # model constants
     code_bytes: int  # runtime code for self.mcu (None: worst-case core)
     activation_bytes: int  # peak of the activation arena
-    stream_last_layer: bool = False
+    stream: bool = False
     mcu: MCUProfile | None = field(default=None, repr=False)
 
     @property
@@ -320,7 +341,7 @@ def _layer_flash(layer: LayerCost, precision: str) -> int:
 def estimate_stages(
     fm: FloatModel,
     precision: str = "int8",
-    stream_last_layer: bool = False,
+    stream: bool = False,
     mcu: MCUProfile | None = None,
 ) -> Footprint:
     """The deployed footprint of the stages ``fm`` at ``precision`` (see the module doc)."""
@@ -331,11 +352,9 @@ def estimate_stages(
     for layer in layers:
         layer.flash_bytes = _layer_flash(layer, precision)
     elem = WORD_BYTES if precision == "fp32" else 1
-    shapes = stage_shapes(
-        [(st.kind == CONV_T, st.in_shape, st.out_shape) for st in fm.stages], fm.out_shape
-    )
-    peak = arena_bytes(shapes, elem, stream_last_layer)
-    if not stream_last_layer:
+    shapes = stage_shapes(fm.stages, fm.out_shape)
+    peak = arena_bytes(shapes, elem, stream)
+    if not stream:
         peak += math.prod(fm.out_shape) * elem  # the caller's image buffer
     return Footprint(
         precision=precision,
@@ -345,7 +364,7 @@ def estimate_stages(
         data_flash_bytes=sum(layer.flash_bytes for layer in layers),
         code_bytes=code_bytes(precision, mcu),
         activation_bytes=peak,
-        stream_last_layer=stream_last_layer,
+        stream=stream,
         mcu=mcu,
     )
 
@@ -355,14 +374,14 @@ def estimate(
     latent: int,
     num_classes: int,
     precision: str = "int8",
-    stream_last_layer: bool = False,
+    stream: bool = False,
     mcu: MCUProfile | None = None,
 ) -> Footprint:
     """The deployed footprint of ``decoder`` at ``precision``: :func:`estimate_stages` of
     its stages; :class:`~tinycvae.deploy.stages.UnsupportedModelError` (a ConfigError)
     for a layer the runtime does not implement."""
     check_precision(precision)
-    return estimate_stages(extract(decoder, latent, num_classes), precision, stream_last_layer, mcu)
+    return estimate_stages(extract(decoder, latent, num_classes), precision, stream, mcu)
 
 
 def summary_dict(
@@ -377,7 +396,7 @@ def summary_dict(
     block: dict[str, Any] = {}
     for precision in PRECISIONS:
         whole = estimate_stages(fm, precision)
-        streamed = estimate_stages(fm, precision, stream_last_layer=True)
+        streamed = estimate_stages(fm, precision, stream=True)
         checks = {m.name: streamed.fits(m) for m in profiles}
         block[precision] = {
             "params": whole.params,

@@ -41,6 +41,7 @@ from tinycvae.errors import ConfigError
 
 LINEAR = "linear"
 CONV_T = "convT"  # a transposed convolution
+KERNEL = 3  # the one transposed-conv kernel size the runtime implements (CVAE_KERNEL)
 KINDS = (LINEAR, CONV_T)
 RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity)
 ALLOWED = (
@@ -236,7 +237,7 @@ def _linear(m: nn.Linear, name: str, ins: tuple, outs: tuple) -> Stage:
 def _conv_t(m: nn.ConvTranspose2d, name: str, ins: tuple, outs: tuple) -> Stage:
     k, s, p = m.kernel_size, m.stride, m.padding
     if not (
-        k == (3, 3)
+        k == (KERNEL, KERNEL)
         and s[0] == s[1]
         and s[0] in (1, 2)
         and p == (1, 1)
@@ -252,7 +253,7 @@ def _conv_t(m: nn.ConvTranspose2d, name: str, ins: tuple, outs: tuple) -> Stage:
     bias = _bias(m, m.out_channels, weight.device)
     return Stage(
         CONV_T, name, False, _shape3(ins), _shape3(outs), weight, bias,
-        s[0], 1, 3, tuple(m.output_padding),
+        s[0], 1, KERNEL, tuple(m.output_padding),
     )  # fmt: skip
 
 
