@@ -12,7 +12,7 @@ from tinycvae import devices
 from tinycvae.checkpoints import load_model
 from tinycvae.errors import ConfigError
 from tinycvae.metrics import evaluate_quality, fit_sampler
-from tinycvae.models import LatentSampler
+from tinycvae.models.samplers import choose_sampler
 from tinycvae.train import build, prepare_evaluator
 
 
@@ -26,7 +26,11 @@ def evaluate(cfg: DictConfig) -> dict:
     record = prepare_evaluator(job)
     out: dict = {
         "data": job.datamodule.spec.name,
-        "evaluator": {"path": str(record.path), "test_acc": record.test_acc},
+        "evaluator": {
+            "path": str(record.path),
+            "test_acc": record.test_acc,
+            "epochs_used": record.epochs_used,
+        },
     }
     if ckpt:
         model, info = load_model(ckpt, "cpu")  # saved on any device, scored on the job's
@@ -37,13 +41,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 f"ckpt_path={ckpt} was trained on data={trained_on.get('name')}; "
                 f"allowed: data={trained_on.get('name')}"
             )
-        sampler = cfg.get("sampler")  # e.g. +sampler=class_gaussian: score another sampler
-        if sampler and sampler != model.sampler.kind:
-            s = model.sampler
-            model.sampler = LatentSampler(
-                sampler, s.means.shape[0], s.latent, s.sample_std, s.bypass
-            ).to(job.device)
-        if model.sampler.kind == "class_gaussian" and not bool(model.sampler.fitted):
+        if choose_sampler(model, cfg.get("sampler"), job.device):
             fit_sampler(model, job.datamodule.splits.train)
         metrics, _, _ = evaluate_quality(
             model, job.datamodule.splits.test, record.evaluator, job.quality

@@ -8,8 +8,9 @@ and it refuses to score (:func:`check_floor`) when its accuracy on the clean rea
 split is below a per-data-set floor.
 
 Training stops early (``stop_at_floor``) once the accuracy on the clean validation split
-reaches the floor (confirmed on the test split the floor judges), checked after every epoch (or every ``check_every`` steps); ``epochs``
-stays the cap. The epochs used are logged and stored in the cache file.
+reaches the floor (confirmed on the test split the floor judges), checked after every
+epoch (or every ``check_every`` steps); ``epochs`` stays the cap. The epochs used are
+logged and stored in the cache file.
 
 Trained evaluators are cached per data set and training settings
 (:func:`load_or_train`). Without early stopping the floor only judges, so it is not part
@@ -237,7 +238,7 @@ def train_evaluator(
     every = settings.check_every if 0 < settings.check_every < steps else steps
     val_acc, done, stopped = math.nan, 0, False
     bar = tqdm(range(settings.epochs), desc=f"evaluator {spec.name}", disable=not progress)
-    for epoch in bar:
+    for _ in bar:
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
         total = torch.zeros((), device=device)  # summed on the device: no sync per step

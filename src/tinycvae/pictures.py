@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,11 @@ def tile(images: Tensor, rows: int) -> np.ndarray:
 def upscale(array: np.ndarray, k: int) -> np.ndarray:
     """Nearest-neighbour upscaling by an integer factor ``k``."""
     return array if k <= 1 else array.repeat(k, axis=0).repeat(k, axis=1)
+
+
+def tile_factor(height: int, min_tile: int = 64) -> int:
+    """The integer upscaling that makes a tile ``height`` px high at least ``min_tile`` px."""
+    return max(1, math.ceil(min_tile / height))
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:
@@ -128,12 +133,18 @@ def reconstruction_pairs(model, split: Split, n: int = 8, seed: int = 0) -> np.n
 
 @_diagnostic
 def class_samples(
-    model, per_class: int = 8, seed: int = 0, sampler: Sampler | None = None
+    model,
+    per_class: int = 8,
+    seed: int = 0,
+    sampler: Sampler | None = None,
+    classes: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """One row per class of ``per_class`` samples."""
+    """One row per class of ``per_class`` samples (``classes``: which classes, in this
+    order; default every class)."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(model.num_classes).repeat_interleave(per_class)
-    return tile(_images(model, _draw_z(model, labels, g, sampler), labels), model.num_classes)
+    rows = torch.arange(model.num_classes) if classes is None else torch.tensor(list(classes))
+    labels = rows.repeat_interleave(per_class)
+    return tile(_images(model, _draw_z(model, labels, g, sampler), labels), len(rows))
 
 
 @_diagnostic
@@ -218,7 +229,7 @@ def make_pictures(
 ) -> dict[str, np.ndarray]:
     """All five pictures, written to ``out_dir/<name>.png`` and returned as {name: array}.
     Tiled pictures are upscaled (nearest) so that a tile is at least ``min_tile`` px."""
-    k = max(1, math.ceil(min_tile / split.images.shape[-2]))
+    k = tile_factor(split.images.shape[-2], min_tile)
     pictures = {
         "reconstructions": upscale(reconstruction_pairs(model, split, seed=seed), k),
         "samples": upscale(class_samples(model, seed=seed, sampler=sampler), k),

@@ -9,7 +9,9 @@ data set has no known generating factors).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -74,3 +76,28 @@ class Splits:
     train: Split
     val: Split
     test: Split
+
+
+def check_classes(spec: DataSpec, classes: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """``data.classes`` (conf/data/<name>.yaml): class name -> the words and phrases a
+    prompt may use for that class (src/generate.py ``prompt=...``). Every key names a
+    class of ``spec``; classes left out are matched by their names alone. A bad entry is
+    one line naming its ``data.classes.`` key."""
+    names = {n.casefold(): n for n in spec.class_names}
+    out: dict[str, tuple[str, ...]] = {}
+    for key, words in (classes or {}).items():
+        name = names.get(str(key).casefold())
+        if name is None:
+            raise DataError(
+                f"data.classes.{key} is not a class of data={spec.name}; allowed: "
+                f"{', '.join(spec.class_names)}"
+            )
+        if isinstance(words, (str, bytes)) or not all(
+            isinstance(w, (str, int)) and not isinstance(w, bool) and str(w).strip()
+            for w in (words or [])
+        ):
+            raise DataError(
+                f"data.classes.{key}={words} is invalid; allowed: a list of words or phrases"
+            )
+        out[name] = tuple(str(w) for w in words or ())
+    return out

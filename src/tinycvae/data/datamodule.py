@@ -6,7 +6,7 @@ per-item transform, no collation), which keeps the loader out of the profile.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from tinycvae.checks import require_int
-from tinycvae.data.base import DataSpec, Split, Splits
+from tinycvae.data.base import DataSpec, Split, Splits, check_classes
 from tinycvae.data.dice import DiceSettings, dice_spec, load_dice
 from tinycvae.data.torchvision_sets import load_torchvision_splits, torchvision_spec
 from tinycvae.errors import ConfigError
@@ -63,10 +63,16 @@ class TensorDataModule(pl.LightningDataModule):
     spec: DataSpec
 
     def __init__(
-        self, name: str, batch_size: int = 128, eval_batch_size: int = 1024, seed: int = 0
+        self,
+        name: str,
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        classes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         self.name = name
+        self._classes = classes  # checked against the spec by the subclass (classes below)
         require_int(batch_size, "data.batch_size", 1)
         require_int(eval_batch_size, "data.eval_batch_size", 1)
         require_int(seed, "seed")
@@ -75,6 +81,11 @@ class TensorDataModule(pl.LightningDataModule):
         self.seed = seed
         self.splits: Splits | None = None
         self._train_batches: TensorBatches | None = None
+
+    @property
+    def classes(self) -> dict[str, tuple[str, ...]]:
+        """``data.classes``: the words a prompt may use for each class (src/generate.py)."""
+        return check_classes(self.spec, self._classes)
 
     def load_splits(self) -> Splits:
         raise NotImplementedError
@@ -157,6 +168,7 @@ class DiceDataModule(TensorDataModule):
         self.settings.validate()
         self.data_dir = data_dir
         self.spec = dice_spec(image_size)
+        self.classes  # noqa: B018 - a bad data.classes entry is refused here, before any work
 
     def load_splits(self) -> Splits:
         return load_dice(self.settings, self.data_dir)
@@ -179,6 +191,7 @@ class TorchvisionDataModule(TensorDataModule):
     ) -> None:
         super().__init__(name, **kwargs)
         self.spec = torchvision_spec(name)
+        self.classes  # noqa: B018 - a bad data.classes entry is refused here, before any work
         self.data_dir = data_dir
         self.download = download
         self.val_size = val_size

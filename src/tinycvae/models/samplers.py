@@ -13,10 +13,15 @@ covariance per class).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from tinycvae.errors import ConfigError, TinyCVAEError
+
+if TYPE_CHECKING:
+    from tinycvae.models.cvae import CVAE
 
 SAMPLERS = ("prior", "class_gaussian")
 
@@ -74,3 +79,16 @@ class LatentSampler(nn.Module):
         eps = torch.randn(n, self.latent, 1, generator=generator, device=device)
         eps, labels = eps.to(self.means.device), labels.to(self.means.device)
         return self.means[labels] + (self.scale_tril[labels] @ eps).squeeze(-1)
+
+
+def choose_sampler(model: CVAE, kind: str | None, device: torch.device | str = "cpu") -> bool:
+    """Make ``model`` draw with sampler ``kind`` (``+sampler=...`` of src/evaluate.py and
+    src/generate.py; None: the checkpoint's own); an unknown name is a one-line
+    ConfigError. True when the sampler still has to be fitted on the training split (a
+    ``class_gaussian`` the checkpoint did not fit: see tinycvae.metrics.fit_sampler)."""
+    if kind and kind != model.sampler.kind:
+        s = model.sampler
+        model.sampler = LatentSampler(kind, s.means.shape[0], s.latent, s.sample_std, s.bypass).to(
+            device
+        )
+    return model.sampler.kind == "class_gaussian" and not bool(model.sampler.fitted)
