@@ -39,9 +39,13 @@
 #endif
 /* The arena starts with the convT kernels' accumulator row (CVAE_ACC_ROW
  * 32-bit elements: the widest convT output row plus two slots; 0 without a
- * convT), then the activations. */
+ * convT), then, when the generator gives the last convT a row of its own
+ * (CVAE_LAST_ACC_ROW > 0, see ring_slots), that row, then the activations. */
+#ifndef CVAE_LAST_ACC_ROW
+#define CVAE_LAST_ACC_ROW 0 /* models exported before the last convT's own row */
+#endif
 #define ACC_ROW_ELEMS CVAE_ACC_ROW
-#define ACC_ROW_BYTES (ACC_ROW_ELEMS * 4u)
+#define ACC_ROW_BYTES ((ACC_ROW_ELEMS + CVAE_LAST_ACC_ROW) * 4u)
 #define ARENA_ELEMS ((ARENA_BYTES - ACC_ROW_BYTES) / sizeof(cvae_act_t))
 
 /* A convT kernel is CVAE_KERNEL x CVAE_KERNEL taps (cvae.h). Its weights are
@@ -183,6 +187,9 @@ static union {
 #if ACC_ROW_ELEMS > 0
         acc_t acc[ACC_ROW_ELEMS];
 #endif
+#if CVAE_LAST_ACC_ROW > 0
+        acc_t last_acc[CVAE_LAST_ACC_ROW];
+#endif
         cvae_act_t a[ARENA_ELEMS];
     } s;
     uint32_t align;
@@ -192,6 +199,11 @@ static union {
 #define ACC_ROW (arena.s.acc)
 #else
 #define ACC_ROW ((acc_t *)NULL) /* no convT: convt_row() never runs */
+#endif
+#if CVAE_LAST_ACC_ROW > 0
+#define LAST_ACC_ROW (arena.s.last_acc)
+#else
+#define LAST_ACC_ROW ACC_ROW
 #endif
 
 /* finish() of the accumulators acc .. end-1 of output channel chan (plus its
@@ -338,6 +350,27 @@ static NOINLINE void scatter_row(acc_t *acc, const cvae_weight_t *w, const cvae_
         scatter(acc, w, x, end, 2);
 }
 
+/* The accumulators acc of one output row of a convT (and its two edge slots) to
+ * 0; returns the slot after the last. */
+static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
+{
+    acc_t *const end = acc + out_w + 2;
+    while (acc < end)
+        *acc++ = 0;
+    return end;
+}
+
+/* Adds kernel row ky of output channel w's weights ([in_c][ky][kx]) over input row
+ * x (channel 0; channels in_chan_step apart) to the accumulator row acc. */
+static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, const cvae_weight_t *w,
+                               unsigned ky, const cvae_act_t *x, uint32_t in_chan_step)
+{
+    const unsigned in_c = s->in_c, in_w = s->in_w, stride = s->stride;
+    unsigned i;
+    for (w += ky * CVAE_KERNEL, i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
+        scatter_row(acc, w, x, x + in_w, stride);
+}
+
 /* One output row of a convT (all channels): rows[ky] is the input row (channel 0)
  * that kernel row ky reads, or NULL; channels lie in_chan_step apart in the input
  * and out_chan_step apart in the output. */
@@ -345,25 +378,22 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
                                uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
                                unsigned last)
 {
-    const unsigned in_c = s->in_c, out_w = s->out_w, stride = s->stride;
+    const unsigned in_c = s->in_c, in_w = s->in_w, stride = s->stride;
     const cvae_weight_t *w = s->weight;
+    acc_t *const acc = last ? LAST_ACC_ROW : ACC_ROW;
     unsigned o;
 
-    for (o = 0; o < s->out_c; o++, out += out_chan_step) {
-        acc_t *a, *const a_end = ACC_ROW + out_w + 2;
-        unsigned ky, i;
-        for (a = ACC_ROW; a < a_end; a++)
-            *a = 0;
-        for (ky = 0; ky < CVAE_KERNEL; ky++) {
+    for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
+        acc_t *const a_end = clear_acc_row(acc, s->out_w);
+        unsigned ky = CVAE_KERNEL, i;
+        while (ky--) { /* the order of convt_single_channel_row: the same float sums */
             const cvae_act_t *x = rows[ky];
             if (!x)
                 continue;
             for (i = 0; i < in_c; i++, x += in_chan_step)
-                scatter_row(ACC_ROW, w + i * KERNEL_TAPS + ky * CVAE_KERNEL, x, x + s->in_w,
-                            stride);
+                scatter_row(acc, w + i * KERNEL_TAPS + ky * CVAE_KERNEL, x, x + in_w, stride);
         }
-        (last ? finish_row_last : finish_row_hidden)(ACC_ROW + 1, a_end - 1, s->bias[o], s, o, out);
-        w += in_c * KERNEL_TAPS;
+        (last ? finish_row_last : finish_row_hidden)(acc + 1, a_end - 1, s->bias[o], s, o, out);
     }
 }
 
@@ -379,45 +409,57 @@ static void whole_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *in,
     }
 }
 
-/* Streaming. Every stage of the convT suffix (the convTs after the last linear
- * stage) is computed one output row at a time, when the stage after it needs
- * the row; each but the last keeps its latest rows in a ring of as many slots
- * as one row of the next stage reads (ceil(CVAE_KERNEL / its stride): 3 before
- * a stride-1 convT, 2 before a stride-2 one). A slot is one row of all
- * channels ([c][x]: channels a row apart). Static, like the arena: the
- * CH32V003 (2 KB RAM) reserves 320 bytes of stack, so the walk is a loop. */
+/* Streaming. The last linear stage and every stage after it (the convT suffix)
+ * are computed one output row at a time, when the stage after them needs the
+ * row. A row is one row of the next stage's input (all its channels: [c][x],
+ * channels a row apart; a linear stage's outputs read as that input's CHW).
+ * Each streamed stage but the last keeps its latest rows in a ring of as many
+ * slots as the next stage needs at once (ring_slots). Static, like the arena:
+ * the CH32V003 (2 KB RAM) reserves 320 bytes of stack, so the walk is a loop. */
 typedef struct {
-    cvae_act_t *slot0;  /* slot k at slot0 + k * slot_elems */
+    cvae_act_t *slot0;  /* slot k at slot0 + k * (the next stage's in_c * in_w) */
     uint16_t next_row;  /* the next row to compute */
     uint8_t next_slot;  /* the slot it goes into */
     uint8_t slots;
 } ring_t;
 
-#define RING_SLOTS(next) ((CVAE_KERNEL + STRIDE_LOG2(next)) >> STRIDE_LOG2(next))
-
 static struct {
-    unsigned first;        /* the first streamed stage */
-    const cvae_act_t *in;  /* its whole input (CHW), left by run_prefix */
+    unsigned first;        /* the first streamed stage: the last linear one */
+    const cvae_act_t *in;  /* its whole input (CHW), left by run_prefix; NULL for z */
+    const cvae_z_t *z;     /* z when the first streamed stage is stage 0 */
+    unsigned label;
     ring_t ring[N_STAGES]; /* of stages first .. N_STAGES-2 */
 } stream;
 
-static uint32_t slot_elems(const cvae_stage_t *s) { return (uint32_t)s->out_c * s->out_w; }
+/* Elements of one row of stage k's output = of stage k+1's input. */
+static uint32_t row_elems(unsigned k) { return (uint32_t)cvae_stages[k + 1].in_c * cvae_stages[k + 1].in_w; }
+
+/* Slots of stage k's ring: as many rows as one output row of the convT after it
+ * reads, ceil(CVAE_KERNEL / stride) (3 before stride 1, 2 before stride 2). The
+ * generator gives a last stride-2 convT with one output channel a row of
+ * accumulators of its own (CVAE_LAST_ACC_ROW) when that is smaller than a ring
+ * slot: it then reads its input rows in increasing order, each filled just
+ * before (convt_single_channel_row), from one slot. */
+static uint8_t ring_slots(unsigned k)
+{
+    const cvae_stage_t *next = &cvae_stages[k + 1];
+    if (next == LAST_STAGE && CVAE_LAST_ACC_ROW > 0)
+        return 1;
+    return (uint8_t)((CVAE_KERNEL + STRIDE_LOG2(next)) >> STRIDE_LOG2(next));
+}
 
 /* The rings of stages first .. N_STAGES-2, from free on; returns the first
  * element after them. */
-static cvae_act_t *ring_init(unsigned first, const cvae_act_t *in, cvae_act_t *free)
+static cvae_act_t *ring_init(cvae_act_t *free)
 {
     unsigned k;
-
-    stream.first = first;
-    stream.in = in;
-    for (k = first; k + 1 < N_STAGES; k++) {
+    for (k = stream.first; k + 1 < N_STAGES; k++) {
         ring_t *r = &stream.ring[k];
         r->slot0 = free;
         r->next_row = 0;
         r->next_slot = 0;
-        r->slots = (uint8_t)RING_SLOTS(&cvae_stages[k + 1]);
-        free += r->slots * slot_elems(&cvae_stages[k]);
+        r->slots = ring_slots(k);
+        free += r->slots * row_elems(k);
     }
     return free;
 }
@@ -440,33 +482,30 @@ static const cvae_act_t *ring_row(unsigned k, unsigned iy)
     assert(iy < r->next_row && back <= r->slots);
     if (slot >= r->slots)
         slot -= r->slots;
-    return r->slot0 + slot * slot_elems(&cvae_stages[k]);
+    return r->slot0 + slot * row_elems(k);
+}
+
+/* Row y of linear stage s's outputs read as channels x h x w, into row ([c][x]):
+ * outputs c*h*w + y*w .. c*h*w + y*w + w-1 of every channel c. */
+static void linear_row(const cvae_stage_t *s, unsigned channels, unsigned h, unsigned w, unsigned y,
+                       cvae_act_t *row, unsigned last)
+{
+    unsigned c, o = y * w;
+    for (c = 0; c < channels; c++, o += h * w, row += w)
+        linear(s, stream.in, stream.z, stream.label, o, w, row, last);
 }
 
 /* The input rows (channel 0) that kernel rows 0 .. CVAE_KERNEL-1 read for output
- * row oy of streamed stage k, NULL where none: the first streamed stage reads
- * its whole input, the others their input's ring (all rows already there). */
-static void streamed_rows(unsigned k, unsigned oy, const cvae_act_t *rows[CVAE_KERNEL])
+ * row oy of streamed convT k, from stage k-1's ring (already there); NULL where
+ * none. */
+static void ring_rows(unsigned k, unsigned oy, const cvae_act_t *rows[CVAE_KERNEL])
 {
     const cvae_stage_t *s = &cvae_stages[k];
     unsigned ky;
-
-    if (k == stream.first) {
-        whole_rows(s, oy, stream.in, rows);
-        return;
-    }
     for (ky = 0; ky < CVAE_KERNEL; ky++) {
         int iy = input_index((int)oy + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
         rows[ky] = iy < 0 ? NULL : ring_row(k - 1, (unsigned)iy);
     }
-}
-
-/* The input of streamed stage k's channel c is this many elements after channel
- * c-1: a whole CHW plane for the first, one ring row for the others. */
-static uint32_t streamed_in_chan_step(unsigned k)
-{
-    const cvae_stage_t *s = &cvae_stages[k];
-    return k == stream.first ? (uint32_t)s->in_h * s->in_w : s->in_w;
 }
 
 /* Computes rows of streamed stages until row iy of stage k is in its ring: each
@@ -476,14 +515,20 @@ static void ring_fill(unsigned k, unsigned iy)
     while (stream.ring[k].next_row <= iy) {
         unsigned j = k;
         ring_t *r;
-        const cvae_act_t *rows[CVAE_KERNEL];
+        cvae_act_t *slot;
         while (j > stream.first &&
                stream.ring[j - 1].next_row <= last_input_row(&cvae_stages[j], stream.ring[j].next_row))
             j--;
         r = &stream.ring[j];
-        streamed_rows(j, r->next_row, rows);
-        convt_row(&cvae_stages[j], rows, streamed_in_chan_step(j),
-                  r->slot0 + r->next_slot * slot_elems(&cvae_stages[j]), cvae_stages[j].out_w, 0);
+        slot = r->slot0 + r->next_slot * row_elems(j);
+        if (j == stream.first) {
+            const cvae_stage_t *next = &cvae_stages[j + 1];
+            linear_row(&cvae_stages[j], next->in_c, next->in_h, next->in_w, r->next_row, slot, 0);
+        } else {
+            const cvae_act_t *rows[CVAE_KERNEL];
+            ring_rows(j, r->next_row, rows);
+            convt_row(&cvae_stages[j], rows, cvae_stages[j].in_w, slot, cvae_stages[j].out_w, 0);
+        }
         r->next_row++;
         r->next_slot = r->next_slot + 1u == r->slots ? 0 : r->next_slot + 1u;
     }
@@ -538,7 +583,8 @@ static void check_model(void)
         assert(s->kind == CVAE_STAGE_LINEAR ||
                (s->kind == CVAE_STAGE_CONVT && s->kernel == CVAE_KERNEL &&
                 (s->stride == 1 || s->stride == 2) && s->pad == 1 &&
-                s->out_w + 2u <= ACC_ROW_ELEMS));
+                s->out_w + 2u <= (s == LAST_STAGE && CVAE_LAST_ACC_ROW ? CVAE_LAST_ACC_ROW
+                                                                       : ACC_ROW_ELEMS)));
 #ifdef CVAE_INT8
         {
             unsigned o;
@@ -549,6 +595,8 @@ static void check_model(void)
 #endif
     }
     assert(n_out(LAST_STAGE) == CVAE_OUT_SIZE);
+    assert(CVAE_LAST_ACC_ROW == 0 || (LAST_STAGE->kind == CVAE_STAGE_CONVT && LAST_STAGE->out_c == 1 &&
+                                      LAST_STAGE->stride == 2 && N_STAGES >= 2));
     assert(LAST_STAGE->kind == CVAE_STAGE_LINEAR ||
            (LAST_STAGE->out_c == CVAE_OUT_C && LAST_STAGE->out_h == CVAE_OUT_H &&
             LAST_STAGE->out_w == CVAE_OUT_W));
@@ -598,69 +646,82 @@ int cvae_generate(uint8_t label, const cvae_z_t *z, cvae_pixel_t *out)
 /* cvae_generate_rows() runs the stages before the first streamed one whole
  * (run_prefix), then produces the output row by row. */
 
-/* The first stage computed row by row: the first of the convT suffix, or the
- * last stage when it is linear. */
+/* The first stage computed row by row: the last linear one (stage 0 is linear). */
 static unsigned first_streamed_stage(void)
 {
     unsigned k = N_STAGES - 1;
-    while (k > 0 && cvae_stages[k].kind == CVAE_STAGE_CONVT && cvae_stages[k - 1].kind == CVAE_STAGE_CONVT)
+    while (cvae_stages[k].kind != CVAE_STAGE_LINEAR)
         k--;
     return k;
 }
 
 /* The streaming arena once run_prefix(first) has left stage first's input
- * (in_elems elements at in) in it, at the start if first is odd, at the end if
- * even: the rings of the streamed stages but the last, then the output row, in
- * the rest. Returns the output row. */
-static cvae_act_t *place_stream_buffers(unsigned first, const cvae_act_t *in, uint32_t in_elems)
+ * (in_elems elements) in it, at the start if first is odd, at the end if even:
+ * the rings of the streamed stages but the last, then the output row, in the
+ * rest. Returns the output row. */
+static cvae_act_t *place_stream_buffers(unsigned first, uint32_t in_elems)
 {
     cvae_act_t *row = ARENA_ACT;
 
     if (first & 1) /* stage first-1 (even) left its output at the start */
         row += in_elems;
-    row = ring_init(first, in, row);
+    row = ring_init(row);
     assert((uint32_t)(row - ARENA_ACT) + (first & 1 ? 0 : in_elems) + CVAE_OUT_C * CVAE_OUT_W <=
            (CVAE_ARENA_STREAM - ACC_ROW_BYTES) / sizeof(cvae_act_t));
     return row;
 }
 
-/* Output row y of a last linear stage: its logits are CHW, so row y of channel c
- * is outputs c*H*W + y*W .. c*H*W + y*W + W-1. z is NULL unless the last stage
- * is stage 0. */
-static void linear_output_row(unsigned y, const cvae_act_t *in, const cvae_z_t *z, unsigned label,
-                              cvae_act_t *row)
+/* Output row y of a last convT with one output channel and a row of accumulators
+ * of its own: its kernel rows in decreasing order read its input rows in
+ * increasing order, each filled into the ring just before it is read (the
+ * hidden stages that fill it use the other accumulator row). */
+static void convt_single_channel_row(unsigned y, cvae_act_t *row)
 {
-    unsigned c, o = y * CVAE_OUT_W;
-    for (c = 0; c < CVAE_OUT_C; c++, o += CVAE_OUT_H * CVAE_OUT_W, row += CVAE_OUT_W)
-        linear(LAST_STAGE, in, z, label, o, CVAE_OUT_W, row, 1);
+    const cvae_stage_t *s = LAST_STAGE;
+    acc_t *const a_end = clear_acc_row(LAST_ACC_ROW, s->out_w);
+    unsigned ky = CVAE_KERNEL;
+
+    while (ky--) {
+        int iy = input_index((int)y + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
+        if (iy < 0)
+            continue;
+        ring_fill(N_STAGES - 2, (unsigned)iy);
+        scatter_kernel_row(LAST_ACC_ROW, s, s->weight, ky, ring_row(N_STAGES - 2, (unsigned)iy),
+                           s->in_w);
+    }
+    finish_row_last(LAST_ACC_ROW + 1, a_end - 1, s->bias[0], s, 0, row);
 }
 
 /* Output row y of a last convT (the output row's channels a row apart). */
 static void convt_output_row(unsigned y, cvae_act_t *row)
 {
     const cvae_act_t *rows[CVAE_KERNEL];
-    if (stream.first != N_STAGES - 1)
-        ring_fill(N_STAGES - 2, last_input_row(LAST_STAGE, y));
-    streamed_rows(N_STAGES - 1, y, rows);
-    convt_row(LAST_STAGE, rows, streamed_in_chan_step(N_STAGES - 1), row, LAST_STAGE->out_w, 1);
+    if (CVAE_LAST_ACC_ROW > 0) {
+        convt_single_channel_row(y, row);
+        return;
+    }
+    ring_fill(N_STAGES - 2, last_input_row(LAST_STAGE, y));
+    ring_rows(N_STAGES - 1, y, rows);
+    convt_row(LAST_STAGE, rows, LAST_STAGE->in_w, row, LAST_STAGE->out_w, 1);
 }
 
 int cvae_generate_rows(uint8_t label, const cvae_z_t *z, cvae_row_fn fn, void *ctx)
 {
     const unsigned first = first_streamed_stage();
-    const uint32_t in_elems = first ? n_in(&cvae_stages[first]) : 0;
-    const cvae_act_t *in;
     cvae_act_t *row;
     unsigned y;
 
     if (label >= CVAE_NUM_CLASSES)
         return -1;
     CHECK_MODEL();
-    in = run_prefix(first, label, z, CVAE_ARENA_STREAM);
-    row = place_stream_buffers(first, in, in_elems);
+    stream.first = first;
+    stream.in = run_prefix(first, label, z, CVAE_ARENA_STREAM);
+    stream.z = first ? NULL : z;
+    stream.label = label;
+    row = place_stream_buffers(first, first ? n_in(&cvae_stages[first]) : 0);
     for (y = 0; y < CVAE_OUT_H; y++) {
         if (LAST_STAGE->kind == CVAE_STAGE_LINEAR)
-            linear_output_row(y, in, first ? NULL : z, label, row);
+            linear_row(LAST_STAGE, CVAE_OUT_C, CVAE_OUT_H, CVAE_OUT_W, y, row, 1);
         else
             convt_output_row(y, row);
         fn((uint16_t)y, row, ctx);

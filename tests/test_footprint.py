@@ -127,8 +127,10 @@ def test_ram_peak_and_streaming_by_hand():
     assert fp.ram_bytes == max(0 + 48, 48) + 320 + acc == 408
     streamed = estimate(tiny_decoder(), 2, 3, "int8", stream=True)
     c, h, w = 5, 8, 8
-    assert streamed.ram_bytes == max(48, 48 + c * w) + acc  # conv input + one output row
-    assert fp.ram_bytes - streamed.ram_bytes == (h * w - w) * c
+    # the Linear's rows (3 channels x 4) into a ring of 2 (the conv's stride is 2), one
+    # output row of the conv
+    assert streamed.ram_bytes == 2 * 3 * 4 + c * w + acc
+    assert fp.ram_bytes - streamed.ram_bytes == 48 + (h * w - w) * c - 2 * 3 * 4
     assert estimate(tiny_decoder(), 2, 3, "fp32").ram_bytes == 368 * 4 + acc
     assert estimate(tiny_decoder(), 2, 3, "int4").ram_bytes == 408
     ch32 = load_mcu("ch32v003")
@@ -141,10 +143,25 @@ def test_ram_of_a_dice_decoder():
     # accumulator row of the widest conv, (32 + 2) x 4 bytes
     assert fp.ram_bytes == 512 + 512 + 1024 + 136
     streamed = estimate(dice_decoder((2, 2, 2, 2)), 1, K, stream=True)
-    # the Linear's 32 outputs whole; then every convT a row at a time into a ring of as
-    # many rows as the next one reads: 2 of 2x8 (next stride 2), 3 of 2x16 (next stride
-    # 1), 2 of 2x16 (next stride 2); the last emits 32-pixel rows
-    assert streamed.ram_bytes == 32 + 2 * 16 + 3 * 32 + 2 * 32 + 32 + 136 == 392
+    # the Linear and every convT a row at a time into a ring of as many rows as the next
+    # layer reads: 2 of 2x4 (next stride 2), 2 of 2x8 (next stride 2), 3 of 2x16 (next
+    # stride 1), 2 of 2x16 (next stride 2); the last emits 32-pixel rows
+    assert streamed.ram_bytes == 2 * 8 + 2 * 16 + 3 * 32 + 2 * 32 + 32 + 136 == 376
+
+
+def test_a_wide_grey_decoder_gives_its_last_layer_an_accumulator_row_of_its_own():
+    # 16_16_16_16: one 16x16 ring slot (256 B) costs more than a 34-word row of the last
+    # layer's own (136 B), so the last layer reads its input from one slot, and the other
+    # convs' accumulator row is only as wide as theirs (16 + 2)
+    streamed = estimate(dice_decoder((16, 16, 16, 16)), 1, K, stream=True)
+    assert streamed.last_acc_row
+    rings = 2 * 16 * 4 + 2 * 16 * 8 + 3 * 16 * 16 + 1 * 16 * 16
+    assert streamed.activation_bytes == rings + 32 + (18 + 34) * 4 == 1648
+    # the firmware's measured CH32V003 image: 15588 B flash, 2044 B RAM
+    fits = estimate(dice_decoder((16, 16, 16, 16)), 1, K, stream=True, mcu=load_mcu("ch32v003"))
+    assert fits.fits()["ram_ok"] and fits.fits()["flash_ok"]
+    # narrower ones keep the shared row: a slot of 8x16 (128 B) is smaller than 136 B
+    assert not estimate(dice_decoder((8, 8, 8, 8)), 1, K, stream=True).last_acc_row
 
 
 @pytest.mark.parametrize("kind", sorted(CONDITIONINGS))
@@ -196,7 +213,8 @@ def test_fits_and_over():
     big = estimate(dice_decoder((64, 64, 64, 64)), 1, K, stream=True)
     check = big.fits(ch32)
     assert not check["flash_ok"] and not check["ram_ok"]
-    assert check["flash_over_bytes"] == big.data_flash_bytes + code_bytes("int8", ch32) - 16384
+    code = code_bytes("int8", ch32, last_acc_row=True)
+    assert check["flash_over_bytes"] == big.data_flash_bytes + code - 16384
     assert check["flash_over_bytes"] > 0
     assert check["ram_over_bytes"] == big.activation_bytes + ch32.reserve_ram_bytes - 2048
     assert big.fits(load_mcu("rp2040"))["flash_ok"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from tinycvae.deploy.footprint import acc_row_elems, arena_bytes, stage_shapes
+from tinycvae.deploy.footprint import acc_row_elems, arena_bytes, last_acc_row_elems, stage_shapes
 from tinycvae.deploy.quantize import QuantModel
 from tinycvae.deploy.stages import FloatModel, Stage
 
@@ -60,7 +60,8 @@ def model_header(
         f"#define CVAE_OUT_W {w}",
         "#define CVAE_OUT_SIZE (CVAE_OUT_C * CVAE_OUT_H * CVAE_OUT_W)",
         f"#define CVAE_NUM_STAGES {len(fm.stages)}",
-        f"#define CVAE_ACC_ROW {acc_row_elems(shapes)}",
+        f"#define CVAE_ACC_ROW {acc_row_elems(shapes, elem)}",
+        f"#define CVAE_LAST_ACC_ROW {last_acc_row_elems(shapes, elem)}",
         f"#define CVAE_ARENA_IMAGE {arena_bytes(shapes, elem, stream=False)}",
         f"#define CVAE_ARENA_STREAM {arena_bytes(shapes, elem, stream=True)}",
         f"#define CVAE_MAX_STAGE_OUT {max(math.prod(st.out_shape) for st in fm.stages)}",

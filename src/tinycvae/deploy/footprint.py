@@ -36,11 +36,12 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   input and output (:func:`arena_bytes`, the rule of ``deploy/CONTRACT.md``); the first
   layer reads z from the caller. Whole-image generation writes the image into a buffer of
   the caller's, which is counted too. With ``stream`` the image is emitted row by row
-  (e.g. straight to a display or a UART): the layers before the transposed-conv suffix run
-  whole, and every transposed conv of the suffix is computed one output row at a time,
-  when the next layer needs it, into a ring of as many of its rows as one row of the next
-  layer reads (3 before a stride-1 layer, 2 before a stride-2 one), so no activation
-  after the first Linear is ever whole in RAM (:func:`arena_bytes`).
+  (e.g. straight to a display or a UART): the layers before the last Linear run whole;
+  that Linear and every transposed conv after it are computed one output row at a time,
+  when the next layer needs the row, into a ring of as many rows as one row of the next
+  layer reads (3 before a stride-1 layer, 2 before a stride-2 one, 1 before a last
+  stride-2 layer with one output channel), so no activation of a conv decoder is ever
+  whole in RAM (:func:`arena_bytes`).
   With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added.
 """
 
@@ -62,16 +63,18 @@ PRECISIONS = ("fp32", "int8", "int4")
 
 # Runtime code size (bytes), measured with `size` on the firmware deploy/ builds (the demo:
 # startup, UART output, PRNG, the runtime's API and kernels): text + data minus the model's
-# constants came to 2988-2998 B on Cortex-M0+ and 3324-3334 B on rv32ec (CH32V003) for the
-# 3_3_3_3 and 8_8_8_8 dice decoders, int8, -Os (scatter-form convT kernels, every convT of
-# the suffix streamed through its own ring; the gather-form runtime that streamed two
-# layers was 2560-2566 B and 2590-2594 B). The fp32 figures are not measured on an MCU (the
-# fp32 build is the host's reference path): soft float + expf, 1.5-2 KB on such cores.
-CODE_BASE_BYTES = 2486  # vector table + startup, board I/O, demo, API, Linear / convT loops
+# constants came to 2988 B on Cortex-M0+ and 3372 B on rv32ec (CH32V003) for the 3_3_3_3
+# and 8_8_8_8 dice decoders, int8, -Os (scatter-form convT kernels, the last Linear and
+# every convT after it streamed through rings; the gather-form runtime that streamed two
+# layers was 2560-2566 B and 2590-2594 B), and 116 / 160 B more with the last layer's own
+# accumulator row (16_16_16_16). The fp32 figures are not measured on an MCU (the fp32
+# build is the host's reference path): soft float + expf, 1.5-2 KB on such cores.
+CODE_BASE_BYTES = 2476  # vector table + startup, board I/O, demo, API, Linear / convT loops
 CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shifts, ReLU, saturate), LUT
+CODE_LAST_ACC_ROW_BYTES = 138  # the last layer's own accumulator row (streaming path)
 CODE_INT4_UNPACK_BYTES = 64  # int4: nibble unpacking in the weight loads (not built yet)
 # rv32ec: the inline shift-and-add MAC (three taps at once) and requant, __mulsi3 elsewhere
-CODE_SOFT_MULTIPLY_BYTES = 336
+CODE_SOFT_MULTIPLY_BYTES = 384
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
@@ -151,11 +154,14 @@ def check_precision(precision: str) -> None:
         )
 
 
-def code_bytes(precision: str, mcu: MCUProfile | None = None) -> int:
-    """Runtime code for ``precision`` on ``mcu``'s core (None: no multiplier, no FPU)."""
+def code_bytes(precision: str, mcu: MCUProfile | None = None, last_acc_row: bool = False) -> int:
+    """Runtime code for ``precision`` on ``mcu``'s core (None: no multiplier, no FPU);
+    ``last_acc_row``: the model gives its last layer an accumulator row of its own
+    (:func:`last_acc_row_elems`), which compiles the path that uses it."""
     check_precision(precision)
     hw_mul, fpu = (mcu.hw_multiply, mcu.fpu) if mcu else (False, False)
     n = CODE_BASE_BYTES + (0 if hw_mul else CODE_SOFT_MULTIPLY_BYTES)
+    n += CODE_LAST_ACC_ROW_BYTES if last_acc_row else 0
     if precision == "fp32":
         return n + (CODE_FPU_EXPF_BYTES if fpu else CODE_SOFT_FLOAT_BYTES)
     return n + CODE_INT_EXTRA_BYTES + (CODE_INT4_UNPACK_BYTES if precision == "int4" else 0)
@@ -168,9 +174,11 @@ class StageShape:
     conv: bool  # a transposed conv (rows can be computed one at a time)
     in_elems: int  # 0 for the first layer: it reads z from the caller
     out_elems: int
-    out_row_elems: int  # channels x width of one output row
+    out_row_elems: int  # channels x width of one output row (the image's, for the last)
     out_w: int = 0  # a transposed conv's output width (its accumulator row)
     stride: int = 1  # a transposed conv's stride (1 or 2)
+    in_row_elems: int = 0  # a transposed conv's input channels x input width
+    out_c: int = 0  # a transposed conv's output channels
 
 
 def stage_shapes(stages: list[Stage], image: tuple) -> list[StageShape]:
@@ -180,60 +188,76 @@ def stage_shapes(stages: list[Stage], image: tuple) -> list[StageShape]:
     image_row = image[0] * image[-1] if len(image) == 3 else math.prod(image)
     shapes = []
     for i, st in enumerate(stages):
-        conv, outs = st.kind == CONV_T, st.out_shape
+        conv, ins, outs = st.kind == CONV_T, st.in_shape, st.out_shape
         row = outs[0] * outs[-1] if conv else image_row if i == len(stages) - 1 else 0
         shapes.append(
             StageShape(
-                conv, 0 if i == 0 else math.prod(st.in_shape), math.prod(outs), row,
+                conv, 0 if i == 0 else math.prod(ins), math.prod(outs), row,
                 outs[-1] if conv else 0, st.stride,
+                ins[0] * ins[-1] if conv else 0, outs[0] if conv else 0,
             )
         )  # fmt: skip
     return shapes
 
 
-def acc_row_elems(stages: list[StageShape]) -> int:
+def last_acc_row_elems(stages: list[StageShape], elem: int) -> int:
+    """32-bit accumulators of a row of the last layer's own, or 0: given to a last stride-2
+    transposed conv with one output channel (a grey image) when that row is smaller than a
+    ring slot of its input (``elem`` bytes per activation). The streaming runtime then
+    fills its input rows one at a time between the kernel rows that read them, from one
+    ring slot instead of two (:func:`ring_slots`)."""
+    last = stages[-1]
+    own = last.out_w + 2
+    pays = len(stages) >= 2 and last.conv and last.out_c == 1 and last.stride == 2
+    return own if pays and own * WORD_BYTES < last.in_row_elems * elem else 0
+
+
+def acc_row_elems(stages: list[StageShape], elem: int) -> int:
     """32-bit accumulators of the runtime's transposed-conv kernel: the widest transposed
-    conv's output row plus a slot before and after it (0 without a transposed conv)."""
-    widths = [s.out_w for s in stages if s.conv]
+    conv's output row plus a slot before and after it (0 without a transposed conv); the
+    last layer's is left out when it has a row of its own (:func:`last_acc_row_elems`)."""
+    convs = stages[:-1] if last_acc_row_elems(stages, elem) else stages
+    widths = [s.out_w for s in convs if s.conv]
     return max(widths) + 2 if widths else 0
 
 
 def first_streamed(stages: list[StageShape]) -> int:
-    """The first layer the streaming runtime computes row by row: the first of the
-    transposed-conv suffix (the transposed convs after the last linear), or the last
-    layer when it is linear."""
-    k = len(stages) - 1
-    while k > 0 and stages[k].conv and stages[k - 1].conv:
-        k -= 1
-    return k
+    """The first layer the streaming runtime computes row by row: the last linear one
+    (the first layer is always linear); the transposed convs after it stream too."""
+    return max(k for k, s in enumerate(stages) if not s.conv)
 
 
-def ring_slots(next_stride: int) -> int:
-    """Rows of a streamed layer's output kept in its ring: as many as one output row of
-    the next layer (kernel 3, that stride) reads, ceil(3 / stride)."""
-    return -(-KERNEL // next_stride)
+def ring_slots(stages: list[StageShape], k: int, elem: int) -> int:
+    """Rows of streamed layer ``k``'s output kept in its ring: as many as one output row of
+    the transposed conv after it (kernel 3) reads, ceil(3 / stride); 1 before a last layer
+    with an accumulator row of its own (:func:`last_acc_row_elems`)."""
+    if k + 1 == len(stages) - 1 and last_acc_row_elems(stages, elem):
+        return 1
+    return -(-KERNEL // stages[k + 1].stride)
 
 
 def arena_bytes(stages: list[StageShape], elem: int, stream: bool) -> int:
     """Bytes of the runtime's activation arena (``deploy/CONTRACT.md``).
 
-    The transposed convs' 32-bit accumulator row (:func:`acc_row_elems`), then: whole
+    The transposed convs' 32-bit accumulator rows (:func:`acc_row_elems`,
+    :func:`last_acc_row_elems`), then: whole
     image: the largest input + output of every layer but the last, and the last layer's
     input (its output goes to the caller's buffer). Streamed: the layers before the first
     streamed one (:func:`first_streamed`) whole; then its whole input, a ring of
-    :func:`ring_slots` output rows of every streamed layer but the last, and one row of the
-    image."""
+    :func:`ring_slots` rows (of the next layer's input) of every streamed layer but the
+    last, and one row of the image."""
     if not stream:
         need = [s.in_elems + s.out_elems for s in stages[:-1]] + [stages[-1].in_elems]
     else:
         first = first_streamed(stages)
         rings = sum(
-            ring_slots(stages[k + 1].stride) * stages[k].out_row_elems
+            ring_slots(stages, k, elem) * stages[k + 1].in_row_elems
             for k in range(first, len(stages) - 1)
         )
         need = [s.in_elems + s.out_elems for s in stages[:first]]
         need.append(stages[first].in_elems + rings + stages[-1].out_row_elems)
-    return max(need) * elem + acc_row_elems(stages) * WORD_BYTES
+    accumulators = acc_row_elems(stages, elem) + last_acc_row_elems(stages, elem)
+    return max(need) * elem + accumulators * WORD_BYTES
 
 
 @dataclass
@@ -301,6 +325,7 @@ class Footprint:
     code_bytes: int  # runtime code for self.mcu (None: worst-case core)
     activation_bytes: int  # peak of the activation arena
     stream: bool = False
+    last_acc_row: bool = False  # the last layer has an accumulator row of its own
     mcu: MCUProfile | None = field(default=None, repr=False)
 
     @property
@@ -317,7 +342,7 @@ class Footprint:
         mcu = mcu or self.mcu
         if mcu is None:
             raise ConfigError("fits() needs an MCU profile; allowed: " + ", ".join(mcu_names()))
-        flash = self.data_flash_bytes + code_bytes(self.precision, mcu)
+        flash = self.data_flash_bytes + code_bytes(self.precision, mcu, self.last_acc_row)
         ram = self.activation_bytes + mcu.reserve_ram_bytes
         return {
             "flash_ok": flash <= mcu.flash_bytes,
@@ -354,6 +379,7 @@ def estimate_stages(
     elem = WORD_BYTES if precision == "fp32" else 1
     shapes = stage_shapes(fm.stages, fm.out_shape)
     peak = arena_bytes(shapes, elem, stream)
+    last_acc_row = last_acc_row_elems(shapes, elem) > 0
     if not stream:
         peak += math.prod(fm.out_shape) * elem  # the caller's image buffer
     return Footprint(
@@ -362,9 +388,10 @@ def estimate_stages(
         params=sum(layer.weights + layer.biases for layer in layers),
         macs=sum(layer.macs for layer in layers),
         data_flash_bytes=sum(layer.flash_bytes for layer in layers),
-        code_bytes=code_bytes(precision, mcu),
+        code_bytes=code_bytes(precision, mcu, last_acc_row),
         activation_bytes=peak,
         stream=stream,
+        last_acc_row=last_acc_row,
         mcu=mcu,
     )
 

@@ -109,7 +109,8 @@ def make(goal: str, model_dir: Path, build_dir: Path, timeout: float = 600) -> s
     out = done.stdout + done.stderr
     if done.returncode != 0:
         lines = [ln for ln in out.splitlines() if ln.strip()]
-        why = [ln for ln in lines if re.search(r"overflow|error|Error|FAIL", ln)] or lines
+        says_why = r"overflow|error|Error|FAIL|differ|expected"  # golden mismatches too
+        why = [ln for ln in lines if re.search(says_why, ln)] or lines
         raise ToolchainError(f"make {goal} failed: {' | '.join(why[-4:])[:600]}")
     return out
 
