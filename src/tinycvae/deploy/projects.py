@@ -52,10 +52,10 @@ def check_projects(value: object) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def write_projects(model_dir: Path, names: list[str]) -> list[Path]:
-    """Write the projects ``names`` into ``model_dir`` (which holds ``int8/``); their
-    folders."""
-    int8 = model_dir / "int8"
+def write_projects(model_dir: Path, names: list[str], precision: str = "int8") -> list[Path]:
+    """Write the projects ``names`` into ``model_dir`` (which holds ``<precision>/``, the
+    shipped integer model: int8 or int4); their folders."""
+    int8 = model_dir / precision
     summary = _model_summary(int8 / "cvae_model.h")
     written = []
     for name in names:
@@ -151,5 +151,5 @@ def _model_summary(header: Path) -> str:
         f"{defines['CVAE_NUM_CLASSES']} classes, latent {defines['CVAE_LATENT']}"
         f"{' (bypass)' if defines.get('CVAE_BYPASS') == '1' else ''}, "
         f"{defines['CVAE_OUT_C']}x{defines['CVAE_OUT_H']}x{defines['CVAE_OUT_W']} image, "
-        f"{defines['CVAE_NUM_STAGES']} stages, int8"
+        f"{defines['CVAE_NUM_STAGES']} stages, {'int4' if 'CVAE_INT4' in defines else 'int8'}"
     )
