@@ -20,12 +20,13 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   Flatten/Unflatten/Identity are reinterpretations (free). The final sigmoid is a
   256-entry ``int8 logit -> uint8 pixel`` lookup table on int8/int4, ``expf`` on fp32.
 * **Flash (data).** Weights: fp32 4 B, int8 1 B, int4 0.5 B (two per byte, rounded up per
-  layer: the runtime packs each stage's weights as one nibble stream, ``deploy/CONTRACT.md``). Biases: int32 (4 B) on int8/int4, float (4 B) on fp32. Requantisation on
-  int8/int4: one 32-bit word per output channel (Linear: per output feature) packing a
-  15-bit multiplier, a pre-shift and a shift, applied in 32-bit arithmetic so that no
-  64-bit multiply is linked. Class table: int16 (2 B) per entry on int8/int4 (the
-  exporter gives a channel whose z-weights are tiny next to its table entries a coarser
-  weight scale, so the entries always fit), float (4 B) on fp32. Sigmoid LUT: 256 B.
+  layer: the runtime packs each stage's weights as one nibble stream, ``deploy/CONTRACT.md``).
+  Biases: int32 (4 B) on int8/int4, float (4 B) on fp32. Requantisation on int8/int4: one
+  32-bit word per output channel (Linear: per output feature) packing a 15-bit multiplier, a
+  pre-shift and a shift, applied in 32-bit arithmetic so that no 64-bit multiply is linked.
+  Class table: int16 (2 B) per entry on int8/int4 (the exporter gives a channel whose
+  z-weights are tiny next to its table entries a coarser weight scale, so the entries always
+  fit), float (4 B) on fp32. Sigmoid LUT: 256 B.
 * **Flash (code).** The named ``CODE_*`` constants below, chosen per precision and core,
   measured on the C runtime in ``deploy/`` (see :func:`code_bytes`). Without an MCU the
   core is assumed to have neither multiplier nor FPU (worst case).
