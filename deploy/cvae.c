@@ -139,34 +139,6 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 #endif
 #define TABLE_ACC(t) ((acc_t)(t) * (1 << CVAE_TABLE_SHIFT)) /* no left shift of a negative */
 
-#ifdef CVAE_INT4
-/* int4 weights: element t in byte t/2, low nibble first (CONTRACT.md). A nibble is
- * sign-extended by shifts, as BitNetMCU does: the low one moved to the top of an
- * int8_t and shifted back down (arithmetic shift with gcc), the high one shifted
- * down. A weight's position is a nibble index (WEIGHT_POS), from the stage's
- * first weight; WEIGHTS(s, pos) are the arguments a kernel takes for it. */
-#define NIB_LO(b) ((int8_t)(uint8_t)((b) << 4) >> 4)
-#define NIB_HI(b) ((int8_t)(b) >> 4)
-static inline __attribute__((always_inline)) int32_t nibble(const cvae_weight_t *w, uint32_t t)
-{
-    const uint8_t b = w[t >> 1];
-    return t & 1 ? NIB_HI(b) : NIB_LO(b);
-}
-typedef uint32_t weight_pos_t;
-typedef int32_t tap_t;
-#define WEIGHTS_PARAM const cvae_weight_t *w, uint32_t t
-#define WEIGHTS(s, pos) (s)->weight, (pos)
-#define FIRST_WEIGHT(s) 0u
-#define TAP(k) nibble(w, t + (k))
-#else
-typedef const cvae_weight_t *weight_pos_t;
-typedef cvae_weight_t tap_t;
-#define WEIGHTS_PARAM const cvae_weight_t *w
-#define WEIGHTS(s, pos) (pos)
-#define FIRST_WEIGHT(s) ((s)->weight)
-#define TAP(k) w[k]
-#endif
-
 /* Accumulator of output channel chan -> activation (hidden stage: requant + ReLU)
  * or pixel (last stage: requant to an int8 logit, then the sigmoid LUT). */
 static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned chan, unsigned last)
@@ -207,6 +179,34 @@ static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned chan, unsign
 #endif
 
 CVAE_STATIC_ASSERT(sizeof(acc_t) == 4, acc_is_32_bits);
+
+#ifdef CVAE_INT4
+/* int4 weights: element t in byte t/2, low nibble first (CONTRACT.md). A nibble is
+ * sign-extended by shifts, as BitNetMCU does: the low one moved to the top of an
+ * int8_t and shifted back down (arithmetic shift with gcc), the high one shifted
+ * down. A weight's position is a nibble index (weight_pos_t), from the stage's
+ * first weight; WEIGHTS(s, pos) are the arguments a kernel takes for it. */
+#define NIB_LO(b) ((int8_t)(uint8_t)((b) << 4) >> 4)
+#define NIB_HI(b) ((int8_t)(b) >> 4)
+static inline __attribute__((always_inline)) int32_t nibble(const cvae_weight_t *w, uint32_t t)
+{
+    const uint8_t b = w[t >> 1];
+    return t & 1 ? NIB_HI(b) : NIB_LO(b);
+}
+typedef uint32_t weight_pos_t;
+typedef int32_t tap_t;
+#define WEIGHTS_PARAM const cvae_weight_t *w, uint32_t t
+#define WEIGHTS(s, pos) (s)->weight, (pos)
+#define FIRST_WEIGHT(s) 0u
+#define TAP(k) nibble(w, t + (k))
+#else
+typedef const cvae_weight_t *weight_pos_t;
+typedef cvae_weight_t tap_t;
+#define WEIGHTS_PARAM const cvae_weight_t *w
+#define WEIGHTS(s, pos) (pos)
+#define FIRST_WEIGHT(s) ((s)->weight)
+#define TAP(k) w[k]
+#endif
 
 /* One static arena: the accumulator row, then the activations (the union aligns
  * it for the accumulators and for float on fp32). */
