@@ -219,20 +219,33 @@ def test_int4_c_runtime_reproduces_the_python_reference_byte_for_byte(arch, tmp_
 
 
 @pytest.fixture(scope="module")
-def exported_int4(trained, tmp_path_factory):
+def trained_briefly(tmp_path_factory) -> Path:
+    """The 4_4_4_4 bypass decoder after 2 epochs: enough for the int4 plumbing."""
+    root = tmp_path_factory.mktemp("fw4")
+    done = run_train(
+        [*SMALL_DIE, "trainer.max_epochs=2", f"hydra.run.dir={root}/run"], root, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def exported_int4(trained_briefly, tmp_path_factory):
     out = tmp_path_factory.mktemp("deploy4")
-    report = export(export_cfg(f"run={trained}", "precision=int4", "eval_samples=300",
-                               out_dir=out))  # fmt: skip
-    return out, report
+    cfg = export_cfg(f"run={trained_briefly}", "precision=int4", "eval_samples=120",
+                     "qat_epochs=1", out_dir=out)  # fmt: skip
+    return out, export(cfg)
 
 
-def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(exported_int4, trained):
+def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(
+    exported_int4, trained_briefly
+):
     from tinycvae.deploy.footprint import estimate_stages, load_mcu
     from tinycvae.deploy.report import layer_breakdown
     from tinycvae.deploy.stages import extract
 
     out, report = exported_int4
-    model, _ = load_model(trained / "checkpoints" / "best.ckpt")
+    model, _ = load_model(trained_briefly / "checkpoints" / "best.ckpt")
     fm = extract(model.decoder, model.latent, model.num_classes)
     assert report["precision"] == "int4" and report["quantisation"]["weight_bits"] == 4
     assert sorted(p.name for p in (out / "model").iterdir() if p.is_dir()) == [
@@ -254,7 +267,9 @@ def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(exported
     q = report["quality"]
     assert q["precision"] == "int4" and q["c_matches_reference"] is True
     assert "acc_int4_ptq" in q and "acc_c_int4" in q and "acc_c_int8" not in q
+    assert q["samples"] == 120
     assert q["qat"] == (q["acc_pytorch"] - q["acc_int4_ptq"] > 0.01)  # qat=auto
+    assert ("acc_int4_qat" in q) == q["qat"]  # fine-tuned at 4 bits when int4 cost too much
     # the C images are the shipped reference's: they score what it scored (int4 may cost
     # this small decoder more than a point even after fine-tuning; the export warns)
     assert q["acc_c_int4"] == q[f"acc_int4_{q['shipped']}"]
@@ -264,6 +279,16 @@ def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(exported
     assert "int4/cvae_model.c" in report["files"] and "int8/cvae_model.c" not in report["files"]
     project = (out / "model" / "ch32fun" / "cvae_model.h").read_text()
     assert "#define CVAE_INT4 1" in project  # the projects carry the shipped model
+
+
+def test_int4_ch32v003_image_has_no_float_code(exported_int4, tmp_path):
+    toolchain.make("ch32v003", exported_int4[0] / "model" / "int4", tmp_path)
+    syms = subprocess.run(
+        ["riscv64-unknown-elf-nm", str(tmp_path / "ch32v003" / "demo.elf")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for name in ("__addsf3", "__mulsf3", "__divsf3", "expf", "malloc"):
+        assert name not in syms
 
 
 # --- selection and bad input -------------------------------------------------------
