@@ -12,7 +12,7 @@
  * also defines CVAE_INT8) run the same kernels on packed weights: a weight is
  * then a nibble index into the stage's bytes, and the kernels unpack nibbles by
  * shifts where they load a weight (the three taps of a kernel row once per
- * input row, two weights per byte in the dot products).
+ * input row; nibble by nibble, a byte load every other step, in the dot products).
  *
  * Transposed convolutions are computed one output row of one output channel at
  * a time, in scatter form into a row of accumulators (see scatter_row), then
@@ -286,7 +286,8 @@ static NOINLINE void finish_row_last(const acc_t *acc, const acc_t *end, acc_t b
 #ifdef CVAE_INT4
 /* n >= 1 weights from nibble t on (a row may start in a byte's high nibble): the
  * current byte is shifted down a nibble after an even t, a new one loaded after
- * an odd t; one MAC in the loop (small code: it is inlined on rv32ec). */
+ * an odd t; one MAC in the loop (on rv32ec the MAC is inline shift-and-add code:
+ * one copy per dot product, not two). */
 #define CVAE_DEF_DOT(name, xtype, mul)                                         \
     static NOINLINE acc_t name(WEIGHTS_PARAM, const xtype *x, unsigned n)      \
     {                                                                          \
