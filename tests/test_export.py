@@ -233,7 +233,7 @@ def trained_briefly(tmp_path_factory) -> Path:
 def exported_int4(trained_briefly, tmp_path_factory):
     out = tmp_path_factory.mktemp("deploy4")
     cfg = export_cfg(f"run={trained_briefly}", "precision=int4", "eval_samples=120",
-                     "qat_epochs=1", out_dir=out)  # fmt: skip
+                     "qat_epochs_int4=1", out_dir=out)  # fmt: skip
     return out, export(cfg)
 
 
@@ -270,6 +270,7 @@ def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(
     assert q["samples"] == 120
     assert q["qat"] == (q["acc_pytorch"] - q["acc_int4_ptq"] > 0.01)  # qat=auto
     assert ("acc_int4_qat" in q) == q["qat"]  # fine-tuned at 4 bits when int4 cost too much
+    assert q.get("qat_epochs", 1) == 1  # qat_epochs_int4, not qat_epochs
     # the C images are the shipped reference's: they score what it scored (int4 may cost
     # this small decoder more than a point even after fine-tuning; the export warns)
     assert q["acc_c_int4"] == q[f"acc_int4_{q['shipped']}"]
@@ -431,6 +432,7 @@ def test_unknown_mcu_names_the_choices(tmp_path):
      (["checkpoint=x.ckpt", "targets=host"], "targets=host is invalid; allowed: a list"),
      (["checkpoint=x.ckpt", "wandb.mode=loud"], "wandb.mode=loud is invalid"),
      (["checkpoint=x.ckpt", "precision=int5"], "precision=int5 is unknown; allowed: int8, int4"),
+     (["checkpoint=x.ckpt", "qat_epochs_int4=0"], "qat_epochs_int4=0 is invalid"),
      (["checkpoint=x.ckpt", "device=tpu"], "device=tpu is unknown; allowed: auto, cpu"),
      (["artifact=me/tinycvae/model-abc:best"], "needs W&B online")],
 )  # fmt: skip

@@ -26,6 +26,8 @@ def check_settings(cfg: DictConfig) -> torch.device:
     for key, least in (("golden_count", 1), ("eval_samples", 1), ("calib_samples", 1),
                        ("qat_epochs", 1)):  # fmt: skip
         require_int(cfg[key], key, least)
+    if cfg.get("qat_epochs_int4") is not None:
+        require_int(cfg.qat_epochs_int4, "qat_epochs_int4", 1)
     require_int(cfg.seed, "seed", 0)
     if cfg.get("wandb"):
         from tinycvae.tracking import resolve_mode

@@ -63,7 +63,11 @@ def quantise_for_export(
             "%s post-training costs %.1f points: quantisation-aware fine-tuning",
             precision, 100 * drop,
         )  # fmt: skip
-        tuned = finetune(fm, qm, z_cal, y_cal, cfg.qat_epochs, cfg.qat_lr, seed=cfg.seed)
+        epochs = cfg.qat_epochs
+        if precision == "int4" and cfg.get("qat_epochs_int4") is not None:
+            epochs = cfg.qat_epochs_int4  # 4-bit weights need longer fine-tuning
+        quality["qat_epochs"] = int(epochs)
+        tuned = finetune(fm, qm, z_cal, y_cal, epochs, cfg.qat_lr, seed=cfg.seed)
         qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass, bits)
         quality[qat] = scorer.acc(scorer.int8(qm_tuned))
         if quality[qat] >= quality[ptq]:
