@@ -72,7 +72,8 @@ def check_fit(
             f"{fp.flash_bytes} B of {mcu.flash_bytes} B ({fit['flash_over_bytes']} B over), "
             f"RAM {fp.ram_bytes} B of {mcu.ram_bytes} B ({fit['ram_over_bytes']} B over); "
             f"pick a smaller run (python src/pareto.py <folder> --select {mcu.name}), "
-            "precision=int4, or drop the target"
+            f"{'precision=int4 (half the weight bytes), ' if precision == 'int8' else ''}"
+            "or drop the target"
         )
     return {"flash_bytes": fp.flash_bytes, "ram_bytes": fp.ram_bytes}
 
