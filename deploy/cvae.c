@@ -8,7 +8,11 @@
  * MAC, the requant (one per output) and a few per row or stage (rv32ec has no
  * multiply instruction: the MAC and the requant are inline shift-and-adds, the
  * three taps of one input over its bits at once; the rest calls __mulsi3).
- * Weights and inputs are walked with pointers.
+ * Weights and inputs are walked with pointers. int4 models (CVAE_INT4, which
+ * also defines CVAE_INT8) run the same kernels on packed weights: a weight is
+ * then a nibble index into the stage's bytes, and the kernels unpack nibbles by
+ * shifts where they load a weight (the three taps of a kernel row once per
+ * input row; nibble by nibble, a byte load every other step, in the dot products).
  *
  * Transposed convolutions are computed one output row of one output channel at
  * a time, in scatter form into a row of accumulators (see scatter_row), then
@@ -180,6 +184,34 @@ static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned chan, unsign
 
 CVAE_STATIC_ASSERT(sizeof(acc_t) == 4, acc_is_32_bits);
 
+#ifdef CVAE_INT4
+/* int4 weights: element t in byte t/2, low nibble first (CONTRACT.md). A nibble is
+ * sign-extended by shifts, as BitNetMCU does: the low one moved to the top of an
+ * int8_t and shifted back down (arithmetic shift with gcc), the high one shifted
+ * down. A weight's position is a nibble index (weight_pos_t), from the stage's
+ * first weight; WEIGHTS(s, pos) are the arguments a kernel takes for it. */
+#define NIB_LO(b) ((int8_t)(uint8_t)((b) << 4) >> 4)
+#define NIB_HI(b) ((int8_t)(b) >> 4)
+static inline __attribute__((always_inline)) int32_t nibble(const cvae_weight_t *w, uint32_t t)
+{
+    const uint8_t b = w[t >> 1];
+    return t & 1 ? NIB_HI(b) : NIB_LO(b);
+}
+typedef uint32_t weight_pos_t;
+typedef int32_t tap_t;
+#define WEIGHTS_PARAM const cvae_weight_t *w, uint32_t t
+#define WEIGHTS(s, pos) (s)->weight, (pos)
+#define FIRST_WEIGHT(s) 0u
+#define TAP(k) nibble(w, t + (k))
+#else
+typedef const cvae_weight_t *weight_pos_t;
+typedef cvae_weight_t tap_t;
+#define WEIGHTS_PARAM const cvae_weight_t *w
+#define WEIGHTS(s, pos) (pos)
+#define FIRST_WEIGHT(s) ((s)->weight)
+#define TAP(k) w[k]
+#endif
+
 /* One static arena: the accumulator row, then the activations (the union aligns
  * it for the accumulators and for float on fp32). */
 static union {
@@ -263,6 +295,31 @@ static NOINLINE void finish_row_last(const acc_t *acc, const acc_t *end, acc_t b
 }
 
 /* Dot products: stage 0 reads z (int8_t on int8), later stages activations. */
+#ifdef CVAE_INT4
+/* n >= 1 weights from nibble t on (a row may start in a byte's high nibble): the
+ * current byte is shifted down a nibble after an even t, a new one loaded after
+ * an odd t; one MAC in the loop (on rv32ec the MAC is inline shift-and-add code:
+ * one copy per dot product, not two). */
+#define CVAE_DEF_DOT(name, xtype, mul)                                         \
+    static NOINLINE acc_t name(WEIGHTS_PARAM, const xtype *x, unsigned n)      \
+    {                                                                          \
+        acc_t a = 0;                                                           \
+        uint32_t b;                                                            \
+        w += t >> 1;                                                           \
+        b = *w++;                                                              \
+        if (t & 1)                                                             \
+            b >>= 4;                                                           \
+        for (;;) {                                                             \
+            a += mul(NIB_LO(b), *x++);                                         \
+            if (!--n)                                                          \
+                return a;                                                      \
+            if (++t & 1)                                                       \
+                b >>= 4;                                                       \
+            else                                                               \
+                b = *w++;                                                      \
+        }                                                                      \
+    }
+#else
 #define CVAE_DEF_DOT(name, xtype, mul)                                         \
     static NOINLINE acc_t name(const cvae_weight_t *w, const xtype *x, unsigned n) \
     {                                                                          \
@@ -271,6 +328,7 @@ static NOINLINE void finish_row_last(const acc_t *acc, const acc_t *end, acc_t b
             a += mul(*w++, *x++);                                              \
         return a;                                                              \
     }
+#endif
 CVAE_DEF_DOT(dot_act, cvae_act_t, MUL)
 #ifdef CVAE_INT8
 #define MUL_SIGNED(w, x) ((acc_t)(w) * (acc_t)(x))
@@ -288,13 +346,13 @@ static void linear(const cvae_stage_t *s, const cvae_act_t *x, const cvae_z_t *z
                    unsigned first, unsigned count, cvae_act_t *y, unsigned last)
 {
     const unsigned n_inputs = s->in_c;
-    const cvae_weight_t *w = s->weight + (uint32_t)first * n_inputs;
+    weight_pos_t w = FIRST_WEIGHT(s) + (uint32_t)first * n_inputs;
     const cvae_table_t *table_row = z ? cvae_table + (uint32_t)label * s->out_c + first : NULL;
     unsigned o;
 
     for (o = first; o < first + count; o++, w += n_inputs) {
-        acc_t acc = z ? TABLE_ACC(*table_row++) + dot_z(w, z, n_inputs)
-                      : s->bias[o] + dot_act(w, x, n_inputs);
+        acc_t acc = z ? TABLE_ACC(*table_row++) + dot_z(WEIGHTS(s, w), z, n_inputs)
+                      : s->bias[o] + dot_act(WEIGHTS(s, w), x, n_inputs);
         *y++ = finish(acc, s, o, last);
     }
 }
@@ -318,14 +376,15 @@ static int input_index(int pos, unsigned stride_log2, unsigned in_size)
  * last column for the taps that fall into the padding or past the edge; those
  * are never read. A zero input (most, after a ReLU) is skipped. */
 
-/* acc[ix * stride + kx] += w[kx] * x[ix] for kx < CVAE_KERNEL and every input
- * x[ix] before end (acc: the slot of output column -1). */
-static inline __attribute__((always_inline)) void scatter(acc_t *acc, const cvae_weight_t *w,
+/* acc[ix * stride + kx] += w_kx * x[ix] for kx < CVAE_KERNEL and every input
+ * x[ix] before end (acc: the slot of output column -1), the three taps w0, w1,
+ * w2 of a kernel row loaded (int4: unpacked) once per input row by scatter_row. */
+static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_t w0,
+                                                          const tap_t w1, const tap_t w2,
                                                           const cvae_act_t *x,
                                                           const cvae_act_t *end,
                                                           const unsigned stride)
 {
-    const cvae_weight_t w0 = w[0], w1 = w[1], w2 = w[2];
     for (; x < end; x++, acc += stride) {
         const cvae_act_t v = *x;
         if (v) {
@@ -341,13 +400,22 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const cvae
 }
 
 /* scatter() with the stride a constant: one register fewer in the loop. */
-static NOINLINE void scatter_row(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x,
+static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
                                  const cvae_act_t *end, unsigned stride)
 {
+#ifdef CVAE_INT4
+    /* the three taps unpacked once, before the loops */
+    const tap_t w0 = TAP(0), w1 = TAP(1), w2 = TAP(2);
     if (stride == 1)
-        scatter(acc, w, x, end, 1);
+        scatter(acc, w0, w1, w2, x, end, 1);
     else
-        scatter(acc, w, x, end, 2);
+        scatter(acc, w0, w1, w2, x, end, 2);
+#else
+    if (stride == 1)
+        scatter(acc, TAP(0), TAP(1), TAP(2), x, end, 1);
+    else
+        scatter(acc, TAP(0), TAP(1), TAP(2), x, end, 2);
+#endif
 }
 
 /* The accumulators acc of one output row of a convT (and its two edge slots) to
@@ -360,15 +428,17 @@ static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
     return end;
 }
 
-/* Adds kernel row ky of output channel w's weights ([in_c][ky][kx]) over input row
- * x (channel 0; channels in_chan_step apart) to the accumulator row acc. */
-static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, const cvae_weight_t *w,
-                               unsigned ky, const cvae_act_t *x, uint32_t in_chan_step)
+/* Adds kernel row ky of the weights of output channel 0 ([in_c][ky][kx], from
+ * FIRST_WEIGHT(s)) over input row x (channel 0; channels in_chan_step apart) to the
+ * accumulator row acc. */
+static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
+                               const cvae_act_t *x, uint32_t in_chan_step)
 {
     const unsigned in_c = s->in_c, in_w = s->in_w, stride = s->stride;
+    weight_pos_t w = FIRST_WEIGHT(s) + ky * CVAE_KERNEL;
     unsigned i;
-    for (w += ky * CVAE_KERNEL, i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
-        scatter_row(acc, w, x, x + in_w, stride);
+    for (i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
+        scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
 }
 
 /* One output row of a convT (all channels): rows[ky] is the input row (channel 0)
@@ -379,7 +449,7 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
                                unsigned last)
 {
     const unsigned in_c = s->in_c, in_w = s->in_w, stride = s->stride;
-    const cvae_weight_t *w = s->weight;
+    weight_pos_t w = FIRST_WEIGHT(s);
     acc_t *const acc = last ? LAST_ACC_ROW : ACC_ROW;
     unsigned o;
 
@@ -391,7 +461,8 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
             if (!x)
                 continue;
             for (i = 0; i < in_c; i++, x += in_chan_step)
-                scatter_row(acc, w + i * KERNEL_TAPS + ky * CVAE_KERNEL, x, x + in_w, stride);
+                scatter_row(acc, WEIGHTS(s, w + i * KERNEL_TAPS + ky * CVAE_KERNEL), x, x + in_w,
+                            stride);
         }
         (last ? finish_row_last : finish_row_hidden)(acc + 1, a_end - 1, s->bias[o], s, o, out);
     }
@@ -686,8 +757,7 @@ static void convt_single_channel_row(unsigned y, cvae_act_t *row)
         if (iy < 0)
             continue;
         ring_fill(N_STAGES - 2, (unsigned)iy);
-        scatter_kernel_row(LAST_ACC_ROW, s, s->weight, ky, ring_row(N_STAGES - 2, (unsigned)iy),
-                           s->in_w);
+        scatter_kernel_row(LAST_ACC_ROW, s, ky, ring_row(N_STAGES - 2, (unsigned)iy), s->in_w);
     }
     finish_row_last(LAST_ACC_ROW + 1, a_end - 1, s->bias[0], s, 0, row);
 }

@@ -183,6 +183,115 @@ def test_ch32v003_image_has_no_float_code(exported, tmp_path):
         assert name not in syms
 
 
+# --- int4 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+def test_int4_c_runtime_reproduces_the_python_reference_byte_for_byte(arch, tmp_path):
+    """A random decoder with latent 3 (stage 0's rows start in either nibble) and, for the
+    MLP, 15 hidden units (odd rows everywhere): golden vectors on the host, and cvae_pipe's
+    images for 60 more inputs equal to the integer reference's."""
+    from tinycvae.data.dice import dice_spec
+    from tinycvae.deploy import codegen
+    from tinycvae.deploy.builds import host_images
+    from tinycvae.deploy.quantize import quantize, run_int8
+    from tinycvae.deploy.stages import extract
+    from tinycvae.models import build_cvae
+
+    torch.manual_seed(0)
+    kw = {"dim1": 3, "dim2": 3, "dim3": 3, "dim4": 3} if arch == "conv" else {"hidden": 15}
+    m = build_cvae(dice_spec(32), arch=arch, latent=3, latent_mode="reparam",
+                   conditioning={"kind": "onehot"}, **kw).eval()  # fmt: skip
+    for p in m.decoder.parameters():
+        torch.nn.init.normal_(p, std=0.4)
+    fm = extract(m.decoder, 3, 6)
+    labels = torch.arange(512) % 6
+    z = m.sampler(labels, torch.Generator().manual_seed(1))
+    qm = quantize(fm, z, labels, bypass=False, bits=4)
+    zq, y = qm.quantize_z(z[:72]), labels[:72].numpy().astype(np.uint8)
+    want = run_int8(qm, zq, y).reshape(72, -1)
+    model_dir = tmp_path / "int4"
+    codegen.write_model(model_dir, fm, "int4", False, 1.0, (y[:12], zq[:12], want[:12]), qm)
+    text = toolchain.make("check-host", model_dir, tmp_path / "b")
+    assert toolchain.golden_result(text) == (12, 12), text
+    got = host_images(tmp_path / "b", y[12:], zq[12:], want.shape[1])
+    assert np.array_equal(got, want[12:])
+
+
+@pytest.fixture(scope="module")
+def trained_briefly(tmp_path_factory) -> Path:
+    """The 4_4_4_4 bypass decoder after 2 epochs: enough for the int4 plumbing."""
+    root = tmp_path_factory.mktemp("fw4")
+    done = run_train(
+        [*SMALL_DIE, "trainer.max_epochs=2", f"hydra.run.dir={root}/run"], root, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def exported_int4(trained_briefly, tmp_path_factory):
+    out = tmp_path_factory.mktemp("deploy4")
+    cfg = export_cfg(f"run={trained_briefly}", "precision=int4", "eval_samples=120",
+                     "qat_epochs_int4=1", out_dir=out)  # fmt: skip
+    return out, export(cfg)
+
+
+def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(
+    exported_int4, trained_briefly
+):
+    from tinycvae.deploy.footprint import estimate_stages, load_mcu
+    from tinycvae.deploy.report import layer_breakdown
+    from tinycvae.deploy.stages import extract
+
+    out, report = exported_int4
+    model, _ = load_model(trained_briefly / "checkpoints" / "best.ckpt")
+    fm = extract(model.decoder, model.latent, model.num_classes)
+    assert report["precision"] == "int4" and report["quantisation"]["weight_bits"] == 4
+    assert sorted(p.name for p in (out / "model").iterdir() if p.is_dir()) == [
+        "ch32fun", "fp32", "int4", "library", "platformio", "wandb",
+    ]  # fmt: skip
+    assert "#define CVAE_INT4 1" in (out / "model" / "int4" / "cvae_model.h").read_text()
+    t = report["targets"]
+    assert t["host"] == {"golden_int4": "12/12", "golden_fp32": "12/12"}
+    for target in ("qemu", "qemu-rv32"):
+        assert t[target]["golden_int4"] == "12/12"
+        assert t[target]["instructions_per_image"] > 10_000
+    for target, mcu in (("ch32v003", "ch32v003"), ("cortex-m0plus", "cortex_m0plus_16k")):
+        assert t[target]["precision"] == "int4"
+        assert abs(t[target]["flash_error"]) <= 0.10, t[target]
+        assert abs(t[target]["ram_error"]) <= 0.10, t[target]
+        # the RAM of int8 (uint8 activations): only the weights are 4-bit
+        int8 = estimate_stages(fm, "int8", True, load_mcu(mcu))
+        assert t[target]["estimated"]["ram_bytes"] == int8.ram_bytes
+    q = report["quality"]
+    assert q["precision"] == "int4" and q["c_matches_reference"] is True
+    assert "acc_int4_ptq" in q and "acc_c_int4" in q and "acc_c_int8" not in q
+    assert q["samples"] == 120
+    assert q["qat"] == (q["acc_pytorch"] - q["acc_int4_ptq"] > 0.01)  # qat=auto
+    assert ("acc_int4_qat" in q) == q["qat"]  # fine-tuned at 4 bits when int4 cost too much
+    assert q.get("qat_epochs", 1) == 1  # qat_epochs_int4, not qat_epochs
+    # the C images are the shipped reference's: they score what it scored (int4 may cost
+    # this small decoder more than a point even after fine-tuning; the export warns)
+    assert q["acc_c_int4"] == q[f"acc_int4_{q['shipped']}"]
+    # per layer, packed weights: fewer flash bytes than int8 for every stage
+    for r4, r8 in zip(report["layers"][1:-1], layer_breakdown(fm)[1:-1], strict=True):
+        assert r4["weight_bytes"] < r8["weight_bytes"]
+    assert "int4/cvae_model.c" in report["files"] and "int8/cvae_model.c" not in report["files"]
+    project = (out / "model" / "ch32fun" / "cvae_model.h").read_text()
+    assert "#define CVAE_INT4 1" in project  # the projects carry the shipped model
+
+
+def test_int4_ch32v003_image_has_no_float_code(exported_int4, tmp_path):
+    toolchain.make("ch32v003", exported_int4[0] / "model" / "int4", tmp_path)
+    syms = subprocess.run(
+        ["riscv64-unknown-elf-nm", str(tmp_path / "ch32v003" / "demo.elf")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for name in ("__addsf3", "__mulsf3", "__divsf3", "expf", "malloc"):
+        assert name not in syms
+
+
 # --- selection and bad input -------------------------------------------------------
 
 
@@ -323,6 +432,8 @@ def test_unknown_mcu_names_the_choices(tmp_path):
      (["checkpoint=x.ckpt", "seed=abc"], "seed=abc is invalid"),
      (["checkpoint=x.ckpt", "targets=host"], "targets=host is invalid; allowed: a list"),
      (["checkpoint=x.ckpt", "wandb.mode=loud"], "wandb.mode=loud is invalid"),
+     (["checkpoint=x.ckpt", "precision=int5"], "precision=int5 is unknown; allowed: int8, int4"),
+     (["checkpoint=x.ckpt", "qat_epochs_int4=0"], "qat_epochs_int4=0 is invalid"),
      (["checkpoint=x.ckpt", "device=tpu"], "device=tpu is unknown; allowed: auto, cpu"),
      (["artifact=me/tinycvae/model-abc:best"], "needs W&B online")],
 )  # fmt: skip

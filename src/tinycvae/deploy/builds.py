@@ -25,15 +25,21 @@ def _golden(goal: str, model_dir: Path, build_dir: Path, what: str) -> tuple[str
 
 
 def build_and_check(
-    target: toolchain.Target, model_dir: Path, build: Path, estimates: dict[str, Any]
+    target: toolchain.Target,
+    model_dir: Path,
+    build: Path,
+    estimates: dict[str, Any],
+    precision: str = "int8",
 ) -> dict[str, Any]:
     """Build ``target`` from the firmware in ``model_dir`` (builds under ``build``) and
     check it; what it measured, for the report. ``estimates``: the footprint estimates by
-    target name (see :func:`tinycvae.deploy.preflight.check_fits`)."""
+    target name (see :func:`tinycvae.deploy.preflight.check_fits`); ``precision``: the
+    shipped integer model's (int8 or int4; the host also builds fp32)."""
     name = target.name
+    shipped = precision
     if name == "host":
         out: dict[str, Any] = {}
-        for precision in ("int8", "fp32"):
+        for precision in (shipped, "fp32"):
             b = build / precision
             toolchain.make("host", model_dir / precision, b)
             what = f"host {precision} build"
@@ -41,20 +47,21 @@ def build_and_check(
         return out
     if target.check:  # an emulator runs the golden test
         what = f"the {name} build"
-        text, golden = _golden(target.check, model_dir / "int8", build / "int8", what)
+        text, golden = _golden(target.check, model_dir / shipped, build / shipped, what)
         return {
-            "golden_int8": golden,
+            f"golden_{shipped}": golden,
             "instructions_per_image": toolchain.instructions_per_image(text),
             "instructions_per_stage": toolchain.instructions_per_stage(text),
             "stack_high_water_bytes": toolchain.stack_high_water(text),
             "machine": target.machine,
         }
-    toolchain.make(name, model_dir / "int8", build / "int8")
-    measured = toolchain.elf_size(target, build / "int8")
+    toolchain.make(name, model_dir / shipped, build / shipped)
+    measured = toolchain.elf_size(target, build / shipped)
     est = estimates[name]
     mcu = load_mcu(target.mcu)
     return {
         "mcu": mcu.name,
+        "precision": shipped,
         "budget": {"flash_bytes": mcu.flash_bytes, "ram_bytes": mcu.ram_bytes},
         "measured": measured,
         "estimated": est,

@@ -94,21 +94,22 @@ def _export(
     scratch: Path,
 ) -> dict[str, Any]:
     """The export's steps, into ``scratch/model``; returns the report."""
+    precision = str(cfg.get("precision", "int8"))  # int8 | int4, checked by check_settings
     source = resolve_source(cfg, scratch)
     model, info = load_model(source.checkpoint, "cpu")
     fm = extract(model.decoder, model.latent, model.num_classes)
-    estimates = check_fits(fm, targets, mcu)
+    estimates = check_fits(fm, targets, mcu, precision)
 
     dm = load_data(info)
     devices.place(device, model, dm)
     fm = fm.to(device)
     scorer = make_scorer(cfg, model, dm, info)
-    qm, quality, calibrated = quantise_for_export(cfg, model, fm, dm, scorer)
+    qm, quality, calibrated = quantise_for_export(cfg, model, fm, dm, scorer, precision)
 
     model_dir, build = scratch / "model", scratch / "build"
     write_firmware(model_dir, model, fm, qm, cfg.golden_count, cfg.seed + 1)
-    write_projects(model_dir, check_projects(cfg.get("projects")))
-    results = {t.name: build_and_check(t, model_dir, build, estimates) for t in targets}
+    write_projects(model_dir, check_projects(cfg.get("projects")), precision)
+    results = {t.name: build_and_check(t, model_dir, build, estimates, precision) for t in targets}
     quality |= score_shipped(scorer, qm, build, "host" in results, cfg.max_acc_drop)
 
     report = make_report(source, info, fm, qm, calibrated, quality, results, mcu, model_dir)

@@ -1,4 +1,5 @@
-"""The files an export writes into its model folder: ``int8/`` and ``fp32/`` (the C model
+"""The files an export writes into its model folder: ``int8/`` (or ``int4/``, the shipped
+integer precision) and ``fp32/`` (the C model
 and its golden vectors, see :mod:`tinycvae.deploy.codegen`) and ``decoder.onnx`` (the
 float decoder, for users who bring their own toolchain)."""
 
@@ -46,17 +47,19 @@ def export_onnx(model: CVAE, path: Path) -> None:
 def write_firmware(
     model_dir: Path, model: CVAE, fm: FloatModel, qm: QuantModel, golden_count: int, seed: int
 ) -> None:
-    """Write the int8 model ``qm``, the fp32 model ``fm`` and the ONNX decoder into
-    ``model_dir``. Both C models carry ``golden_count`` golden vectors: balanced labels,
-    latents drawn by the model's sampler (seed ``seed``), and the outputs the Python
-    references compute for them, which the C builds must reproduce."""
+    """Write the integer model ``qm`` (into ``int8/`` or ``int4/``, its precision), the fp32
+    model ``fm`` and the ONNX decoder into ``model_dir``. Both C models carry
+    ``golden_count`` golden vectors: balanced labels, latents drawn by the model's sampler
+    (seed ``seed``), and the outputs the Python references compute for them, which the C
+    builds must reproduce."""
     gen = torch.Generator().manual_seed(seed)
     labels = balanced_labels(golden_count, model.num_classes)
     z = model.sampler(labels, gen).cpu()
     zq = qm.quantize_z(z)
     y = labels.numpy().astype(np.uint8)
     codegen.write_model(
-        model_dir / "int8", qm.float_model.to("cpu"), "int8", model.bypass, model.sample_std,
+        model_dir / qm.precision, qm.float_model.to("cpu"), qm.precision, model.bypass,
+        model.sample_std,
         (y, zq, run_int8(qm, zq, y).reshape(len(y), -1)), qm,
     )  # fmt: skip
     codegen.write_model(

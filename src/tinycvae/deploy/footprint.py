@@ -20,12 +20,13 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   Flatten/Unflatten/Identity are reinterpretations (free). The final sigmoid is a
   256-entry ``int8 logit -> uint8 pixel`` lookup table on int8/int4, ``expf`` on fp32.
 * **Flash (data).** Weights: fp32 4 B, int8 1 B, int4 0.5 B (two per byte, rounded up per
-  layer). Biases: int32 (4 B) on int8/int4, float (4 B) on fp32. Requantisation on
-  int8/int4: one 32-bit word per output channel (Linear: per output feature) packing a
-  15-bit multiplier, a pre-shift and a shift, applied in 32-bit arithmetic so that no
-  64-bit multiply is linked. Class table: int16 (2 B) per entry on int8/int4 (the
-  exporter gives a channel whose z-weights are tiny next to its table entries a coarser
-  weight scale, so the entries always fit), float (4 B) on fp32. Sigmoid LUT: 256 B.
+  layer: the runtime packs each stage's weights as one nibble stream, ``deploy/CONTRACT.md``).
+  Biases: int32 (4 B) on int8/int4, float (4 B) on fp32. Requantisation on int8/int4: one
+  32-bit word per output channel (Linear: per output feature) packing a 15-bit multiplier, a
+  pre-shift and a shift, applied in 32-bit arithmetic so that no 64-bit multiply is linked.
+  Class table: int16 (2 B) per entry on int8/int4 (the exporter gives a channel whose
+  z-weights are tiny next to its table entries a coarser weight scale, so the entries always
+  fit), float (4 B) on fp32. Sigmoid LUT: 256 B.
 * **Flash (code).** The named ``CODE_*`` constants below, chosen per precision and core,
   measured on the C runtime in ``deploy/`` (see :func:`code_bytes`). Without an MCU the
   core is assumed to have neither multiplier nor FPU (worst case).
@@ -72,7 +73,12 @@ PRECISIONS = ("fp32", "int8", "int4")
 CODE_BASE_BYTES = 2476  # vector table + startup, board I/O, demo, API, Linear / convT loops
 CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shifts, ReLU, saturate), LUT
 CODE_LAST_ACC_ROW_BYTES = 138  # the last layer's own accumulator row (streaming path)
-CODE_INT4_UNPACK_BYTES = 64  # int4: nibble unpacking in the weight loads (not built yet)
+# int4 (CVAE_INT4): the nibble unpacking in the dot products and in scatter_row's tap loads,
+# measured as the int4 image's code minus the int8 one's for the same decoders: 100-102 B on
+# Cortex-M0+ (3_3_3_3 and 8_8_8_8 dice decoders, a random 4_4_4_4 one), 180-182 B on rv32ec,
+# where the int4 dot product inlines a shift-and-add MAC of its own (the rest, 80 B)
+CODE_INT4_UNPACK_BYTES = 100
+CODE_INT4_SOFT_MULTIPLY_BYTES = 80  # int4 without a multiplier: the dot product's inline MAC
 # rv32ec: the inline shift-and-add MAC (three taps at once) and requant, __mulsi3 elsewhere
 CODE_SOFT_MULTIPLY_BYTES = 384
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
@@ -164,7 +170,9 @@ def code_bytes(precision: str, mcu: MCUProfile | None = None, last_acc_row: bool
     n += CODE_LAST_ACC_ROW_BYTES if last_acc_row else 0
     if precision == "fp32":
         return n + (CODE_FPU_EXPF_BYTES if fpu else CODE_SOFT_FLOAT_BYTES)
-    return n + CODE_INT_EXTRA_BYTES + (CODE_INT4_UNPACK_BYTES if precision == "int4" else 0)
+    if precision == "int4":
+        n += CODE_INT4_UNPACK_BYTES + (0 if hw_mul else CODE_INT4_SOFT_MULTIPLY_BYTES)
+    return n + CODE_INT_EXTRA_BYTES
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from tinycvae import devices
 from tinycvae.checks import require_int, require_number, require_writable_dir
 from tinycvae.deploy.footprint import MCUProfile, estimate_stages, load_mcu
 from tinycvae.deploy.projects import check_projects
+from tinycvae.deploy.quantize import BITS
 from tinycvae.deploy.stages import FloatModel
 from tinycvae.deploy.toolchain import Target
 from tinycvae.errors import ConfigError
@@ -20,10 +21,13 @@ from tinycvae.errors import ConfigError
 def check_settings(cfg: DictConfig) -> torch.device:
     """Refuse a bad setting of ``conf/export.yaml`` in one line; return the device the
     export computes on (``device``: auto, cpu, cuda, cuda:N or mps)."""
+    check_precision(cfg.get("precision", "int8"))
     device = devices.resolve(cfg.get("device", "auto"), "device")
     for key, least in (("golden_count", 1), ("eval_samples", 1), ("calib_samples", 1),
                        ("qat_epochs", 1)):  # fmt: skip
         require_int(cfg[key], key, least)
+    if cfg.get("qat_epochs_int4") is not None:
+        require_int(cfg.qat_epochs_int4, "qat_epochs_int4", 1)
     require_int(cfg.seed, "seed", 0)
     if cfg.get("wandb"):
         from tinycvae.tracking import resolve_mode
@@ -47,30 +51,42 @@ def check_settings(cfg: DictConfig) -> torch.device:
     return device
 
 
-def check_fit(fm: FloatModel, mcu: MCUProfile, target: str) -> dict[str, Any]:
-    """The int8 estimate of the stages ``fm`` for ``mcu`` (streamed, as the firmware runs);
-    ConfigError saying by how much when the model does not fit."""
-    fp = estimate_stages(fm, "int8", True, mcu)
+def check_precision(precision: Any) -> str:
+    """The shipped integer precision (``precision``: int8 or int4); one line naming the
+    allowed ones otherwise."""
+    if precision not in BITS:
+        raise ConfigError(f"precision={precision} is unknown; allowed: {', '.join(BITS)}")
+    return str(precision)
+
+
+def check_fit(
+    fm: FloatModel, mcu: MCUProfile, target: str, precision: str = "int8"
+) -> dict[str, Any]:
+    """The ``precision`` estimate of the stages ``fm`` for ``mcu`` (streamed, as the
+    firmware runs); ConfigError saying by how much when the model does not fit."""
+    fp = estimate_stages(fm, precision, True, mcu)
     fit = fp.fits(mcu)
     if not (fit["flash_ok"] and fit["ram_ok"]):
         raise ConfigError(
-            f"the model does not fit {mcu.name} (target {target}): flash {fp.flash_bytes} B of "
-            f"{mcu.flash_bytes} B ({fit['flash_over_bytes']} B over), RAM {fp.ram_bytes} B of "
-            f"{mcu.ram_bytes} B ({fit['ram_over_bytes']} B over); pick a smaller run "
-            f"(python src/pareto.py <folder> --select {mcu.name}) or drop the target"
+            f"the {precision} model does not fit {mcu.name} (target {target}): flash "
+            f"{fp.flash_bytes} B of {mcu.flash_bytes} B ({fit['flash_over_bytes']} B over), "
+            f"RAM {fp.ram_bytes} B of {mcu.ram_bytes} B ({fit['ram_over_bytes']} B over); "
+            f"pick a smaller run (python src/pareto.py <folder> --select {mcu.name}), "
+            f"{'precision=int4 (half the weight bytes), ' if precision == 'int8' else ''}"
+            "or drop the target"
         )
     return {"flash_bytes": fp.flash_bytes, "ram_bytes": fp.ram_bytes}
 
 
 def check_fits(
-    fm: FloatModel, targets: list[Target], mcu: MCUProfile | None
+    fm: FloatModel, targets: list[Target], mcu: MCUProfile | None, precision: str = "int8"
 ) -> dict[str, dict[str, Any]]:
     """:func:`check_fit` for every target built for a microcontroller, and for ``mcu=``;
     the estimates by target name (``mcu:<name>`` for ``mcu=``)."""
     estimates: dict[str, dict[str, Any]] = {}
     for target in targets:
         if target.mcu:
-            estimates[target.name] = check_fit(fm, load_mcu(target.mcu), target.name)
+            estimates[target.name] = check_fit(fm, load_mcu(target.mcu), target.name, precision)
     if mcu is not None:
-        estimates.setdefault(f"mcu:{mcu.name}", check_fit(fm, mcu, f"mcu={mcu.name}"))
+        estimates.setdefault(f"mcu:{mcu.name}", check_fit(fm, mcu, f"mcu={mcu.name}", precision))
     return estimates

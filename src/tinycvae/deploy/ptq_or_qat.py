@@ -1,6 +1,7 @@
-"""The int8 decoder an export ships: post-training quantisation, calibrated on the latents
-the decoder sees, and quantisation-aware fine-tuning when post-training costs too much
-evaluator accuracy (``qat=auto`` and ``max_acc_drop``; ``qat=true`` always tries it).
+"""The integer decoder an export ships (``precision``: int8, or int4 weights): post-training
+quantisation, calibrated on the latents the decoder sees, and quantisation-aware
+fine-tuning at the same weight width when post-training costs too much evaluator accuracy
+(``qat=auto`` and ``max_acc_drop``; ``qat=true`` always tries it).
 
 Calibration and fine-tuning run where the float stages are (the export's device); the
 latents are drawn on the CPU with fixed seeds, so they are the same on every device.
@@ -15,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from tinycvae.deploy.qat import finetune
-from tinycvae.deploy.quantize import QuantModel, quantize
+from tinycvae.deploy.quantize import BITS, QuantModel, quantize
 from tinycvae.deploy.score import Scorer
 from tinycvae.deploy.stages import FloatModel
 from tinycvae.metrics import balanced_labels, latents_of
@@ -38,27 +39,38 @@ def calibration_latents(model: CVAE, dm, n: int, seed: int) -> tuple[torch.Tenso
 
 
 def quantise_for_export(
-    cfg: DictConfig, model: CVAE, fm: FloatModel, dm, scorer: Scorer
+    cfg: DictConfig, model: CVAE, fm: FloatModel, dm, scorer: Scorer, precision: str = "int8"
 ) -> tuple[QuantModel, dict[str, Any], int]:
-    """The int8 model to ship, the quality block of the report so far (PyTorch and int8
-    accuracies, whether QAT ran, which one ships) and the number of calibration latents."""
+    """The ``precision`` model to ship, the quality block of the report so far (precision,
+    PyTorch and integer accuracies ``acc_<precision>_ptq`` / ``_qat``, whether QAT ran,
+    which one ships) and the number of calibration latents."""
+    bits = BITS[precision]
     z_cal, y_cal = calibration_latents(model, dm, cfg.calib_samples, cfg.seed)
     z_cal, y_cal = z_cal.to(fm.device), y_cal.to(fm.device)
-    qm = quantize(fm, z_cal, y_cal, model.bypass)
+    qm = quantize(fm, z_cal, y_cal, model.bypass, bits)
+    ptq, qat = f"acc_{precision}_ptq", f"acc_{precision}_qat"
     quality: dict[str, Any] = {
+        "precision": precision,
         "samples": len(scorer.labels),
         "evaluator": scorer.path,
         "acc_pytorch": scorer.reference_acc,
-        "acc_int8_ptq": scorer.acc(scorer.int8(qm)),
+        ptq: scorer.acc(scorer.int8(qm)),
     }
-    drop = quality["acc_pytorch"] - quality["acc_int8_ptq"]
+    drop = quality["acc_pytorch"] - quality[ptq]
     quality["qat"] = cfg.qat is True or (cfg.qat == "auto" and drop > cfg.max_acc_drop)
     if quality["qat"]:
-        log.info("int8 post-training costs %.1f points: quantisation-aware fine-tuning", 100 * drop)
-        tuned = finetune(fm, qm, z_cal, y_cal, cfg.qat_epochs, cfg.qat_lr, seed=cfg.seed)
-        qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass)
-        quality["acc_int8_qat"] = scorer.acc(scorer.int8(qm_tuned))
-        if quality["acc_int8_qat"] >= quality["acc_int8_ptq"]:
+        log.info(
+            "%s post-training costs %.1f points: quantisation-aware fine-tuning",
+            precision, 100 * drop,
+        )  # fmt: skip
+        epochs = cfg.qat_epochs
+        if precision == "int4" and cfg.get("qat_epochs_int4") is not None:
+            epochs = cfg.qat_epochs_int4  # 4-bit weights need longer fine-tuning
+        quality["qat_epochs"] = int(epochs)
+        tuned = finetune(fm, qm, z_cal, y_cal, epochs, cfg.qat_lr, seed=cfg.seed)
+        qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass, bits)
+        quality[qat] = scorer.acc(scorer.int8(qm_tuned))
+        if quality[qat] >= quality[ptq]:
             qm = qm_tuned  # else the post-training model ships: fine-tuning did not help
     quality["shipped"] = "qat" if qm.float_model is not fm else "ptq"
     return qm, quality, len(y_cal)

@@ -1,9 +1,10 @@
-"""Quantisation-aware fine-tuning of the deployed stages, for when post-training int8
-costs too much accuracy (tiny decoders are sensitive to weight rounding).
+"""Quantisation-aware fine-tuning of the deployed stages, for when post-training int8 or
+int4 costs too much accuracy (tiny decoders are sensitive to weight rounding).
 
-The float stages are trained through fake quantisation that mirrors the int8 runtime
-(per-channel int8 weights, uint8 activations on the calibrated scales, int8 logits,
-int8 z), with straight-through gradients, to reproduce the *float model's own* images
+The float stages are trained through fake quantisation that mirrors the integer runtime
+(per-channel weights of the quantised model's width, ``qm.bits``: int8 or int4; uint8
+activations on the calibrated scales, int8 logits, int8 z), with straight-through
+gradients, to reproduce the *float model's own* images
 (distillation: the goal is to draw what the PyTorch model draws). The result is a new
 :class:`FloatModel`, quantised again by :func:`tinycvae.deploy.quantize.quantize`.
 """
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, W_MAX, QuantModel
+from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, QuantModel, w_max
 from tinycvae.deploy.stages import FloatModel, run_stages
 
 
@@ -24,12 +25,15 @@ def _ste_round(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def _fake_weight(w: Tensor, floor: Tensor | None) -> Tensor:
-    scale = w.detach().reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-8) / W_MAX
+def _fake_weight(w: Tensor, floor: Tensor | None, bits: int = 8) -> Tensor:
+    """``w`` rounded to per-output-channel symmetric ``bits``-wide codes (8: -127..127,
+    4: -7..7), as :func:`tinycvae.deploy.quantize.quantize` rounds it."""
+    top = w_max(bits)
+    scale = w.detach().reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-8) / top
     if floor is not None:
         scale = torch.maximum(scale, floor)
     shape = (-1,) + (1,) * (w.dim() - 1)
-    return _ste_round(w / scale.reshape(shape)).clamp(-W_MAX, W_MAX) * scale.reshape(shape)
+    return _ste_round(w / scale.reshape(shape)).clamp(-top, top) * scale.reshape(shape)
 
 
 def _fake_act(x: Tensor, scale: float, lo: int, hi: int) -> Tensor:
@@ -37,12 +41,14 @@ def _fake_act(x: Tensor, scale: float, lo: int, hi: int) -> Tensor:
 
 
 def fake_forward(fm: FloatModel, qm: QuantModel, z: Tensor, labels: Tensor) -> Tensor:
-    """Logits of ``fm`` under the int8 runtime's rounding (differentiable by STE),
-    computed where ``fm`` is (``z`` and ``labels`` must be there)."""
+    """Logits of ``fm`` under the integer runtime's rounding at ``qm``'s weight width
+    (differentiable by STE), computed where ``fm`` is (``z`` and ``labels`` must be
+    there)."""
     x = _fake_act(z, qm.z_scale, -127, 127)
     table_floor = fm.table.detach().abs().amax(0) / (32766 * qm.z_scale)
     weights = [
-        _fake_weight(st.weight, table_floor if i == 0 else None) for i, st in enumerate(fm.stages)
+        _fake_weight(st.weight, table_floor if i == 0 else None, qm.bits)
+        for i, st in enumerate(fm.stages)
     ]
     biases = [fm.table[labels]] + [st.bias for st in fm.stages[1:]]
 
@@ -66,7 +72,8 @@ def finetune(
     batch_size: int = 256,
     seed: int = 0,
 ) -> FloatModel:
-    """A copy of ``fm`` fine-tuned so that its int8 form draws ``fm``'s float images.
+    """A copy of ``fm`` fine-tuned so that its integer form (``qm``'s width) draws ``fm``'s
+    float images.
     Trains where ``fm`` is; the batches are drawn with a CPU generator seeded by ``seed``,
     so they are the same on every device."""
     z, labels = z.to(fm.device), labels.to(fm.device)

@@ -1,11 +1,13 @@
-"""Post-training int8 quantisation of the deployed stages, and its exact reference.
+"""Post-training int8 / int4 quantisation of the deployed stages, and its exact reference.
 
 :func:`quantize` calibrates activation scales on the activations the decoder sees for the
 training set and turns the float stages (:func:`tinycvae.deploy.stages.extract`) into the
-int8 form of ``deploy/CONTRACT.md``: int8 weights per output channel, int32 biases, an
-int16 class table, one requantisation word per output channel and a sigmoid lookup table.
-:func:`run_int8` computes exactly what the C runtime computes (integer arithmetic, bit for
-bit).
+integer form of ``deploy/CONTRACT.md``: int8 (``bits=8``, codes -127..127) or int4
+(``bits=4``, codes -7..7) weights per output channel, int32 biases, an int16 class table,
+one requantisation word per output channel and a sigmoid lookup table; activations are
+uint8 and accumulators int32 at both widths. :func:`run_int8` computes exactly what the C
+runtime computes (integer arithmetic, bit for bit) for either width; :func:`pack_nibbles`
+is the int4 weights' layout in flash (two per byte, low nibble first).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from tinycvae.deploy.stages import FloatModel, Stage, UnsupportedModelError, run
 ACT_MAX = 255  # hidden activations: uint8 after the fused ReLU
 LOGIT_MAX = 127  # last stage: int8 logits
 W_MAX = 127  # int8 weights, symmetric
+W4_MAX = 7  # int4 weights, symmetric: -7..7 (the nibble's -8 is never produced)
+BITS = {"int8": 8, "int4": 4}  # weight width of each integer precision
+INT32_MAX = 2**31 - 1
 Z_MAX = 127  # int8 latents, symmetric
 A_LIMIT = 32767  # |pre-shifted accumulator| before the multiplier (CONTRACT: clamp)
 M_BITS = 15  # requant multipliers in [2^14, 2^15)
@@ -60,6 +65,11 @@ class QuantModel:
     logit_scale: float
     sigmoid_lut: np.ndarray  # uint8 [256], index = logit + 128
     act_scales: list[float] = field(default_factory=list)
+    bits: int = 8  # weight width: 8 (int8) or 4 (int4, packed two per byte in C)
+
+    @property
+    def precision(self) -> str:
+        return f"int{self.bits}"
 
     @property
     def z_one(self) -> int:
@@ -100,14 +110,51 @@ def _requant(scale: np.ndarray, bound: np.ndarray) -> Requant:
     return Requant(m, pre, shift)
 
 
-def _weights(w: Tensor, floor: Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-output-channel symmetric int8 weights and their scales (at least ``floor``)."""
+def w_max(bits: int) -> int:
+    """The largest weight code at ``bits`` (symmetric range -w_max..w_max)."""
+    if bits not in (8, 4):
+        raise ValueError(f"weight width {bits} is unsupported; allowed: 8, 4")
+    return W_MAX if bits == 8 else W4_MAX
+
+
+def pack_nibbles(values: np.ndarray) -> np.ndarray:
+    """int4 codes (-8..7, any shape, read flat) -> ``ceil(n / 2)`` bytes: element ``t`` in
+    byte ``t // 2``, in its low nibble for even ``t``, its high nibble for odd ``t`` (an odd
+    count leaves the last high nibble 0). The layout of CONTRACT.md's int4 weights."""
+    v = np.asarray(values).astype(np.int64).ravel()
+    if v.size and (v.min() < -8 or v.max() > 7):
+        raise ValueError(f"int4 codes must lie in -8..7, got {v.min()}..{v.max()}")
+    nib = (v & 0xF).astype(np.uint8)
+    if nib.size % 2:
+        nib = np.append(nib, np.uint8(0))
+    return (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_nibbles(packed: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` int4 codes of :func:`pack_nibbles`' bytes, sign-extended (int8), as
+    the C runtime unpacks them: ``((int8_t)(b << 4)) >> 4`` low, ``((int8_t)b) >> 4`` high."""
+    b = np.asarray(packed, dtype=np.uint8).astype(np.int64)
+    lo = ((b << 4) & 0xFF).astype(np.uint8).view(np.int8).astype(np.int64) >> 4
+    hi = b.astype(np.uint8).view(np.int8).astype(np.int64) >> 4
+    out = np.empty(2 * len(b), dtype=np.int64)
+    out[0::2], out[1::2] = lo, hi
+    if n > len(out):
+        raise ValueError(f"{len(b)} bytes hold at most {len(out)} int4 codes, not {n}")
+    return out[:n].astype(np.int8)
+
+
+def _weights(
+    w: Tensor, floor: Tensor | None = None, bits: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel symmetric weights of ``bits`` and their scales (at least
+    ``floor``)."""
+    top = w_max(bits)
     flat = w.detach().cpu().reshape(w.shape[0], -1).double()
-    scale = flat.abs().amax(dim=1) / W_MAX
+    scale = flat.abs().amax(dim=1) / top
     if floor is not None:
         scale = torch.maximum(scale, floor)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(flat / scale[:, None]).clamp(-W_MAX, W_MAX).reshape(w.shape)
+    q = torch.round(flat / scale[:, None]).clamp(-top, top).reshape(w.shape)
     return q.to(torch.int64).numpy().astype(np.int8), scale.numpy()
 
 
@@ -127,11 +174,17 @@ def calibration_ranges(
     return peaks
 
 
-def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool) -> QuantModel:
-    """Post-training int8 quantisation calibrated on ``(z, labels)``: the latents the
-    decoder sees for the training set (posterior means, or the known factors) and the
-    sampler's draws. Bypass factors are uniform in [-1, 1]: z = 1.0 is code 127.
-    Calibration runs where ``fm`` is; the int8 model is built on the CPU."""
+def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool, bits: int = 8) -> QuantModel:
+    """Post-training quantisation calibrated on ``(z, labels)``: the latents the decoder
+    sees for the training set (posterior means, or the known factors) and the sampler's
+    draws. Bypass factors are uniform in [-1, 1]: z = 1.0 is code 127. Weights are int8
+    (``bits=8``) or int4 (``bits=4``); everything else is the same at both widths.
+    Calibration runs where ``fm`` is; the integer model is built on the CPU.
+
+    An accumulator that could pass int32 is refused (one line: the stage, its worst
+    channel and the bound |table or bias| + sum |w| x input peak, against 2^31 - 1)."""
+    w_max(bits)  # refuses another width
+    precision = f"int{bits}"
     zmax = 1.0 if bypass else max(float(z.abs().max()), 1e-6)
     z_scale = zmax / Z_MAX
     peaks = calibration_ranges(fm, z, labels)
@@ -150,7 +203,7 @@ def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool) -> QuantMo
         # so that its entries fit int16 (the table's step then stays far below one
         # output step, and CVAE_TABLE_SHIFT stays 0).
         floor = table.abs().amax(dim=0) / ((TABLE_MAX - 1) * z_scale) if i == 0 else None
-        wq, ws = _weights(st.weight, floor)
+        wq, ws = _weights(st.weight, floor, bits)
         acc_scale = in_scale * ws  # per output channel
         wabs = np.abs(wq.astype(np.int64)).reshape(len(ws), -1).sum(axis=1)
         in_peak = Z_MAX if i == 0 else ACT_MAX
@@ -164,25 +217,27 @@ def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool) -> QuantMo
             const = np.abs(table_q.astype(np.int64)).max(axis=0) << table_shift
             bias_q = None
         else:
-            bias_q = np.round(st.bias.detach().cpu().double().numpy() / acc_scale)
-            bias_q = bias_q.astype(np.int64)
-            if np.abs(bias_q).max(initial=0) >= 2**31:
-                raise UnsupportedModelError(f"stage {i}'s bias does not fit int32")
-            bias_q = bias_q.astype(np.int32)
-            const = np.abs(bias_q.astype(np.int64))
-        bound = const + in_peak * wabs
-        if bound.max() >= 2**31:
+            bias_f = np.round(st.bias.detach().cpu().double().numpy() / acc_scale)
+            const = np.abs(bias_f)  # float: a bias far out of scale may not fit int64
+        bound = const + in_peak * wabs.astype(np.float64)
+        if bound.max() > INT32_MAX:
+            o = int(np.argmax(bound))
             raise UnsupportedModelError(
-                f"stage {i}'s accumulator can reach {int(bound.max())}, past int32; allowed: "
-                "< 2^31 (weights or biases far out of scale)"
+                f"precision={precision}: stage {i} ({fm.stages[i].kind}) can overflow its "
+                f"int32 accumulator: channel {o}'s worst case |sum| = "
+                f"{'|table|' if i == 0 else '|bias|'} + sum |w| x {in_peak} = {bound[o]:.0f} > "
+                f"2^31 - 1 = {INT32_MAX} (weights or biases far out of scale)"
             )
+        if i > 0:
+            bias_q = bias_f.astype(np.int64).astype(np.int32)
+        bound = np.round(bound).astype(np.int64)
         rq = _requant(acc_scale / out_scales[i], bound)
         stages.append(QuantStage(st, wq, bias_q, rq, ws, in_scale, out_scales[i]))
         in_scale = out_scales[i]
 
     codes = np.arange(-128, 128, dtype=np.float64) * logit_scale
     lut = np.round(255.0 / (1.0 + np.exp(-codes))).astype(np.uint8)
-    return QuantModel(fm, stages, table_q, table_shift, z_scale, logit_scale, lut, act_scales)
+    return QuantModel(fm, stages, table_q, table_shift, z_scale, logit_scale, lut, act_scales, bits)
 
 
 def _apply_requant(acc: Tensor, rq: Requant, channel_dim: int, relu: bool) -> Tensor:
@@ -201,7 +256,8 @@ def _apply_requant(acc: Tensor, rq: Requant, channel_dim: int, relu: bool) -> Te
 
 
 def run_int8(qm: QuantModel, zq: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Pixels (uint8 [N, C, H, W]) exactly as the C runtime computes them, on the CPU.
+    """Pixels (uint8 [N, C, H, W]) exactly as the C runtime computes them, on the CPU, for
+    int8 and int4 models alike (``qm``'s weights are the codes, unpacked).
 
     The accumulators are computed in float64, which holds them exactly: every partial sum
     is an integer below the int32 bound that :func:`quantize` checked (far below 2^53)."""

@@ -42,7 +42,10 @@ def make_report(
             "data": info["config"]["data"].get("name"),
             "stages": [f"{s.kind} {s.in_shape}->{s.out_shape}" for s in fm.stages],
         },
+        "precision": qm.precision,
         "quantisation": {
+            "precision": qm.precision,
+            "weight_bits": qm.bits,
             "z_scale": qm.z_scale,
             "z_one": qm.z_one,
             "logit_scale": qm.logit_scale,
@@ -50,7 +53,7 @@ def make_report(
             "activation_scales": qm.act_scales,
             "calibration_samples": int(calibration_samples),
         },
-        "layers": layer_breakdown(fm, targets),
+        "layers": layer_breakdown(fm, targets, qm.precision),
         "quality": quality,
         "targets": targets,
         "mcu": mcu.name if mcu else None,
@@ -71,16 +74,19 @@ def _shape(shape: tuple[int, ...]) -> str:
 CORES = {"qemu": "armv6m", "qemu-rv32": "rv32ec"}
 
 
-def layer_breakdown(fm: FloatModel, targets: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Per deployed item of the int8 firmware (the class table, each stage, the sigmoid
-    table): kind, shapes, MACs, bytes of constants in flash (weights, biases, requant
-    words; table entries) and bytes of activations it reads and writes (uint8: 1 B per
-    element; stage 0 reads the int8 z; the sigmoid is a lookup fused into the last
-    stage); with the emulators' results in ``targets``, each stage's instructions
-    under QEMU (``instructions_armv6m``, ``instructions_rv32ec``; the class table and
-    the sigmoid are counted in stage 0 and the last stage)."""
+def layer_breakdown(
+    fm: FloatModel, targets: dict[str, Any] | None = None, precision: str = "int8"
+) -> list[dict[str, Any]]:
+    """Per deployed item of the ``precision`` (int8 or int4) firmware (the class table,
+    each stage, the sigmoid table): kind, shapes, MACs, bytes of constants in flash
+    (weights, int4 ones packed two per byte; biases, requant words; table entries) and
+    bytes of activations it reads and writes (uint8: 1 B per element; stage 0 reads the
+    int8 z; the sigmoid is a lookup fused into the last stage); with the emulators'
+    results in ``targets``, each stage's instructions under QEMU
+    (``instructions_armv6m``, ``instructions_rv32ec``; the class table and the sigmoid
+    are counted in stage 0 and the last stage)."""
     rows = []
-    for layer in estimate_stages(fm.to("cpu"), "int8").layers:
+    for layer in estimate_stages(fm.to("cpu"), precision).layers:
         ins, outs = math.prod(layer.in_shape), math.prod(layer.out_shape)
         acts = 0 if layer.kind in ("class_table", "sigmoid_lut") else ins + outs
         rows.append({

@@ -49,7 +49,8 @@ class Scorer:
         return self.acc(self.reference)
 
     def int8(self, qm: QuantModel) -> torch.Tensor:
-        """The int8 reference's images (what the C decoder draws, byte for byte)."""
+        """The integer reference's images (int8 or int4 weights: what the C decoder draws,
+        byte for byte)."""
         px = run_int8(qm, qm.quantize_z(self.z), self.labels.numpy())
         return torch.from_numpy(px).float() / 255
 
@@ -75,20 +76,21 @@ def make_scorer(cfg: DictConfig, model: CVAE, dm, info: dict[str, Any]) -> Score
 
 def c_quality(scorer: Scorer, qm: QuantModel, build: Path) -> dict[str, Any]:
     """The C decoder's own images (the host build under ``build``) for the scorer's
-    inputs: equal to the int8 reference's, scored by the evaluator, and their MSE against
-    the PyTorch images."""
-    int8 = scorer.int8(qm)
+    inputs: equal to the integer reference's, scored by the evaluator (``acc_c_int8`` or
+    ``acc_c_int4``, the model's precision), and their MSE against the PyTorch images."""
+    p = qm.precision
+    ref = scorer.int8(qm)
     y = scorer.labels.numpy()
-    c_pixels = host_images(build / "int8", y, qm.quantize_z(scorer.z), int8[0].numel())
-    c_images = torch.from_numpy(c_pixels.copy()).float().reshape(int8.shape) / 255
-    if not torch.equal(c_images, int8):
-        raise ToolchainError("the C decoder's images differ from the int8 reference")
+    c_pixels = host_images(build / p, y, qm.quantize_z(scorer.z), ref[0].numel())
+    c_images = torch.from_numpy(c_pixels.copy()).float().reshape(ref.shape) / 255
+    if not torch.equal(c_images, ref):
+        raise ToolchainError(f"the C decoder's images differ from the {p} reference")
     acc = scorer.acc(c_images)
     return {
         "c_matches_reference": True,
-        "acc_c_int8": acc,
+        f"acc_c_{p}": acc,
         "acc_drop": scorer.reference_acc - acc,
-        "int8_vs_fp32_mse": float(((c_images - scorer.reference) ** 2).mean()),
+        f"{p}_vs_fp32_mse": float(((c_images - scorer.reference) ** 2).mean()),
     }
 
 
@@ -99,8 +101,11 @@ def score_shipped(
     build exists, else none (the int8 reference stands for it); warns when the shipped
     images score more than ``max_drop`` below the PyTorch model's."""
     quality = c_quality(scorer, qm, build) if host_built else {}
-    shipped = quality["acc_c_int8"] if "acc_c_int8" in quality else scorer.acc(scorer.int8(qm))
+    key = f"acc_c_{qm.precision}"
+    shipped = quality[key] if key in quality else scorer.acc(scorer.int8(qm))
     drop = scorer.reference_acc - shipped
     if drop > max_drop:
-        log.warning("the int8 decoder scores %.1f points below the PyTorch model", 100 * drop)
+        log.warning(
+            "the %s decoder scores %.1f points below the PyTorch model", qm.precision, 100 * drop
+        )
     return quality
