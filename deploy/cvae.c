@@ -460,6 +460,8 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
             const cvae_act_t *x = rows[ky];
             if (!x)
                 continue;
+            /* scatter_kernel_row's loop, written out: calling it (even inlined) costs
+             * 1.4% more instructions per image on ARMv6-M (8_8_8_8, measured) */
             for (i = 0; i < in_c; i++, x += in_chan_step)
                 scatter_row(acc, WEIGHTS(s, w + i * KERNEL_TAPS + ky * CVAE_KERNEL), x, x + in_w,
                             stride);

@@ -219,33 +219,21 @@ def test_int4_c_runtime_reproduces_the_python_reference_byte_for_byte(arch, tmp_
 
 
 @pytest.fixture(scope="module")
-def trained_briefly(tmp_path_factory) -> Path:
-    """The 4_4_4_4 bypass decoder after 2 epochs: enough for the int4 plumbing."""
-    root = tmp_path_factory.mktemp("fw4")
-    done = run_train(
-        [*SMALL_DIE, "trainer.max_epochs=2", f"hydra.run.dir={root}/run"], root, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return root / "run"
-
-
-@pytest.fixture(scope="module")
-def exported_int4(trained_briefly, tmp_path_factory):
+def exported_int4(trained, tmp_path_factory):
+    """The module's trained run exported at int4 (one fine-tuning epoch: the plumbing)."""
     out = tmp_path_factory.mktemp("deploy4")
-    cfg = export_cfg(f"run={trained_briefly}", "precision=int4", "eval_samples=120",
+    cfg = export_cfg(f"run={trained}", "precision=int4", "eval_samples=120",
                      "qat_epochs_int4=1", out_dir=out)  # fmt: skip
     return out, export(cfg)
 
 
-def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(
-    exported_int4, trained_briefly
-):
+def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(exported_int4, trained):
     from tinycvae.deploy.footprint import estimate_stages, load_mcu
     from tinycvae.deploy.report import layer_breakdown
     from tinycvae.deploy.stages import extract
 
     out, report = exported_int4
-    model, _ = load_model(trained_briefly / "checkpoints" / "best.ckpt")
+    model, _ = load_model(trained / "checkpoints" / "best.ckpt")
     fm = extract(model.decoder, model.latent, model.num_classes)
     assert report["precision"] == "int4" and report["quantisation"]["weight_bits"] == 4
     assert sorted(p.name for p in (out / "model").iterdir() if p.is_dir()) == [

@@ -168,6 +168,15 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return done
 
 
+def _link_ch32v003(flags: list, objs: list, elf: Path) -> dict[str, int]:
+    """Link ``objs`` with boards/ch32v003's startup and 16 KB / 2 KB linker script (an
+    overflow fails the link); the image's flash and RAM."""
+    board = DEPLOY / "boards" / "ch32v003"
+    _run([RV, *flags, "-nostartfiles", "-T", board / "link.ld", board / "startup.S", *objs,
+          "-lgcc", "-Wl,--gc-sections", "-o", elf])  # fmt: skip
+    return _size("riscv64-unknown-elf-size", elf)
+
+
 def _size(tool: str, elf: Path) -> dict[str, int]:
     text, data, bss = (int(v) for v in _run([tool, "-B", elf]).stdout.splitlines()[1].split()[:3])
     return {"flash": text + data, "ram": data + bss}
@@ -332,24 +341,7 @@ def test_ch32fun_project_compiles_and_links_for_the_ch32v003(model, tmp_path):
     )
     _run([RV, *flags, "-c", stub / "link.c", "-o", tmp_path / "link.o"])
     elf = tmp_path / "demo.elf"
-    board = DEPLOY / "boards" / "ch32v003"
-    _run(
-        [
-            RV,
-            *flags,
-            "-nostartfiles",
-            "-T",
-            board / "link.ld",
-            board / "startup.S",
-            *objs,
-            tmp_path / "link.o",
-            "-lgcc",
-            "-Wl,--gc-sections",
-            "-o",
-            elf,
-        ]
-    )
-    size = _size("riscv64-unknown-elf-size", elf)
+    size = _link_ch32v003(flags, [*objs, tmp_path / "link.o"], elf)
     assert size["flash"] <= 16384 and size["ram"] <= 2048, size
     syms = _run(["riscv64-unknown-elf-nm", elf]).stdout
     assert "cvae_generate_rows" in syms and "__assert_func" not in syms
@@ -376,23 +368,7 @@ def test_platformio_ch32v003_env_builds_the_library_without_flags(model, tmp_pat
         tmp_path / "o",
     )
     elf = tmp_path / "firmware.elf"
-    board = DEPLOY / "boards" / "ch32v003"
-    _run(
-        [
-            RV,
-            *flags,
-            "-nostartfiles",
-            "-T",
-            board / "link.ld",
-            board / "startup.S",
-            *objs,
-            "-lgcc",
-            "-Wl,--gc-sections",
-            "-o",
-            elf,
-        ]
-    )
-    size = _size("riscv64-unknown-elf-size", elf)
+    size = _link_ch32v003(flags, objs, elf)
     assert size["flash"] <= 16384 and size["ram"] <= 2048, size
     assert "__assert_func" not in _run(["riscv64-unknown-elf-nm", elf]).stdout
 
