@@ -82,6 +82,17 @@ def test_resuming_with_another_schedule_is_refused_before_work(tiny_cfg, tmp_pat
         build(tiny_cfg("trainer.max_epochs=3", "ckpt_path=last"))
 
 
+def test_a_run_without_a_schedule_resumes_to_more_epochs(tiny_cfg, tmp_path):
+    first = run(tiny_cfg("trainer.max_epochs=1", "scheduler=null"))
+    assert first["status"] == "ok"
+    longer = run(tiny_cfg("trainer.max_epochs=3", "scheduler=null", "ckpt_path=last"))
+    assert longer["status"] == "ok" and longer["resumed_from"].endswith("last.ckpt")
+    assert torch.load(longer["checkpoints"]["last"], weights_only=True)["epoch"] == 2
+    assert longer["started"] == first["started"]  # one run, one record
+    with pytest.raises(ConfigError, match="scheduler=torch.optim.lr_scheduler.OneCycleLR differs"):
+        build(tiny_cfg("trainer.max_epochs=4", "ckpt_path=last"))
+
+
 def test_a_nonfinite_loss_fails_the_job_and_keeps_the_record(tiny_cfg, tmp_path, monkeypatch):
     poison_loss_after(monkeypatch, 6)  # sanity val 1 + 4 train + val 1: dies in epoch 2
     summary = run(tiny_cfg("trainer.max_epochs=3"))

@@ -17,6 +17,16 @@ from tinycvae.losses import beta_at, check_recon, elbo_terms
 from tinycvae.models import CVAE
 
 
+def plans_over_run(scheduler: Callable[..., Any] | None) -> bool:
+    """Whether a scheduler factory (a ``functools.partial``, or the class) is given the
+    run's total step count (OneCycleLR): its schedule then fixes the run's length."""
+    if scheduler is None:
+        return False
+    target = getattr(scheduler, "func", scheduler)
+    given = getattr(scheduler, "keywords", {})
+    return "total_steps" in inspect.signature(target).parameters and "total_steps" not in given
+
+
 class CVAEModule(pl.LightningModule):
     """Trains a CVAE on ``(images, labels, factors)`` batches with the ELBO of
     :mod:`tinycvae.losses`; logs ``{train,val,test}/{loss,recon,kl}`` per epoch."""
@@ -112,10 +122,7 @@ class CVAEModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         kwargs = {}
-        target = getattr(self.scheduler_factory, "func", self.scheduler_factory)
-        if "total_steps" in inspect.signature(target).parameters and "total_steps" not in getattr(
-            self.scheduler_factory, "keywords", {}
-        ):
+        if plans_over_run(self.scheduler_factory):
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)
         return {

@@ -34,7 +34,7 @@ from tinycvae.data.datamodule import TensorDataModule
 from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
-from tinycvae.lit_module import CVAEModule
+from tinycvae.lit_module import CVAEModule, plans_over_run
 from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
 from tinycvae.models import CVAE
@@ -261,8 +261,14 @@ def ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
 SCHEDULE_KEYS = ("trainer.max_epochs", "data.num_train", "data.batch_size")
 
 
+def _scheduler_target(node: Any) -> str | None:
+    return node.get("_target_") if node else None
+
+
 def check_resumable(cfg: DictConfig, path: str | None) -> None:
-    """A resumed run must keep the settings its checkpointed schedule was planned for."""
+    """A resumed run keeps its checkpoint's scheduler and, when that schedule was planned
+    over the run's length (OneCycle), the settings that fix the length. A run without
+    one (``scheduler=null``) may go on to a larger ``trainer.max_epochs``."""
     if path is None:
         return
     try:
@@ -272,12 +278,28 @@ def check_resumable(cfg: DictConfig, path: str | None) -> None:
             f"ckpt_path={path} cannot be loaded: {str(err).splitlines()[0]}"
         ) from None
     old = OmegaConf.create(stored.get("config", {}))
+    if "scheduler" not in old:
+        return  # a checkpoint from outside train.py: nothing to compare with
+    before, now = _scheduler_target(old.scheduler), _scheduler_target(cfg.get("scheduler"))
+    if before != now:
+        raise ConfigError(
+            f"scheduler={now} differs from the checkpoint's {before}; a resumed run continues "
+            f"the checkpoint's optimizer state: allowed: the checkpoint's scheduler, or "
+            "ckpt_path=null"
+        )
+    try:
+        planned = plans_over_run(hydra.utils.instantiate(old.scheduler)) if before else False
+    except Exception:  # noqa: BLE001 - a scheduler we cannot rebuild: assume it is planned
+        planned = True
+    if not planned:
+        return
     for key in SCHEDULE_KEYS:
         before, now = OmegaConf.select(old, key), OmegaConf.select(cfg, key)
         if before is not None and before != now:
             raise ConfigError(
                 f"{key}={now} differs from the checkpoint's {before}; a resumed run continues "
-                f"its learning-rate schedule: allowed: {key}={before}, or ckpt_path=null"
+                f"its learning-rate schedule, planned over the whole run: allowed: {key}={before}, "
+                "or ckpt_path=null (a run trained with scheduler=null can be extended)"
             )
 
 
