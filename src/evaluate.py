@@ -4,6 +4,7 @@
     python src/evaluate.py ckpt_path=<run>/checkpoints/best.ckpt
                                                       quality metrics of a trained checkpoint
     python src/evaluate.py ckpt_path=... +sampler=class_gaussian   ... with another sampler
+    python src/evaluate.py ckpt_path=... +sample_std=0.5           ... a narrower prior
 
 Uses the training config (conf/train.yaml), so every data / evaluator / metrics override
 works as it does for training. Prints one JSON object.

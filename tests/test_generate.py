@@ -213,6 +213,7 @@ def compose_generate(overrides: list[str], tmp_path: Path):
         (["label=6", "prompt=six"], 'label=6 and prompt="six" both name a class; allowed: one'),
         (["out=x.jpg"], "out=x.jpg is invalid; allowed: a path ending in .png"),
         (["+sampler=nosuch"], "model.sampler=nosuch is unknown; allowed: prior, class_gaussian"),
+        (["+sample_std=-1"], "sample_std=-1 is invalid; allowed: a finite number > 0"),
     ],
 )
 def test_bad_input_is_refused_before_drawing(runs, tmp_path, args, message):

@@ -8,6 +8,7 @@ import torch
 from tinycvae.data.dice import dice_spec
 from tinycvae.errors import ConfigError
 from tinycvae.models import LatentSampler, SamplerError, build_cvae
+from tinycvae.models.samplers import choose_sampler
 
 SMALL = {"dim1": 2, "dim2": 2, "dim3": 4, "dim4": 4}
 
@@ -67,3 +68,17 @@ def test_the_fitted_sampler_travels_in_the_state_dict():
     a = clone.sample(y, generator=torch.Generator().manual_seed(3))
     b = model.sample(y, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_sample_std_narrows_a_vaes_prior_and_is_refused_where_it_means_nothing():
+    model = build_cvae(dice_spec(), latent=3, **SMALL)
+    assert choose_sampler(model, None, sample_std=0.5) is False
+    z = model.sampler(torch.zeros(20000, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert (z.std() - 0.5).abs() < 0.02 and model.sample_std == 0.5  # the picture code's too
+    with pytest.raises(ConfigError, match=r"^sample_std=0 is invalid; allowed: a finite number > 0"):
+        choose_sampler(model, None, sample_std=0)
+    with pytest.raises(ConfigError, match="this model draws from class_gaussian: allowed: "):
+        choose_sampler(model, "class_gaussian", sample_std=0.5)
+    bypass = build_cvae(dice_spec(), latent=2, latent_mode="bypass", **SMALL)
+    with pytest.raises(ConfigError, match="a bypass model's uniform factors"):
+        choose_sampler(bypass, None, sample_std=0.5)

@@ -41,13 +41,14 @@ def evaluate(cfg: DictConfig) -> dict:
                 f"ckpt_path={ckpt} was trained on data={trained_on.get('name')}; "
                 f"allowed: data={trained_on.get('name')}"
             )
-        if choose_sampler(model, cfg.get("sampler"), job.device):
+        if choose_sampler(model, cfg.get("sampler"), job.device, cfg.get("sample_std")):
             fit_sampler(model, job.datamodule.splits.train)
         metrics, _, _ = evaluate_quality(
             model, job.datamodule.splits.test, record.evaluator, job.quality
         )
         out["checkpoint"] = str(ckpt)
         out["sampler"] = model.sampler.kind
+        out["sample_std"] = model.sampler.sample_std
         out["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
     print(json.dumps(out, indent=2))
     return out

@@ -218,7 +218,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     else:
         classes, stem = list(range(spec.num_classes)), "all-classes"
     out = _out_path(cfg, ckpt, stem)
-    if choose_sampler(model, cfg.get("sampler"), "cpu"):  # +sampler=class_gaussian, unfitted
+    # +sampler=class_gaussian that the checkpoint did not fit: fit it here
+    if choose_sampler(model, cfg.get("sampler"), "cpu", cfg.get("sample_std")):
         from tinycvae.deploy.source import load_data
         from tinycvae.metrics import fit_sampler
 
@@ -237,6 +238,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         "n": n,
         "seed": seed,
         "sampler": model.sampler.kind,
+        "sample_std": model.sampler.sample_std,
         "bypass": bool(model.bypass),
         "png": str(out),
     }
