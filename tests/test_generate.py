@@ -18,6 +18,7 @@ from tinycvae.checkpoints import load_model
 from tinycvae.data.base import DataError
 from tinycvae.data.dice import dice_spec
 from tinycvae.data.torchvision_sets import TORCHVISION_SPECS
+from tinycvae.deploy.source import load_data
 from tinycvae.errors import ConfigError
 from tinycvae.generate import Vocabulary, generate, words
 from tinycvae.pictures import SEP, tile, upscale
@@ -195,6 +196,21 @@ def test_every_class_by_default_and_a_label_with_out(runs, tmp_path):
     assert np.array_equal(row, expected(ckpt, 1, 3, 0))  # label 1 is the face "2"
 
 
+def test_style_draws_a_test_images_z_with_every_label(runs, tmp_path):
+    folder = runs["vae"]
+    result = generate(compose_generate([f"run={folder}", "style=3"], tmp_path))
+    assert result["style"] == 3 and result["labels"] == [0, 1, 2, 3, 4, 5]
+    assert result["png"] == str(folder / "generated" / "style-of-test-3.png")
+    model, info = load_model(folder / "checkpoints" / "best.ckpt")
+    test = load_data(info).splits.test
+    x, y = test.images[3:4], test.labels[3:4]
+    with torch.no_grad():
+        mu = model.eval().encode(x, y)[0].expand(6, -1)
+        images = torch.sigmoid(model.decode(mu, torch.arange(6)))
+    want = upscale(tile(torch.cat([x, images]), rows=1), 2)  # the image, then labels 0-5
+    assert np.array_equal(png(result["png"]), want)
+
+
 def compose_generate(overrides: list[str], tmp_path: Path):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("generate", overrides=overrides)
@@ -214,6 +230,9 @@ def compose_generate(overrides: list[str], tmp_path: Path):
         (["out=x.jpg"], "out=x.jpg is invalid; allowed: a path ending in .png"),
         (["+sampler=nosuch"], "model.sampler=nosuch is unknown; allowed: prior, class_gaussian"),
         (["+sample_std=-1"], "sample_std=-1 is invalid; allowed: a finite number > 0"),
+        (["style=-1"], "style=-1 is invalid; allowed: an integer >= 0"),
+        (["style=2", "label=6"], "style=2 decodes the image's z with every label; allowed: "),
+        (["style=100000"], "style=100000 is not a test image; allowed: an index from 0 to "),
     ],
 )
 def test_bad_input_is_refused_before_drawing(runs, tmp_path, args, message):

@@ -8,7 +8,9 @@ class by the class names and the words of ``classes:`` in the data set's config
 phrase inside a longer matched phrase of another class gives way to it ("t-shirt" is
 not a "shirt"). The sampler is the checkpoint's own, or ``+sampler=...`` as in
 ``src/evaluate.py``; bypass models draw their known factors from it like any other
-latent. The grid (one row per class, ``n`` images each) is written as a PNG with the
+latent. ``style=<test image index>`` draws the memo article's style transfer instead:
+that test image, then its z (the encoder's mean) decoded with every label. The grid
+(one row per class, ``n`` images each) is written as a PNG with the
 project's picture code (tiles upscaled to at least 64 px), and logged to W&B with
 ``wandb=true``.
 
@@ -34,7 +36,9 @@ from tinycvae.checkpoints import load_model
 from tinycvae.checks import require_int, writable_dir
 from tinycvae.cli import CONF_DIR
 from tinycvae.data.base import DataSpec, check_classes
+from tinycvae.deploy.source import load_data
 from tinycvae.errors import ConfigError
+from tinycvae.metrics import fit_sampler
 from tinycvae.models.samplers import choose_sampler
 
 log = logging.getLogger(__name__)
@@ -192,25 +196,44 @@ def _out_path(cfg: DictConfig, ckpt: Path, stem: str) -> Path:
     return out
 
 
+def _test_image_split(info: dict[str, Any], index: int):
+    """The test split of the checkpoint's data set, which must hold image ``index``."""
+    test = load_data(info).splits.test
+    if index >= len(test):
+        raise ConfigError(
+            f"style={index} is not a test image; allowed: an index from 0 to {len(test) - 1}"
+        )
+    return test
+
+
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """Draw the grid ``cfg`` asks for, write it, print its path; return what was done."""
-    from tinycvae.pictures import class_samples, save_png, tile_factor, upscale
+    from tinycvae.pictures import class_samples, save_png, style_transfer, tile_factor, upscale
 
     n = cfg.get("n")
     if type(n) is not int or not 1 <= n <= MAX_N:
         raise ConfigError(f"n={n} is invalid; allowed: an integer from 1 to {MAX_N}")
     seed = require_int(cfg.get("seed"), "seed")
-    label, prompt = cfg.get("label"), cfg.get("prompt")
+    label, prompt, style = cfg.get("label"), cfg.get("prompt"), cfg.get("style")
     if label is not None and prompt is not None:
         raise ConfigError(
             f'label={label} and prompt="{prompt}" both name a class; allowed: one of them'
         )
+    if style is not None:
+        require_int(style, "style", 0)
+        if label is not None or prompt is not None:
+            raise ConfigError(
+                f"style={style} decodes the image's z with every label; allowed: style= "
+                "without label= or prompt="
+            )
     ckpt, where = _checkpoint(cfg)
     device = devices.resolve(cfg.trainer.get("accelerator", "auto"), "trainer.accelerator")
     model, info = load_model(ckpt, "cpu")
     spec = DataSpec.from_dict(info["spec"])
     vocab = Vocabulary.of(spec, _classes(cfg, spec.name, where))
-    if prompt is not None:
+    if style is not None:
+        classes, stem = list(range(spec.num_classes)), f"style-of-test-{style}"
+    elif prompt is not None:
         classes, stem = [vocab.match(str(prompt))], slug(prompt)
     elif label is not None:
         classes = [vocab.label(label)]
@@ -220,13 +243,13 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     out = _out_path(cfg, ckpt, stem)
     # +sampler=class_gaussian that the checkpoint did not fit: fit it here
     if choose_sampler(model, cfg.get("sampler"), "cpu", cfg.get("sample_std")):
-        from tinycvae.deploy.source import load_data
-        from tinycvae.metrics import fit_sampler
-
         fit_sampler(model, load_data(info).splits.train)
     devices.place(device, model)
 
-    grid = class_samples(model, per_class=n, seed=seed, sampler=model.sampler, classes=classes)
+    if style is not None:
+        grid = style_transfer(model, _test_image_split(info, style), style)
+    else:
+        grid = class_samples(model, per_class=n, seed=seed, sampler=model.sampler, classes=classes)
     grid = upscale(grid, tile_factor(spec.height, MIN_TILE))
     save_png(out, grid)
     names = [spec.class_names[c] for c in classes]
@@ -244,11 +267,16 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     }
     if prompt is not None:
         result["prompt"] = str(prompt)
-    log.info(
-        "%s: %d x %d images of %s (%s sampler, seed %d)%s",
-        where, len(classes), n, ", ".join(names), model.sampler.kind, seed,
-        f' for prompt "{prompt}"' if prompt is not None else "",
-    )  # fmt: skip
+    if style is not None:
+        result["style"] = style
+    if style is not None:
+        log.info("%s: test image %d and its z decoded with %s", where, style, ", ".join(names))
+    else:
+        log.info(
+            "%s: %d x %d images of %s (%s sampler, seed %d)%s",
+            where, len(classes), n, ", ".join(names), model.sampler.kind, seed,
+            f' for prompt "{prompt}"' if prompt is not None else "",
+        )  # fmt: skip
     if cfg.get("wandb"):
         result["wandb"] = log_wandb(cfg, grid, result)
     print(out, flush=True)
