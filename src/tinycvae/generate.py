@@ -269,7 +269,6 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         result["prompt"] = str(prompt)
     if style is not None:
         result["style"] = style
-    if style is not None:
         log.info("%s: test image %d and its z decoded with %s", where, style, ", ".join(names))
     else:
         log.info(
