@@ -89,7 +89,10 @@ def test_a_run_without_a_schedule_resumes_to_more_epochs(tiny_cfg, tmp_path):
     assert longer["status"] == "ok" and longer["resumed_from"].endswith("last.ckpt")
     assert torch.load(longer["checkpoints"]["last"], weights_only=True)["epoch"] == 2
     assert longer["started"] == first["started"]  # one run, one record
-    with pytest.raises(ConfigError, match="scheduler=torch.optim.lr_scheduler.OneCycleLR differs"):
+    with pytest.raises(
+        ConfigError,
+        match="scheduler=torch.optim.lr_scheduler.OneCycleLR differs from the checkpoint's null",
+    ):
         build(tiny_cfg("trainer.max_epochs=4", "ckpt_path=last"))
 
 

@@ -261,8 +261,8 @@ def ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
 SCHEDULE_KEYS = ("trainer.max_epochs", "data.num_train", "data.batch_size")
 
 
-def _scheduler_target(node: Any) -> str | None:
-    return node.get("_target_") if node else None
+def _scheduler_target(node: Any) -> str:
+    return node.get("_target_") if node else "null"
 
 
 def check_resumable(cfg: DictConfig, path: str | None) -> None:
@@ -288,7 +288,7 @@ def check_resumable(cfg: DictConfig, path: str | None) -> None:
             "ckpt_path=null"
         )
     try:
-        planned = plans_over_run(hydra.utils.instantiate(old.scheduler)) if before else False
+        planned = plans_over_run(hydra.utils.instantiate(old.scheduler)) if old.scheduler else False
     except Exception:  # noqa: BLE001 - a scheduler we cannot rebuild: assume it is planned
         planned = True
     if not planned:
