@@ -284,7 +284,7 @@ def check_resumable(cfg: DictConfig, path: str | None) -> None:
     if before != now:
         raise ConfigError(
             f"scheduler={now} differs from the checkpoint's {before}; a resumed run continues "
-            f"the checkpoint's optimizer state: allowed: the checkpoint's scheduler, or "
+            "the checkpoint's optimizer state: allowed: the checkpoint's scheduler, or "
             "ckpt_path=null"
         )
     try:
