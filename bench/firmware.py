@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,9 +49,7 @@ def for_older_runtime(model: Path, into: Path) -> Path:
     layers and shared one accumulator row: the streaming arena as large as the whole-image
     one (which covers what such a runtime streamed), the accumulator row as wide as the
     last layer's own (the weights, and so the images, are the same)."""
-    into.mkdir(parents=True)
-    for f in model.iterdir():
-        (into / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(model, into)
     header = into / "cvae_model.h"
     text = header.read_text()
     consts = {k: int(v) for k, v in re.findall(r"#define (CVAE_\w+) (\d+)", text)}

@@ -36,7 +36,7 @@ from tinycvae.checkpoints import load_model
 from tinycvae.checks import require_int, writable_dir
 from tinycvae.cli import CONF_DIR
 from tinycvae.data.base import DataSpec, check_classes
-from tinycvae.deploy.source import load_data
+from tinycvae.deploy.source import load_data, resolve_source
 from tinycvae.errors import ConfigError
 from tinycvae.metrics import fit_sampler
 from tinycvae.models.samplers import choose_sampler
@@ -171,8 +171,7 @@ def _checkpoint(cfg: DictConfig) -> tuple[Path, str]:
         if not path.is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; allowed: a .ckpt file")
         return path, f"ckpt_path={cfg.ckpt_path}"
-    from tinycvae.deploy.source import resolve_source  # run=<folder>: as src/export.py reads it
-
+    # run=<folder>: resolved as src/export.py resolves it
     return resolve_source(OmegaConf.create({"run": str(cfg.run)}), Path(".")).checkpoint, (
         f"run={cfg.run}"
     )
@@ -241,8 +240,10 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     else:
         classes, stem = list(range(spec.num_classes)), "all-classes"
     out = _out_path(cfg, ckpt, stem)
-    # +sampler=class_gaussian that the checkpoint did not fit: fit it here
-    if choose_sampler(model, cfg.get("sampler"), "cpu", cfg.get("sample_std")):
+    # +sampler=class_gaussian that the checkpoint did not fit: fit it here (style= draws
+    # the image's own z, no sampler: nothing to fit)
+    unfitted = choose_sampler(model, cfg.get("sampler"), "cpu", cfg.get("sample_std"))
+    if unfitted and style is None:
         fit_sampler(model, load_data(info).splits.train)
     devices.place(device, model)
 
