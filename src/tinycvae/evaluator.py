@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tinycvae.cache import load_or_build
-from tinycvae.data.base import DataSpec, Splits
+from tinycvae.data.base import DataSpec, Split, Splits
 from tinycvae.errors import TinyCVAEError
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,112 @@ def accuracy(evaluator: Evaluator, images: Tensor, labels: Tensor) -> float:
     return (evaluator.predict(images) == labels.to(images.device)).float().mean().item()
 
 
+def least_training_images(spec: DataSpec) -> int:
+    """Fewest training images the evaluator of ``spec`` learns from: the per-class minimum
+    (``MIN_TRAIN_PER_CLASS``) times the classes. The job's config check and
+    :func:`train_evaluator` both ask this."""
+    return MIN_TRAIN_PER_CLASS * spec.num_classes
+
+
+def _check_training_split(train: Split, spec: DataSpec) -> None:
+    """One line when the training images have the wrong shape or are too few."""
+    if tuple(train.images.shape[1:]) != spec.shape:
+        raise EvaluatorError(
+            f"evaluator for {spec.name} expects images {list(spec.shape)}; "
+            f"got {list(train.images.shape[1:])}"
+        )
+    least = least_training_images(spec)
+    if len(train) < least:
+        raise EvaluatorError(
+            f"evaluator for {spec.name}: {len(train)} training images are too few; allowed: "
+            f">= {least} ({MIN_TRAIN_PER_CLASS} per class), or metrics=none"
+        )
+
+
+@dataclass
+class _Run:
+    """One evaluator training: the model, its optimiser and schedule, and its progress."""
+
+    model: Evaluator
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator
+    steps: int  # per epoch
+    every: int  # steps between floor checks
+    stop: bool  # stop at the floor
+    done: int = 0  # steps taken
+    val_acc: float = math.nan
+
+
+def _start(splits: Splits, spec: DataSpec, settings: EvaluatorSettings) -> _Run:
+    """The seeded model (the caller's global RNG left alone), Adam + OneCycle over every
+    epoch's steps, and the data-order generator."""
+    device = splits.train.images.device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = Evaluator(spec, settings.width).to(device)
+    steps = -(-len(splits.train) // settings.batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=settings.lr, total_steps=settings.epochs * steps
+    )
+    every = settings.check_every if 0 < settings.check_every < steps else steps
+    gen = torch.Generator().manual_seed(settings.seed)
+    stop = settings.stop_at_floor and len(splits.val) > 0
+    return _Run(model, opt, sched, gen, steps, every, stop)
+
+
+def _reached_floor(run: _Run, splits: Splits, floor: float) -> bool:
+    """The clean validation accuracy reaches ``floor`` — confirmed on the test split, which
+    :func:`check_floor` judges: a val accuracy that touches the floor by chance must not
+    leave an evaluator that refuses."""
+    run.val_acc = accuracy(run.model, splits.val.images, splits.val.labels)
+    reached = run.val_acc >= floor and (
+        accuracy(run.model, splits.test.images, splits.test.labels) >= floor
+    )
+    run.model.train()
+    return reached
+
+
+def _train_epoch(run: _Run, splits: Splits, settings: EvaluatorSettings) -> tuple[float, bool]:
+    """One pass over the shuffled, augmented training split; the mean loss so far and whether
+    the floor was reached (the epoch then ends at that step)."""
+    train, model = splits.train, run.model
+    device = train.images.device
+    model.train()
+    order = torch.randperm(len(train), generator=run.gen).to(device)
+    total = torch.zeros((), device=device)  # summed on the device: no sync per step
+    for step, start in enumerate(range(0, len(train), settings.batch_size), 1):
+        idx = order[start : start + settings.batch_size]
+        x = augment(train.images[idx], run.gen, settings)
+        loss = F.cross_entropy(model(x), train.labels[idx])
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        total += loss.detach()
+        run.done += 1
+        if run.stop and (step % run.every == 0 or step == run.steps):
+            if _reached_floor(run, splits, settings.floor):
+                return float(total) / step, True
+    return float(total) / step, False
+
+
+def _log_end(run: _Run, spec: DataSpec, settings: EvaluatorSettings, stopped: bool,
+             test_acc: float) -> None:  # fmt: skip
+    if stopped:
+        log.info(
+            "evaluator %s: stopped after %g of %d epochs (val acc %.4f >= floor %g; test acc %.4f)",
+            spec.name, run.model.epochs_used, settings.epochs, run.val_acc, settings.floor,
+            test_acc,
+        )  # fmt: skip
+    elif run.stop:
+        log.info(
+            "evaluator %s: trained all %d epochs (val acc %.4f < floor %g; test acc %.4f)",
+            spec.name, settings.epochs, run.val_acc, settings.floor, test_acc,
+        )  # fmt: skip
+
+
 def train_evaluator(
     splits: Splits, spec: DataSpec, settings: EvaluatorSettings, progress: bool = True
 ) -> tuple[Evaluator, float]:
@@ -211,77 +317,23 @@ def train_evaluator(
     Deterministic given ``settings.seed``; the caller's global RNG state is left untouched.
     Trains on the device the training images are on.
     """
-    train = splits.train
-    if tuple(train.images.shape[1:]) != spec.shape:
-        raise EvaluatorError(
-            f"evaluator for {spec.name} expects images {list(spec.shape)}; "
-            f"got {list(train.images.shape[1:])}"
-        )
-    least = MIN_TRAIN_PER_CLASS * spec.num_classes
-    if len(train) < least:
-        raise EvaluatorError(
-            f"evaluator for {spec.name}: {len(train)} training images are too few; allowed: "
-            f">= {least} ({MIN_TRAIN_PER_CLASS} per class), or metrics=none"
-        )
-    device = train.images.device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        model = Evaluator(spec, settings.width).to(device)
-    gen = torch.Generator().manual_seed(settings.seed)
-    n, bs = len(train), settings.batch_size
-    steps = -(-n // bs)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=settings.lr, total_steps=settings.epochs * steps
-    )
-    stop = settings.stop_at_floor and len(splits.val) > 0
-    every = settings.check_every if 0 < settings.check_every < steps else steps
-    val_acc, done, stopped = math.nan, 0, False
+    _check_training_split(splits.train, spec)
+    run = _start(splits, spec, settings)
+    stopped = False
     bar = tqdm(range(settings.epochs), desc=f"evaluator {spec.name}", disable=not progress)
     for _ in bar:
-        model.train()
-        order = torch.randperm(n, generator=gen).to(device)
-        total = torch.zeros((), device=device)  # summed on the device: no sync per step
-        for step, start in enumerate(range(0, n, bs), 1):
-            idx = order[start : start + bs]
-            x = augment(train.images[idx], gen, settings)
-            loss = F.cross_entropy(model(x), train.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.detach()
-            done += 1
-            if stop and (step % every == 0 or step == steps):
-                val_acc = accuracy(model, splits.val.images, splits.val.labels)
-                # Confirmed on the test split, which check_floor judges: a val accuracy
-                # that touches the floor by chance must not leave an evaluator that refuses.
-                if val_acc >= settings.floor and (
-                    accuracy(model, splits.test.images, splits.test.labels) >= settings.floor
-                ):
-                    stopped = True
-                    break
-                model.train()
+        mean_loss, stopped = _train_epoch(run, splits, settings)
         if progress:
-            if not stop:
-                val_acc = accuracy(model, splits.val.images, splits.val.labels)
-            bar.set_postfix(loss=f"{float(total) / step:.4f}", val_acc=f"{val_acc:.4f}")
+            if not run.stop:
+                run.val_acc = accuracy(run.model, splits.val.images, splits.val.labels)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", val_acc=f"{run.val_acc:.4f}")
         if stopped:
             break
     bar.close()
-    model.eval()
-    model.epochs_used = round(done / steps, 3)
+    model = run.model.eval()
+    model.epochs_used = round(run.done / run.steps, 3)
     test_acc = accuracy(model, splits.test.images, splits.test.labels)
-    if stopped:
-        log.info(
-            "evaluator %s: stopped after %g of %d epochs (val acc %.4f >= floor %g; test acc %.4f)",
-            spec.name, model.epochs_used, settings.epochs, val_acc, settings.floor, test_acc,
-        )  # fmt: skip
-    elif stop:
-        log.info(
-            "evaluator %s: trained all %d epochs (val acc %.4f < floor %g; test acc %.4f)",
-            spec.name, settings.epochs, val_acc, settings.floor, test_acc,
-        )  # fmt: skip
+    _log_end(run, spec, settings, stopped, test_acc)
     return model, test_acc
 
 
