@@ -16,8 +16,9 @@ import tinycvae.train
 from tinycvae.data.dice import DiceSettings, dice_spec, render_dice
 from tinycvae.errors import ConfigError
 from tinycvae.evaluator import EvaluatorError, EvaluatorSettings, load_or_train
-from tinycvae.metrics import PairMetrics, QualitySettings, balanced_labels, generation_accuracy
+from tinycvae.metrics import PairMetrics, QualitySettings, generation_accuracy
 from tinycvae.metrics.fidelity import fidelity_metrics, inception_weights
+from tinycvae.sampling import balanced_labels
 from tinycvae.train import run
 
 

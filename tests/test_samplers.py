@@ -8,7 +8,7 @@ import torch
 from tinycvae.data.dice import dice_spec
 from tinycvae.errors import ConfigError
 from tinycvae.models import LatentSampler, SamplerError, build_cvae
-from tinycvae.models.samplers import choose_sampler
+from tinycvae.sampling import choose_sampler
 
 SMALL = {"dim1": 2, "dim2": 2, "dim3": 4, "dim4": 4}
 

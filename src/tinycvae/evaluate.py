@@ -11,8 +11,8 @@ from omegaconf import DictConfig, open_dict
 from tinycvae import devices
 from tinycvae.checkpoints import load_model
 from tinycvae.errors import ConfigError
-from tinycvae.metrics import evaluate_quality, fit_sampler
-from tinycvae.models.samplers import choose_sampler
+from tinycvae.metrics import evaluate_quality
+from tinycvae.sampling import choose_sampler, fit_sampler
 from tinycvae.train import build, prepare_evaluator
 
 

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from tinycvae.cache import load_or_build
 from tinycvae.data.base import DataSpec, Split, Splits
 from tinycvae.errors import TinyCVAEError
+from tinycvae.sampling import evaluation
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +131,12 @@ class Evaluator(nn.Module):
     @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 1024) -> Tensor:
         """Predicted labels [B] (on ``x``'s device), in eval mode, ``batch_size`` at a time."""
-        was_training = self.training
-        self.eval()
         device = next(self.parameters()).device
-        preds = [
-            self(x[i : i + batch_size].to(device)).argmax(1).to(x.device)
-            for i in range(0, x.shape[0], batch_size)
-        ]
-        self.train(was_training)
+        with evaluation(self):
+            preds = [
+                self(x[i : i + batch_size].to(device)).argmax(1).to(x.device)
+                for i in range(0, x.shape[0], batch_size)
+            ]
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=x.device)
 
 

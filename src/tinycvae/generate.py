@@ -38,8 +38,7 @@ from tinycvae.cli import CONF_DIR
 from tinycvae.data.base import DataSpec, check_classes
 from tinycvae.deploy.source import load_data, resolve_source
 from tinycvae.errors import ConfigError
-from tinycvae.metrics import fit_sampler
-from tinycvae.models.samplers import choose_sampler
+from tinycvae.sampling import choose_sampler, fit_sampler
 
 log = logging.getLogger(__name__)
 

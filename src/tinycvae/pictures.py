@@ -15,9 +15,8 @@ picture. Latents come from N(0, sample_std^2), or uniform in [-1, 1] for bypass 
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +26,12 @@ from torch import Tensor
 
 from tinycvae.data.base import Split
 from tinycvae.devices import device_of
+from tinycvae.sampling import Sampler, draw_latents, in_evaluation, latents_of
 
 SEP = 2  # separator between tiles, pixels
 GROUP_SEP = 3 * SEP  # separator between the per-class grids of a 2-D latent scan
 FILL = 128  # separator grey: visible against both black and white images
 NAMES = ("reconstructions", "samples", "latent_scan", "style_transfer", "latent_pca")
-
-Sampler = Callable[[Tensor, torch.Generator], Tensor]
 
 
 def _grid(arrays: list[np.ndarray], rows: int, sep: int = SEP) -> np.ndarray:
@@ -80,49 +78,17 @@ def save_png(path: str | Path, array: np.ndarray) -> Path:
     return path
 
 
-def _diagnostic(fn):
-    """Run ``fn`` under no_grad in eval mode; restore every module's training flag."""
-
-    @functools.wraps(fn)
-    def wrapper(model, *args, **kwargs):
-        flags = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            with torch.no_grad():
-                return fn(model, *args, **kwargs)
-        finally:
-            for m, flag in flags:
-                m.training = flag
-
-    return wrapper
-
-
 def _images(model, z: Tensor, labels: Tensor) -> Tensor:
     dev = device_of(model)
     return torch.sigmoid(model.decode(z.to(dev), labels.to(dev))).cpu()
 
 
-def _draw_z(model, labels: Tensor, g: torch.Generator, sampler: Sampler | None) -> Tensor:
-    """Latents for ``labels`` (CPU) from ``sampler`` or the model's prior, using ``g``."""
-    if sampler is not None:
-        return sampler(labels, g)
-    if model.bypass:
-        return torch.rand(len(labels), model.latent, generator=g) * 2.0 - 1.0
-    return torch.randn(len(labels), model.latent, generator=g) * model.sample_std
+def _latents(model, split: Split, idx: Tensor) -> Tensor:
+    """z of the samples ``idx`` (CPU): the encoder's mean, or the known factors for bypass."""
+    return latents_of(model, split, batch_size=512, idx=idx).cpu()
 
 
-def _latents(model, split: Split, idx: Tensor, batch: int = 512) -> Tensor:
-    """z of the samples ``idx``: the encoder's mean, or the known factors for bypass."""
-    if model.bypass:
-        return split.factors[idx, : model.latent].float().cpu()
-    dev, out = device_of(model), []
-    for chunk in idx.split(batch):
-        mu, _ = model.encode(split.images[chunk].to(dev), split.labels[chunk].to(dev))
-        out.append(mu.cpu())
-    return torch.cat(out)
-
-
-@_diagnostic
+@in_evaluation
 def reconstruction_pairs(model, split: Split, n: int = 8, seed: int = 0) -> np.ndarray:
     """Top row: ``n`` test images picked with ``seed``; bottom row: their reconstructions."""
     g = torch.Generator().manual_seed(seed)
@@ -131,7 +97,7 @@ def reconstruction_pairs(model, split: Split, n: int = 8, seed: int = 0) -> np.n
     return tile(torch.cat([split.images[idx].cpu(), recon]), rows=2)
 
 
-@_diagnostic
+@in_evaluation
 def class_samples(
     model,
     per_class: int = 8,
@@ -144,10 +110,10 @@ def class_samples(
     g = torch.Generator().manual_seed(seed)
     rows = torch.arange(model.num_classes) if classes is None else torch.tensor(list(classes))
     labels = rows.repeat_interleave(per_class)
-    return tile(_images(model, _draw_z(model, labels, g, sampler), labels), len(rows))
+    return tile(_images(model, draw_latents(model, labels, g, sampler), labels), len(rows))
 
 
-@_diagnostic
+@in_evaluation
 def latent_scan(model, steps: int = 11) -> np.ndarray:
     """Per class, latent dim 0 from -1 to 1 (other dims 0): one row per class. With a
     2-D latent, per class a ``steps x steps`` grid (dim 0 left to right, dim 1 bottom to
@@ -163,7 +129,7 @@ def latent_scan(model, steps: int = 11) -> np.ndarray:
     return _grid(grids, rows=max(1, math.isqrt(k)), sep=GROUP_SEP)
 
 
-@_diagnostic
+@in_evaluation
 def style_transfer(model, split: Split, index: int = 0) -> np.ndarray:
     """One row: [test image ``index`` | its z decoded with label 0 | ... | label K-1]."""
     idx = torch.tensor([index])
@@ -172,7 +138,7 @@ def style_transfer(model, split: Split, index: int = 0) -> np.ndarray:
     return tile(torch.cat([split.images[idx].cpu(), images]), rows=1)
 
 
-@_diagnostic
+@in_evaluation
 def latent_pca(
     model, split: Split, n: int = 2000, class_names: list[str] | None = None
 ) -> np.ndarray:

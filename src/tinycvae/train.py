@@ -35,11 +35,12 @@ from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
 from tinycvae.lit_module import CVAEModule, plans_over_run
-from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
+from tinycvae.metrics import QualitySettings, evaluate_quality, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
 from tinycvae.models import CVAE
 from tinycvae.outcome import MetricsStageError, SignalWatch, describe, recorded
 from tinycvae.run_folder import check_free, writer_lock
+from tinycvae.sampling import fit_sampler
 from tinycvae.summary import RunSummary, read_summary
 from tinycvae.tracking import resolve_mode, wandb_logger
 

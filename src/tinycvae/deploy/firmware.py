@@ -14,8 +14,8 @@ import torch
 from tinycvae.deploy import codegen
 from tinycvae.deploy.quantize import QuantModel, run_int8
 from tinycvae.deploy.stages import FloatModel, run_fp32
-from tinycvae.metrics import balanced_labels
 from tinycvae.models import CVAE
+from tinycvae.sampling import balanced_labels
 
 
 def export_onnx(model: CVAE, path: Path) -> None:

@@ -19,8 +19,8 @@ from tinycvae.deploy.qat import finetune
 from tinycvae.deploy.quantize import BITS, QuantModel, quantize
 from tinycvae.deploy.score import Scorer
 from tinycvae.deploy.stages import FloatModel
-from tinycvae.metrics import balanced_labels, latents_of
 from tinycvae.models import CVAE
+from tinycvae.sampling import balanced_labels, latents_of
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from tinycvae.deploy.builds import host_images
 from tinycvae.deploy.quantize import QuantModel, run_int8
 from tinycvae.deploy.toolchain import ToolchainError
 from tinycvae.evaluator import EvaluatorSettings, accuracy, check_floor, load_or_train
-from tinycvae.metrics import balanced_labels
 from tinycvae.models import CVAE
+from tinycvae.sampling import balanced_labels
 
 log = logging.getLogger(__name__)
 

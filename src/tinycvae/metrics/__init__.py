@@ -32,16 +32,14 @@ from tinycvae.evaluator import accuracy as generation_accuracy
 from tinycvae.metrics.diversity import ClassDiversity, class_diversity
 from tinycvae.metrics.fidelity import FEATURES, fidelity_metrics, inception_weights
 from tinycvae.models import CVAE, count_params
+from tinycvae.sampling import balanced_labels, draw_images, in_evaluation
 
 __all__ = [
     "FEATURES",
     "ClassDiversity",
     "class_diversity",
     "QualitySettings",
-    "balanced_labels",
     "evaluate_quality",
-    "fit_sampler",
-    "generate",
     "generation_accuracy",
     "PairMetrics",
     "param_counts",
@@ -104,32 +102,6 @@ def param_counts(model: CVAE) -> dict[str, int]:
     }
 
 
-@torch.no_grad()
-def latents_of(model: CVAE, split: Split, batch_size: int = 1024) -> Tensor:
-    """The z the decoder sees for each image (the posterior mean, or the known factors),
-    on the model's device."""
-    device = device_of(model)
-    if model.bypass:
-        return split.factors[:, : model.latent].to(device)
-    was = model.training
-    model.eval()
-    z = torch.cat(
-        [
-            model.encode(*to_device(device, x, y))[0]
-            for x, y, _ in TensorBatches(split, batch_size, shuffle=False)
-        ]
-    )
-    model.train(was)
-    return z
-
-
-def fit_sampler(model: CVAE, train: Split, batch_size: int = 1024) -> None:
-    """Fit ``model.sampler``'s per-class Gaussians (a no-op for the ``prior`` sampler)."""
-    if model.sampler.kind == "class_gaussian":
-        z = latents_of(model, train, batch_size)
-        model.sampler.fit(z, train.labels.to(z.device))
-
-
 class PairMetrics:
     """Per-pixel MSE and SSIM of image pairs in [0, 1], accumulated over batches."""
 
@@ -148,39 +120,14 @@ class PairMetrics:
         }
 
 
-@torch.no_grad()
+@in_evaluation
 def reconstruction_metrics(model: CVAE, split: Split, batch_size: int = 1024) -> dict[str, float]:
-    was = model.training
-    model.eval()
     device = device_of(model)
     pairs = PairMetrics(device)
     for batch in TensorBatches(split, batch_size, shuffle=False):
         x, y, f = to_device(device, *batch)
         pairs.update(torch.sigmoid(model(x, y, f).logits), x)
-    model.train(was)
     return pairs.compute("test")
-
-
-def balanced_labels(n: int, num_classes: int, device=None) -> Tensor:
-    return torch.arange(n, device=device) % num_classes
-
-
-@torch.no_grad()
-def generate(model: CVAE, labels: Tensor, seed: int = 0, batch_size: int = 1024) -> Tensor:
-    """Images in [0, 1] for ``labels``, latents from the model's sampler, repeatable;
-    made on the model's device."""
-    was = model.training
-    model.eval()
-    labels = labels.to(device_of(model))
-    gen = torch.Generator(device=labels.device).manual_seed(seed)
-    out = torch.cat(
-        [
-            model.sample(labels[i : i + batch_size], generator=gen)
-            for i in range(0, len(labels), batch_size)
-        ]
-    )
-    model.train(was)
-    return out
 
 
 def evaluate_quality(
@@ -191,7 +138,7 @@ def evaluate_quality(
     metrics: dict[str, float] = {}
     metrics.update(reconstruction_metrics(model, test, settings.batch_size))
     labels = balanced_labels(settings.num_samples, model.num_classes, device_of(model))
-    images = generate(model, labels, settings.seed, settings.batch_size)
+    images = draw_images(model, labels, settings.seed, settings.batch_size)
     metrics["gen/acc"] = generation_accuracy(evaluator, images, labels)
     metrics["gen/diversity"] = class_diversity(images, labels, model.num_classes)
     metrics["test/diversity"] = class_diversity(test.images, test.labels, model.num_classes)

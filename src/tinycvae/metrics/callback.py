@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler
+from tinycvae.metrics import QualitySettings, evaluate_quality
+from tinycvae.sampling import fit_sampler
 
 
 class PeriodicQuality(pl.Callback):

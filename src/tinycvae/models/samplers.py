@@ -13,16 +13,10 @@ covariance per class).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
-from tinycvae.checks import require_number
 from tinycvae.errors import ConfigError, TinyCVAEError
-
-if TYPE_CHECKING:
-    from tinycvae.models.cvae import CVAE
 
 SAMPLERS = ("prior", "class_gaussian")
 
@@ -74,38 +68,9 @@ class LatentSampler(nn.Module):
         if not bool(self.fitted):
             raise SamplerError(
                 "model.sampler=class_gaussian is not fitted: fit it on the training latents "
-                "(tinycvae.metrics.fit_sampler) or load a checkpoint whose sampler was fitted"
+                "(tinycvae.sampling.fit_sampler) or load a checkpoint whose sampler was fitted"
             )
         # Drawn where the generator is, computed where the fitted buffers are.
         eps = torch.randn(n, self.latent, 1, generator=generator, device=device)
         eps, labels = eps.to(self.means.device), labels.to(self.means.device)
         return self.means[labels] + (self.scale_tril[labels] @ eps).squeeze(-1)
-
-
-def choose_sampler(
-    model: CVAE,
-    kind: str | None,
-    device: torch.device | str = "cpu",
-    sample_std: float | None = None,
-) -> bool:
-    """Make ``model`` draw with sampler ``kind`` (``+sampler=...`` of src/evaluate.py and
-    src/generate.py; None: the checkpoint's own) and, for a VAE's prior, with std
-    ``sample_std`` (``+sample_std=...``; None: the checkpoint's ``model.sample_std``). A bad
-    name or value is a one-line ConfigError. True when the sampler still has to be fitted
-    on the training split (a ``class_gaussian`` the checkpoint did not fit: see
-    tinycvae.metrics.fit_sampler)."""
-    if kind and kind != model.sampler.kind:
-        s = model.sampler
-        model.sampler = LatentSampler(kind, s.means.shape[0], s.latent, s.sample_std, s.bypass).to(
-            device
-        )
-    if sample_std is not None:
-        require_number(sample_std, "sample_std", 0, exclusive=True)
-        if model.sampler.kind != "prior" or model.bypass:
-            drawn = "a bypass model's uniform factors" if model.bypass else "class_gaussian"
-            raise ConfigError(
-                f"sample_std={sample_std} scales a VAE's N(0, 1) prior; this model draws from "
-                f"{drawn}: allowed: +sampler=prior on a VAE checkpoint, or no sample_std"
-            )
-        model.sample_std = model.sampler.sample_std = float(sample_std)
-    return model.sampler.kind == "class_gaussian" and not bool(model.sampler.fitted)
