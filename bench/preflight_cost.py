@@ -24,9 +24,9 @@ JOB = ["debug=smoke", "logger=none", "metrics=none", "trainer.max_epochs=1"]
 
 
 def main(repeats: int = 5) -> None:
-    from conftest import compose_train  # the real configs, folders in a scratch dir
-
     from tinycvae.train import preflight, run
+
+    from conftest import compose_train  # the real configs, folders in a scratch dir
 
     with tempfile.TemporaryDirectory() as tmp:
         times = []
