@@ -83,11 +83,14 @@ def check_fits(
     spec: DataSpec,
     batch_size: int,
     device: torch.device,
-) -> int:
-    """The model's parameter count; a one-line :class:`ConfigError` when training it
-    (weights, gradients, Adam state and one batch's activations) needs more memory than
-    ``device`` has."""
-    params, need = training_bytes(build, spec, batch_size)
+) -> int | None:
+    """The model's parameter count (None: not known without building it); a one-line
+    :class:`ConfigError` when training it (weights, gradients, Adam state and one batch's
+    activations) needs more memory than ``device`` has."""
+    try:
+        params, need = training_bytes(build, spec, batch_size)
+    except (NotImplementedError, RuntimeError):  # a builder the meta device cannot run
+        return None
     have = device_memory(device)
     if need > have:
         raise ConfigError(
