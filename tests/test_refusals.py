@@ -171,6 +171,7 @@ def test_a_data_folder_that_is_a_file_is_refused(tiny_cfg, tmp_path, monkeypatch
         build(cfg)
 
 
+@pytest.mark.slow
 def test_wandb_unreachable_with_a_key_logs_offline_with_one_line(tmp_path):
     env = {
         **os.environ,
