@@ -4,7 +4,8 @@ One loader for all of them, :func:`load_or_build`:
 
 * a cache file is read and checked; one that cannot be read (truncated, corrupt, for
   other data) is rebuilt and replaced, with a one-line warning naming the file;
-* it is written atomically (temporary file + rename), so a reader never sees half a file;
+* it is written atomically (temporary file + rename), so a reader never sees half a file,
+  and the temporary file of a writer killed mid-write is removed by the next reader;
 * builders of the same file take turns (a lock file beside it): parallel jobs of a sweep
   build it once, and the others read what the first wrote.
 """
@@ -12,6 +13,7 @@ One loader for all of them, :func:`load_or_build`:
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -40,9 +42,34 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the ``.<name>.<pid>.tmp`` files of ``path`` that writers which died mid-write
+    (``kill -9``, a lost node) left: their pid is no live process. Those of live writers
+    stay. The removed paths."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def save_atomic(blob: object, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and a rename."""
+    """``torch.save`` to ``path`` through a temporary file and a rename (and away with
+    the temporary files of writers that died on the way)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(blob, tmp)
@@ -64,6 +91,7 @@ def load_or_build(
     :class:`CacheWarning` that names it and what is done (``what``: e.g. "re-rendering")."""
     path = Path(path)
     with file_lock(path.with_name(f".{path.name}.lock")):
+        remove_stale_temps(path)
         if path.exists():
             try:
                 return read(path)

@@ -11,9 +11,18 @@ from typing import Any
 from tinycvae.errors import ConfigError
 
 
-def require_int(value: Any, key: str, minimum: int | None = None) -> int:
-    if type(value) is not int or (minimum is not None and value < minimum):
-        allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+def require_int(
+    value: Any, key: str, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    low = minimum is not None and type(value) is int and value < minimum
+    high = maximum is not None and type(value) is int and value > maximum
+    if type(value) is not int or low or high:
+        if minimum is not None and maximum is not None:
+            allowed = f"an integer from {minimum} to {maximum}"
+        elif minimum is not None:
+            allowed = f"an integer >= {minimum}"
+        else:
+            allowed = "an integer" + (f" <= {maximum}" if maximum is not None else "")
         raise ConfigError(f"{key}={value} is invalid; allowed: {allowed}")
     return value
 

@@ -31,28 +31,35 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 @contextlib.contextmanager
-def exit_on_error() -> Iterator[None]:
-    """Turn a TinyCVAEError into ``error: <one line>`` on stderr and exit status 2 (and
-    remove the run folder Hydra made for the refused command, when nothing is in it);
-    print warnings as one ``warning:`` line each."""
+def exit_on_error(discard: bool = True) -> Iterator[None]:
+    """Turn a TinyCVAEError into ``error: <one line>`` on stderr and exit status 2 (and,
+    with ``discard``, remove the run folder made for the refused command when nothing of
+    value is in it); print warnings as one ``warning:`` line each."""
     shown = warnings.showwarning
     warnings.showwarning = _one_line_warning
     try:
         yield
     except TinyCVAEError as err:
-        _discard_run_folder()
+        if discard:
+            _discard_run_folder()
         fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     finally:
         warnings.showwarning = shown
 
 
 def _discard_run_folder() -> None:
+    """The refused command's run folder goes when it holds only what Hydra and the
+    refused job wrote (a single run: its summary and lock too; a sweep's job keeps its
+    summary, which the sweep's report reads)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from tinycvae.run_folder import discard_if_unused
+    from tinycvae.run_folder import REFUSED_JOB, discard_if_unused
 
-    if HydraConfig.initialized():
-        discard_if_unused(Path(HydraConfig.get().runtime.output_dir))
+    if not HydraConfig.initialized():
+        return
+    output_dir = HydraConfig.get().runtime.get("output_dir")
+    if output_dir:
+        discard_if_unused(Path(output_dir), () if is_multirun() else REFUSED_JOB)
 
 
 def is_multirun() -> bool:

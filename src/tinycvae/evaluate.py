@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
@@ -23,6 +24,7 @@ def evaluate(cfg: DictConfig) -> dict:
         cfg.ckpt_path = None  # here it names a model to score, not a run to resume
         cfg.metrics.enabled = True
     job = build(cfg)
+    model = _checkpoint_model(ckpt, cfg) if ckpt else None  # before any work: it may be bad
     record = prepare_evaluator(job)
     out: dict = {
         "data": job.datamodule.spec.name,
@@ -32,15 +34,8 @@ def evaluate(cfg: DictConfig) -> dict:
             "epochs_used": record.epochs_used,
         },
     }
-    if ckpt:
-        model, info = load_model(ckpt, "cpu")  # saved on any device, scored on the job's
+    if model is not None:
         devices.place(job.device, model)
-        trained_on = info["config"]["data"]
-        if trained_on.get("name") != cfg.data.name:
-            raise ConfigError(
-                f"ckpt_path={ckpt} was trained on data={trained_on.get('name')}; "
-                f"allowed: data={trained_on.get('name')}"
-            )
         if choose_sampler(model, cfg.get("sampler"), job.device, cfg.get("sample_std")):
             fit_sampler(model, job.datamodule.splits.train)
         metrics, _, _ = evaluate_quality(
@@ -52,3 +47,20 @@ def evaluate(cfg: DictConfig) -> dict:
         out["metrics"] = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
     print(json.dumps(out, indent=2))
     return out
+
+
+def _checkpoint_model(ckpt: str, cfg: DictConfig):
+    """The model of ``ckpt_path``, trained on this command's data set (else one line)."""
+    if not Path(ckpt).is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt} does not exist; allowed: a checkpoint a training run wrote "
+            "(<run folder>/checkpoints/best.ckpt)"
+        )
+    model, info = load_model(ckpt, "cpu")  # saved on any device, scored on the job's
+    trained_on = info["config"]["data"]
+    if trained_on.get("name") != cfg.data.name:
+        raise ConfigError(
+            f"ckpt_path={ckpt} was trained on data={trained_on.get('name')}; "
+            f"allowed: data={trained_on.get('name')}"
+        )
+    return model

@@ -4,12 +4,17 @@ non-zero) when any job failed."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tinycvae.summary import SUMMARY_NAME, read_summary
 
@@ -46,27 +51,91 @@ class OutputDirGuard(Callback):
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
+TRAIN_CONFIG = "train"  # the primary config of src/train.py: the command these guards check
+
+
+def task_config(config: DictConfig, run_dir: Path) -> DictConfig:
+    """The job config Hydra will hand to the task for a job in ``run_dir``: without the
+    ``hydra`` node, its ``paths.output_dir`` that folder."""
+    cfg = copy.deepcopy(config)
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(Path(run_dir).resolve())
+    return cfg
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """A preflight says nothing but its refusal: the job repeats every check and gives
+    the warnings and notes then, in its own log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+class RunGuard(Callback):
+    """``on_run_start`` of ``src/train.py``: every check of the job (writer lock, no
+    checkpoints to overwrite, the whole config) before Hydra writes the run's ``.hydra/``
+    record and log, so that a refused command leaves an existing run folder (a running
+    job's, a finished one's) byte for byte as it was, and makes none."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if kwargs.get("config_name") != TRAIN_CONFIG:
+            return
+        from tinycvae.cli import exit_on_error
+        from tinycvae.train import preflight
+
+        with exit_on_error(discard=False), quiet():
+            preflight(task_config(config, Path(config.hydra.run.dir)))
+
+
+def sweep_job_configs(config: DictConfig) -> Iterator[tuple[list[str], DictConfig]]:
+    """Each job of a basic sweep as its launcher will compose it: its overrides and its
+    config (``hydra`` node included, ``hydra.job.num`` set, so its folder is known)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    for num, overrides in enumerate(job_overrides(config)):
+        job = loader.load_sweep_config(config, list(overrides))
+        with open_dict(job):
+            job.hydra.job.id = f"{job.hydra.job.name}_{num}"
+            job.hydra.job.num = num
+        yield overrides, job
+
+
 class SweepGuard(Callback):
-    """``on_multirun_start``: compose and build every job (no data, no training) and stop
-    with one clear line if any is invalid. ``on_multirun_end``: list failed jobs and exit 1."""
+    """``on_multirun_start``: compose and check every job as :class:`RunGuard` checks a
+    run, in its own folder (no data, no training), and stop with one clear line if any is
+    refused, before the sweep's ``multirun.yaml`` or any job's ``.hydra/`` is written.
+    ``on_multirun_end``: list failed jobs and exit 1."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             return  # other sweepers draw their jobs as they go
-        from hydra import compose
+        if kwargs.get("config_name", TRAIN_CONFIG) != TRAIN_CONFIG:
+            return
+        from hydra.core.hydra_config import HydraConfig
 
         from tinycvae.errors import TinyCVAEError
-        from tinycvae.train import build
+        from tinycvae.train import preflight
 
-        for overrides in job_overrides(config):
-            try:
-                cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
-                with open_dict(cfg):
-                    cfg.paths.output_dir = str(Path(config.hydra.sweep.dir) / "preflight")
-                build(cfg)
-            except TinyCVAEError as err:
-                print(f"error: job [{' '.join(overrides)}]: {err}", file=sys.stderr, flush=True)
-                raise SystemExit(2) from None
+        try:
+            for overrides, job in sweep_job_configs(config):
+                run_dir = Path(job.hydra.sweep.dir) / str(job.hydra.sweep.subdir)
+                HydraConfig.instance().set_config(job)  # what the job itself will see
+                try:
+                    with quiet():
+                        preflight(task_config(job, run_dir))
+                except TinyCVAEError as err:
+                    line = f"error: job [{' '.join(overrides)}]: {str(err).splitlines()[0]}"
+                    print(line, file=sys.stderr, flush=True)
+                    raise SystemExit(2) from None
+        finally:
+            HydraConfig.instance().set_config(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -23,6 +23,7 @@ from tinycvae.errors import ConfigError
 
 LOCK_NAME = ".tinycvae.lock"
 HYDRA_ONLY = (".hydra",)  # what Hydra writes into a run folder, besides its *.log
+REFUSED_JOB = ("summary.json", LOCK_NAME)  # what a job refused on the way leaves besides
 
 
 def _in_use(run_dir: Path, holder: str) -> ConfigError:
@@ -75,10 +76,11 @@ def writer_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def discard_if_unused(run_dir: Path) -> bool:
+def discard_if_unused(run_dir: Path, also: tuple[str, ...] = ()) -> bool:
     """Remove ``run_dir`` when it holds only what Hydra wrote for a refused command
-    (``.hydra/`` and ``*.log``), and its parents below the working directory that are
-    left empty; never the working directory itself. True when removed."""
+    (``.hydra/`` and ``*.log``) and the names in ``also``, and its parents below the
+    working directory that are left empty; never the working directory itself. True when
+    removed."""
     try:
         run_dir = run_dir.resolve()
         if not run_dir.is_dir() or run_dir == Path.cwd().resolve():
@@ -86,7 +88,8 @@ def discard_if_unused(run_dir: Path) -> bool:
         entries = list(run_dir.iterdir())
     except OSError:
         return False
-    if any(e.name not in HYDRA_ONLY and not (e.is_file() and e.suffix == ".log") for e in entries):
+    keep = (*HYDRA_ONLY, *also)
+    if any(e.name not in keep and not (e.is_file() and e.suffix == ".log") for e in entries):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     cwd = Path.cwd().resolve()

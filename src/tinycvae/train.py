@@ -24,12 +24,13 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
 from tinycvae import devices
 from tinycvae.cache import save_atomic
-from tinycvae.checks import require_int, require_number
+from tinycvae.checks import require_int, require_number, require_writable_dir
 from tinycvae.data.datamodule import TensorDataModule
 from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
@@ -38,6 +39,7 @@ from tinycvae.lit_module import CVAEModule, plans_over_run
 from tinycvae.metrics import QualitySettings, evaluate_quality, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
 from tinycvae.models import CVAE
+from tinycvae.models.size import check_fits
 from tinycvae.outcome import MetricsStageError, SignalWatch, describe, recorded
 from tinycvae.run_folder import check_free, writer_lock
 from tinycvae.sampling import fit_sampler
@@ -98,12 +100,14 @@ def build(cfg: DictConfig) -> Job:
     assert isinstance(resolved, dict)
     _warn_unknown_keys(cfg)
     device = _check_trainer(cfg)
+    _check_seed_and_data_dir(cfg)
     # Seed first: the model's initial weights are part of what the seed repeats.
-    pl.seed_everything(require_int(cfg.seed, "seed"), workers=True, verbose=False)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = _instantiate(cfg.data, "data")
-    model = _call(
-        "model", _instantiate(cfg.model, "model", _partial_=True, _convert_="all"), datamodule.spec
-    )
+    factory = _instantiate(cfg.model, "model", _partial_=True, _convert_="all")
+    # Its size from its config, before a byte is allocated for it.
+    _call("model", check_fits, factory, datamodule.spec, datamodule.batch_size, device)
+    model = _call("model", factory, datamodule.spec)
     run_info = {"config": resolved, "spec": asdict(datamodule.spec)}
     if "lr" in cfg.optimizer:
         require_number(cfg.optimizer.lr, "optimizer.lr", 0.0, exclusive=True)
@@ -128,6 +132,28 @@ def build(cfg: DictConfig) -> Job:
     return Job(
         cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator, device, threads, resume
     )
+
+
+def _check_seed_and_data_dir(cfg: DictConfig) -> None:
+    """``seed`` within what every seeded library accepts; ``paths.data_dir`` (where data
+    sets and evaluators are kept, ``TINYCVAE_DATA``) a folder that can be written."""
+    require_int(cfg.seed, "seed", min_seed_value, max_seed_value)
+    data_dir = cfg.paths.get("data_dir")
+    if data_dir is None:
+        return
+    key = "TINYCVAE_DATA" if os.environ.get("TINYCVAE_DATA") == str(data_dir) else "paths.data_dir"
+    require_writable_dir(data_dir, key)
+
+
+def preflight(cfg: DictConfig) -> Job:
+    """Every check a job can make before it writes anything: its run folder is free and
+    holds no checkpoints a fresh start would overwrite, and :func:`build` accepts it.
+    Run before Hydra writes the run's ``.hydra/`` record
+    (:class:`tinycvae.hydra_callbacks.RunGuard`) and again by the job itself."""
+    check_free(run_dir_of(cfg))  # another job is writing there: say so first
+    job = build(cfg)  # raises ConfigError before any work
+    _check_no_overwrite(job.run_dir, job.resume_from)
+    return job
 
 
 TRAIN_YAML = Path(__file__).resolve().parents[2] / "conf" / "train.yaml"
@@ -310,9 +336,7 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its summary (also written to ``<run_dir>/summary.json``)."""
-    check_free(run_dir_of(cfg))  # another job is writing there: say so first
-    job = build(cfg)  # raises ConfigError before any work
-    _check_no_overwrite(job.run_dir, job.resume_from)
+    job = preflight(cfg)
     torch.set_num_threads(job.threads)
     with writer_lock(job.run_dir), SignalWatch() as watch:
         previous = _previous_summary(job.run_dir) if job.resume_from else {}
