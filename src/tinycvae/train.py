@@ -11,12 +11,10 @@ the process with ``128 + N``. Every stage runs on the job's one device
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import secrets
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +30,9 @@ from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number
 from tinycvae.data.datamodule import TensorDataModule
 from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
-from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
+from tinycvae.errors import ConfigError, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
+from tinycvae.known_keys import warn_unknown_keys
 from tinycvae.lit_module import CVAEModule, plans_over_run
 from tinycvae.metrics import QualitySettings, evaluate_quality, fit_sampler, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
@@ -95,7 +94,7 @@ def build(cfg: DictConfig) -> Job:
     except Exception as err:  # noqa: BLE001 - an unresolvable interpolation is bad input
         raise ConfigError(f"config does not resolve: {str(err).splitlines()[0]}") from None
     assert isinstance(resolved, dict)
-    _warn_unknown_keys(cfg)
+    warn_unknown_keys(cfg)  # train's settings, or evaluate's when src/evaluate.py builds
     device = _check_trainer(cfg)
     # Seed first: the model's initial weights are part of what the seed repeats.
     pl.seed_everything(require_int(cfg.seed, "seed"), workers=True, verbose=False)
@@ -127,37 +126,6 @@ def build(cfg: DictConfig) -> Job:
     return Job(
         cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator, device, threads, resume
     )
-
-
-TRAIN_YAML = Path(__file__).resolve().parents[2] / "conf" / "train.yaml"
-EXTRA_KEYS = ("sampler",)  # read by src/evaluate.py (+sampler=...)
-
-
-@functools.cache
-def known_keys() -> frozenset[str]:
-    """The top-level settings tinycvae reads: conf/train.yaml's keys and groups (read once
-    per process: a sweep's preflight builds every job)."""
-    base = OmegaConf.load(TRAIN_YAML)
-    groups = set()
-    for entry in base.get("defaults", []):
-        if isinstance(entry, str):
-            groups.add(entry)
-        else:
-            groups.update(str(k).split("/")[0].split("@")[0] for k in entry)
-    return frozenset(set(base.keys()) | groups | set(EXTRA_KEYS))
-
-
-def _warn_unknown_keys(cfg: DictConfig) -> None:
-    """``+typo=1`` is stored but read by nothing: say so, naming the key and its value."""
-    known = known_keys()
-    for key in cfg.keys():
-        if key not in known:
-            warnings.warn(
-                f"{key}={cfg.get(key)} is not a setting tinycvae reads; it is ignored "
-                f"(top-level settings: {', '.join(sorted(known - {'_self_', 'hydra'}))})",
-                ConfigWarning,
-                stacklevel=2,
-            )
 
 
 def _check_trainer(cfg: DictConfig) -> torch.device:

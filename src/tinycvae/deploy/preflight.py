@@ -9,8 +9,9 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from tinycvae import devices
-from tinycvae.checks import require_int, require_number, require_writable_dir
+from tinycvae.checks import require_int, require_number
 from tinycvae.deploy.footprint import MCUProfile, estimate_stages, load_mcu
+from tinycvae.deploy.out_dir import check_out_dir
 from tinycvae.deploy.projects import check_projects
 from tinycvae.deploy.quantize import BITS
 from tinycvae.deploy.stages import FloatModel
@@ -47,7 +48,7 @@ def check_settings(cfg: DictConfig) -> torch.device:
     require_number(cfg.max_acc_drop, "max_acc_drop", 0.0)
     if not cfg.get("out_dir"):
         raise ConfigError("out_dir is empty; allowed: a folder (default deploy)")
-    require_writable_dir(cfg.out_dir, "out_dir")
+    check_out_dir(cfg.out_dir)
     return device
 
 
