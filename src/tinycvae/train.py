@@ -87,14 +87,15 @@ def _call(what: str, fn, *args: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{what}: {str(err).splitlines()[0]}") from None
 
 
-def build(cfg: DictConfig) -> Job:
-    """Validate and construct every piece of a job (cheap: no data, no training)."""
+def build(cfg: DictConfig, command: str | None = None) -> Job:
+    """Validate and construct every piece of a job (cheap: no data, no training).
+    ``command``: whose settings ``cfg`` holds (train, evaluate; None: the one Hydra runs)."""
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # noqa: BLE001 - an unresolvable interpolation is bad input
         raise ConfigError(f"config does not resolve: {str(err).splitlines()[0]}") from None
     assert isinstance(resolved, dict)
-    warn_unknown_keys(cfg)  # train's settings, or evaluate's when src/evaluate.py builds
+    warn_unknown_keys(cfg, command)
     device = _check_trainer(cfg)
     # Seed first: the model's initial weights are part of what the seed repeats.
     pl.seed_everything(require_int(cfg.seed, "seed"), workers=True, verbose=False)
@@ -209,16 +210,25 @@ def _quality_settings(
 
 
 def ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    """``ckpt_path=last``: this folder's last checkpoint if there is one (else start fresh);
-    a path: that checkpoint, which must exist; null: start fresh."""
+    """``ckpt_path=last``: this folder's last checkpoint if there is one (else start fresh,
+    unless other checkpoints are there: a one-line error naming them); a path: that
+    checkpoint, which must exist; null: start fresh."""
     value = cfg.get("ckpt_path")
     if value in (None, "", "null"):
         return None
     if value == "last":
-        last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+        folder = run_dir / CHECKPOINT_DIR
+        last = folder / "last.ckpt"
         if last.exists():
             return str(last)
-        log.warning("ckpt_path=last: %s has no last.ckpt; starting fresh", run_dir)
+        others = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        if others:  # a fresh start would overwrite them: not "starting fresh"
+            raise ConfigError(
+                f"ckpt_path=last: {folder} has no last.ckpt to resume, only "
+                f"{', '.join(others)}; allowed: ckpt_path={folder / others[0]} to continue "
+                "from it, or a new run folder (hydra.run.dir=...)"
+            )
+        log.warning("ckpt_path=last: %s has no checkpoint yet; starting fresh", run_dir)
         return None
     if not Path(value).is_file():
         raise ConfigError(f"ckpt_path={value} does not exist; allowed: last, null or a .ckpt file")
