@@ -315,9 +315,12 @@ def test_select_exports_the_run_that_fits_the_ch32v003(sweep, tmp_path):
     shutil.copytree(sweep, moved)
     runs = {json.loads((p / "summary.json").read_text())["config"]["model"]["dim2"]: p
             for p in moved.iterdir() if (p / "summary.json").is_file()}  # fmt: skip
-    tampered = json.loads((runs[4] / "summary.json").read_text())
-    tampered["checkpoints"]["best"] = str(sweep / runs[48].name / "checkpoints" / "best.ckpt")
-    (runs[4] / "summary.json").write_text(json.dumps(tampered))
+    for dim2, run_dir in runs.items():  # metrics=none sweep: the accuracy --select ranks by
+        s = json.loads((run_dir / "summary.json").read_text())
+        s["metrics"]["gen/acc"] = 0.5 if dim2 == 4 else 0.9
+        if dim2 == 4:  # names the other run's checkpoint
+            s["checkpoints"]["best"] = str(sweep / runs[48].name / "checkpoints" / "best.ckpt")
+        (run_dir / "summary.json").write_text(json.dumps(s))
     report = export(
         export_cfg(
             f"select_from=[{moved}]",
@@ -506,11 +509,12 @@ def _one_error(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_a_second_export_into_a_busy_out_dir_is_refused_before_any_work(trained, tmp_path):
+def test_a_second_export_into_a_busy_out_dir_is_refused_before_any_work(tmp_path):
     out = tmp_path / "deploy"
     keep = _sentinel(out)
     with writer_lock(out, EXPORT_FOLDER):  # a running export holds it
-        done = export_cli(f"run={trained}", "targets=[host]", f"out_dir={out}", cwd=tmp_path)
+        # refused for the lock, before the checkpoint is even looked for
+        done = export_cli("checkpoint=x.ckpt", "targets=[host]", f"out_dir={out}", cwd=tmp_path)
     line = _one_error(done)
     assert f"export folder {out} is in use by a running export (pid {os.getpid()})" in line
     assert "another out_dir=" in line and "wrote" not in done.stdout
@@ -549,10 +553,11 @@ def test_a_killed_exports_scratch_is_cleared_and_its_previous_model_put_back(tmp
     _untouched(out, out / "model" / "previous.txt")
 
 
-def test_targets_empty_says_the_model_is_unchecked_and_what_it_replaces(trained, tmp_path):
+def test_targets_empty_says_the_model_is_unchecked_and_what_it_replaces(sweep, tmp_path):
     keep = _sentinel(tmp_path)
+    small = next(p for p in sweep.iterdir() if (p / "checkpoints" / "best.ckpt").is_file())
     with pytest.warns(ConfigWarning) as caught:
-        report = export(export_cfg(f"run={trained}", "targets=[]", "eval_samples=60",
+        report = export(export_cfg(f"run={small}", "targets=[]", "eval_samples=60", "~mcu",
                                    out_dir=tmp_path))  # fmt: skip
     (said,) = [str(w.message) for w in caught if "targets=[]" in str(w.message)]
     assert said.startswith(f"targets=[]: the model written to {tmp_path / 'model'} is not compiled")
