@@ -5,7 +5,8 @@
     python src/generate.py run=<run folder>                         a row per class
     python src/generate.py run=... prompt="five pips" +sampler=class_gaussian wandb=true
 
-Writes a PNG grid (default <run>/generated/<label or prompt>.png) and prints its path.
+Writes a PNG grid (default <run>/generated/<label or prompt>_n<n>_seed<seed>_<sampler>.png)
+and prints its path.
 Bad input is one ``error:`` line and exit status 2, before anything is drawn.
 """
 

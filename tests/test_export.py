@@ -23,8 +23,10 @@ from tinycvae.checkpoints import load_model
 from tinycvae.deploy import export as export_module
 from tinycvae.deploy import toolchain
 from tinycvae.deploy.export import export
+from tinycvae.deploy.out_dir import EXPORT_FOLDER
 from tinycvae.deploy.report import format_layers
-from tinycvae.errors import TinyCVAEError
+from tinycvae.errors import ConfigWarning, TinyCVAEError
+from tinycvae.run_folder import LOCK_NAME, writer_lock
 
 from conftest import CONF, ROOT, run_train
 
@@ -307,9 +309,21 @@ def sweep(tmp_path_factory) -> Path:
 
 
 def test_select_exports_the_run_that_fits_the_ch32v003(sweep, tmp_path):
+    """... from the folder found on disk (issue 20, item 6): the sweep is moved, and the
+    fitting run's summary names the other run's checkpoint; its own best.ckpt ships."""
+    moved = tmp_path / "moved"
+    shutil.copytree(sweep, moved)
+    runs = {json.loads((p / "summary.json").read_text())["config"]["model"]["dim2"]: p
+            for p in moved.iterdir() if (p / "summary.json").is_file()}  # fmt: skip
+    for dim2, run_dir in runs.items():  # metrics=none sweep: the accuracy --select ranks by
+        s = json.loads((run_dir / "summary.json").read_text())
+        s["metrics"]["gen/acc"] = 0.5 if dim2 == 4 else 0.9
+        if dim2 == 4:  # names the other run's checkpoint
+            s["checkpoints"]["best"] = str(sweep / runs[48].name / "checkpoints" / "best.ckpt")
+        (run_dir / "summary.json").write_text(json.dumps(s))
     report = export(
         export_cfg(
-            f"select_from=[{sweep}]",
+            f"select_from=[{moved}]",
             "mcu=ch32v003",
             "targets=[ch32v003]",
             "eval_samples=60",
@@ -317,6 +331,8 @@ def test_select_exports_the_run_that_fits_the_ch32v003(sweep, tmp_path):
         )  # fmt: skip
     )
     assert report["model"]["dim2"] == 4
+    assert report["checkpoint"] == str(runs[4] / "checkpoints" / "best.ckpt")
+    assert str(runs[4]) in report["source"]
     measured = report["targets"]["ch32v003"]["measured"]
     assert measured["flash_bytes"] <= 16 * 1024 and measured["ram_bytes"] <= 2 * 1024
 
@@ -348,7 +364,8 @@ def _sentinel(out: Path) -> Path:
 
 def _untouched(out: Path, keep: Path) -> None:
     assert keep.read_text() == "an earlier export"
-    assert sorted(p.name for p in out.iterdir()) == ["model"]  # no scratch folder left
+    names = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    assert names == ["model"]  # no scratch folder left
 
 
 def test_a_model_that_does_not_fit_is_refused_by_how_much(sweep, tmp_path):
@@ -434,7 +451,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
-    assert not (tmp_path / "d" / "model").exists()
+    assert not (tmp_path / "d").exists()  # a refused export leaves no folder it made
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
@@ -472,3 +489,77 @@ def test_export_on_the_gpu(trained, tmp_path, monkeypatch):
     q = report["quality"]
     assert q["qat"] is True and "acc_int8_qat" in q and q["c_matches_reference"] is True
     assert q["acc_pytorch"] > 0.5 and abs(q["acc_pytorch"] - q["acc_c_int8"]) <= 0.02, q
+
+
+# --- issue 20, item 7: one export at a time in out_dir, and what it leaves there ----------
+
+
+def export_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / "export.py"), *args, "wandb.mode=disabled"],
+        capture_output=True, text=True, cwd=cwd, timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+
+
+def _one_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+def test_a_second_export_into_a_busy_out_dir_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "deploy"
+    keep = _sentinel(out)
+    with writer_lock(out, EXPORT_FOLDER):  # a running export holds it
+        # refused for the lock, before the checkpoint is even looked for
+        done = export_cli("checkpoint=x.ckpt", "targets=[host]", f"out_dir={out}", cwd=tmp_path)
+    line = _one_error(done)
+    assert f"export folder {out} is in use by a running export (pid {os.getpid()})" in line
+    assert "another out_dir=" in line and "wrote" not in done.stdout
+    _untouched(out, keep)
+
+
+def test_a_read_only_model_folder_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "deploy"
+    keep = _sentinel(out)
+    if subprocess.run(["chattr", "+i", str(out / "model")], capture_output=True).returncode:
+        pytest.skip("chattr +i is not possible here (needs root and ext4-like filesystem)")
+    try:
+        line = _one_error(export_cli("checkpoint=x.ckpt", "targets=[host]", f"out_dir={out}",
+                                     cwd=tmp_path))  # fmt: skip
+    finally:
+        subprocess.run(["chattr", "-i", str(out / "model")], check=True)
+    assert f"{out / 'model'} is read-only" in line and "chmod -R u+w" in line
+    _untouched(out, keep)
+
+
+def test_a_space_in_out_dir_is_refused_before_any_work(tmp_path):
+    line = _one_error(export_cli("checkpoint=x.ckpt", "targets=[host]",
+                                 f"out_dir={tmp_path}/my deploy", cwd=tmp_path))  # fmt: skip
+    assert f"out_dir={tmp_path}/my deploy" in line and "holds ' ', which make cannot take" in line
+    assert not (tmp_path / "my deploy").exists()
+
+
+def test_a_killed_exports_scratch_is_cleared_and_its_previous_model_put_back(tmp_path):
+    out = tmp_path / "deploy"
+    stale = out / ".export-killed" / "previous"  # killed between its two renames
+    stale.mkdir(parents=True)
+    (stale / "previous.txt").write_text("an earlier export")
+    (out / ".export-other" / "build").mkdir(parents=True)  # killed while building
+    done = export_cli("checkpoint=x.ckpt", "targets=[host]", f"out_dir={out}", cwd=tmp_path)
+    assert _one_error(done) == "error: checkpoint x.ckpt does not exist"
+    _untouched(out, out / "model" / "previous.txt")
+
+
+def test_targets_empty_says_the_model_is_unchecked_and_what_it_replaces(sweep, tmp_path):
+    keep = _sentinel(tmp_path)
+    small = next(p for p in sweep.iterdir() if (p / "checkpoints" / "best.ckpt").is_file())
+    with pytest.warns(ConfigWarning) as caught:
+        report = export(export_cfg(f"run={small}", "targets=[]", "eval_samples=60", "~mcu",
+                                   out_dir=tmp_path))  # fmt: skip
+    (said,) = [str(w.message) for w in caught if "targets=[]" in str(w.message)]
+    assert said.startswith(f"targets=[]: the model written to {tmp_path / 'model'} is not compiled")
+    assert f"replacing the export in {tmp_path / 'model'}" in said and "make -C deploy" in said
+    assert report["targets"] == {} and not keep.exists()  # replaced, as said

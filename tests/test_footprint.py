@@ -211,6 +211,8 @@ def test_fits_and_over():
     ch32 = load_mcu("ch32v003")
     small = estimate(dice_decoder((2, 2, 2, 2)), 1, K, stream=True, mcu=ch32)
     assert small.fits() == {
+        "flash_bytes": small.flash_bytes,  # what it needs there: the export's figure
+        "ram_bytes": small.ram_bytes,
         "flash_ok": True,
         "ram_ok": True,
         "flash_over_bytes": 0,
@@ -241,8 +243,9 @@ def test_summary_dict_schema_and_flat_metrics():
             "ram_bytes_streamed",
             "fits",
             "over",
+            "need",
         }
-        assert sorted(entry["fits"]) == sorted(entry["over"]) == names
+        assert sorted(entry["fits"]) == sorted(entry["over"]) == sorted(entry["need"]) == names
         assert all(type(entry[k]) is int for k in ("params", "macs", "flash_bytes"))
         assert entry["ram_bytes_streamed"] <= entry["ram_bytes"]
         for over in entry["over"].values():
@@ -254,6 +257,11 @@ def test_summary_dict_schema_and_flat_metrics():
     assert flat["mcu/int8/params"] == 357.0
     assert flat["mcu/int8/fits/ch32v003"] == 1.0
     assert flat["mcu/int8/over/ch32v003/flash_bytes"] == 0.0
+    # need: the streamed activations plus that MCU's RAM reserve, as the export counts
+    reserve = load_mcu("cortex_m0plus_16k").reserve_ram_bytes
+    need = block["int8"]["need"]["cortex_m0plus_16k"]
+    assert need["ram_bytes"] == block["int8"]["ram_bytes_streamed"] + reserve
+    assert flat["mcu/int8/need/cortex_m0plus_16k/ram_bytes"] == float(need["ram_bytes"])
     assert "mcu/fp32/ram_bytes_streamed" in flat
     assert all(isinstance(v, float) for v in flat.values())
     big = summary_dict(dice_decoder((64, 64, 64, 64)), 1, K, mcus=["ch32v003"])

@@ -172,7 +172,7 @@ def test_a_prompt_draws_a_row_of_that_class(runs, kind, tmp_path):
     proc = gen([f"run={folder}", 'prompt="roll a six"', "n=5", "seed=3"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     path = Path(proc.stdout.strip().splitlines()[-1])
-    assert path == folder / "generated" / "roll-a-six.png" and path.is_file()
+    assert path == folder / "generated" / "roll-a-six_n5_seed3_prior.png" and path.is_file()
     grid = png(path)
     assert grid.shape == (2 * 32, 2 * (5 * 32 + 4 * SEP))  # 1 row x 5 tiles, upscaled x2
     ckpt = folder / "checkpoints" / "best.ckpt"
@@ -185,7 +185,7 @@ def test_every_class_by_default_and_a_label_with_out(runs, tmp_path):
     ckpt = folder / "checkpoints" / "best.ckpt"
     proc = gen([f"ckpt_path={ckpt}", "n=3"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    grid = png(folder / "generated" / "all-classes.png")
+    grid = png(folder / "generated" / "all-classes_n3_seed0_prior.png")
     assert grid.shape == (2 * (6 * 32 + 5 * SEP), 2 * (3 * 32 + 2 * SEP))  # 6 rows x 3
     out = tmp_path / "x" / "two.png"
     proc = gen([f"run={folder}", "label=2", "n=3", "seed=0", f"out={out}"], tmp_path)
@@ -194,6 +194,23 @@ def test_every_class_by_default_and_a_label_with_out(runs, tmp_path):
     row = png(out)
     assert np.array_equal(grid[: 2 * 32], expected(ckpt, 0, 3, 0))  # row 1: the first draws
     assert np.array_equal(row, expected(ckpt, 1, 3, 0))  # label 1 is the face "2"
+
+
+def test_another_seed_or_sampler_never_replaces_a_grid_and_typos_are_warned(runs, tmp_path):
+    """Issue 20, item 9: the default out= names n, seed and sampler; ``+lable=6`` is said."""
+    folder = runs["vae"]
+    first = gen([f"run={folder}", "label=6", "n=2", "seed=0"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = gen([f"run={folder}", "label=6", "n=2", "seed=1", "+sampler=class_gaussian",
+                 "+lable=5"], tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    paths = [Path(p.stdout.strip().splitlines()[-1]) for p in (first, again)]
+    assert [p.name for p in paths] == ["class-6_n2_seed0_prior.png",
+                                       "class-6_n2_seed1_class-gaussian.png"]  # fmt: skip
+    assert all(p.is_file() for p in paths)
+    (line,) = [ln for ln in again.stderr.splitlines() if "lable" in ln]
+    assert line.startswith("warning: lable=5 is not a setting tinycvae reads; it is ignored")
+    assert "label" in line.split("(", 1)[1]  # names the settings generate reads
 
 
 def test_style_draws_a_test_images_z_with_every_label(runs, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 
 import pytest
 
@@ -118,3 +119,76 @@ def test_the_cli_writes_csv_markdown_and_plot_and_selects(tmp_path, capsys):
         cli.main([str(tmp_path / "s"), "--select", "atmega328", "--wandb-mode", "disabled"])
     assert info.value.code == 2
     assert "mcu=atmega328 is unknown" in capsys.readouterr().err
+
+
+# --- issue 20, item 9: --select never picks an unscored run, fronts skip infinities ------
+
+
+def _with_metrics(folder, name, flash, metrics):
+    fake_run(folder, name, flash, 0.0)
+    path = folder / "summary.json"
+    s = json.loads(path.read_text())
+    s["metrics"] = metrics
+    path.write_text(json.dumps(s))
+
+
+@pytest.mark.parametrize(
+    "bad", [{"gen/fid_evaluator": 9.0}, {"gen/acc": math.nan}, {"gen/acc": "0.99"},
+            {"gen/acc": math.inf}],
+    ids=["missing", "nan", "string", "inf"],
+)  # fmt: skip
+def test_select_never_picks_a_run_without_an_accuracy(tmp_path, bad):
+    _with_metrics(tmp_path / "0", "unscored", 1000, bad)
+    fake_run(tmp_path / "1", "scored", 3000, 0.40)
+    rows = collect_runs([tmp_path])
+    with pytest.warns(UserWarning, match=r"1 run\(s\) that fit ch32v003 have no evaluator acc"):
+        assert select(rows, "ch32v003").name == "scored"
+    alone = collect_runs([tmp_path / "0"])
+    with pytest.raises(SelectError, match=r"1 run\(s\) fit ch32v003 but none has an evaluator"):
+        select(alone, "ch32v003")
+
+
+def test_an_infinite_fid_is_on_no_front(tmp_path):
+    fake_run(tmp_path / "0", "inf-fid", 1000, 0.5, fid=math.inf)  # the smallest
+    fake_run(tmp_path / "1", "finite", 3000, 0.9, fid=20.0)
+    rows = collect_runs([tmp_path])
+    mark_fronts(rows)
+    by = {r.name: r for r in rows}
+    assert not by["inf-fid"].front_fid and by["finite"].front_fid
+    assert by["inf-fid"].front_acc  # its accuracy is a measurement: on that front
+
+
+def test_select_and_export_count_the_same_ram(tmp_path):
+    """One model too big for the Cortex-M0+ part: --select and the export's fit check print
+    the same RAM figure (the streamed activations plus the part's RAM reserve)."""
+    from tinycvae.data.dice import dice_spec
+    from tinycvae.deploy.footprint import load_mcu, summary_dict
+    from tinycvae.deploy.preflight import check_fit
+    from tinycvae.deploy.stages import extract
+    from tinycvae.models import build_cvae
+
+    model = build_cvae(dice_spec(32), latent=1, latent_mode="bypass", dim1=4, dim2=96, dim3=4,
+                       dim4=4)  # fmt: skip
+    mcu = "cortex_m0plus_16k"
+    fake_run(tmp_path / "0", "big", 1, 0.9)
+    s = json.loads((tmp_path / "0" / "summary.json").read_text())
+    s["footprint"] = summary_dict(model.decoder, 1, 6, [mcu])
+    (tmp_path / "0" / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(SelectError) as picked:
+        select(collect_runs([tmp_path]), mcu)
+    with pytest.raises(ConfigError) as exported:
+        check_fit(extract(model.decoder, 1, 6), load_mcu(mcu), mcu)
+    ram = re.compile(r"(\d+) B RAM|RAM (\d+) B")
+    figures = [next(g for g in ram.search(str(e.value)).groups() if g) for e in (picked, exported)]
+    assert figures[0] == figures[1], (str(picked.value), str(exported.value))
+
+
+def test_a_moved_run_folder_is_read_where_it_is(tmp_path):
+    """The folder found on disk is the run: its own best.ckpt, not the summary's paths."""
+    fake_run(tmp_path / "a", "moved", 1000, 0.9)
+    (tmp_path / "a" / "checkpoints").mkdir()
+    (tmp_path / "a" / "checkpoints" / "best.ckpt").write_bytes(b"x")
+    (tmp_path / "a").rename(tmp_path / "b")
+    (row,) = collect_runs([tmp_path / "b"])
+    assert row.run_dir == str(tmp_path / "b")
+    assert row.checkpoint == str(tmp_path / "b" / "checkpoints" / "best.ckpt")

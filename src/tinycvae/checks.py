@@ -11,6 +11,22 @@ from typing import Any
 from tinycvae.errors import ConfigError
 
 
+def _quoted(value: Any, key: str, allowed: str) -> None:
+    """A number written in quotes (``beta='1e-5'``) is a string: say so, not that the
+    number is invalid."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return
+        if not math.isfinite(number):
+            return
+        raise ConfigError(
+            f"{key}='{value}' is a string (quoted), not a number; allowed: {allowed}, "
+            f"written without quotes ({key}={value})"
+        )
+
+
 def require_int(
     value: Any, key: str, minimum: int | None = None, maximum: int | None = None
 ) -> int:
@@ -23,6 +39,7 @@ def require_int(
             allowed = f"an integer >= {minimum}"
         else:
             allowed = "an integer" + (f" <= {maximum}" if maximum is not None else "")
+        _quoted(value, key, allowed)
         raise ConfigError(f"{key}={value} is invalid; allowed: {allowed}")
     return value
 
@@ -35,6 +52,7 @@ def require_number(
         ok = value > minimum if exclusive else value >= minimum
     if not ok:
         bound = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum}"
+        _quoted(value, key, f"a finite number{bound}")
         raise ConfigError(f"{key}={value} is invalid; allowed: a finite number{bound}")
     return float(value)
 

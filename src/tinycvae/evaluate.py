@@ -23,7 +23,7 @@ def evaluate(cfg: DictConfig) -> dict:
     with open_dict(cfg):
         cfg.ckpt_path = None  # here it names a model to score, not a run to resume
         cfg.metrics.enabled = True
-    job = build(cfg)
+    job = build(cfg, "evaluate")  # +sampler= and +sample_std= are its settings
     model = _checkpoint_model(ckpt, cfg) if ckpt else None  # before any work: it may be bad
     record = prepare_evaluator(job)
     out: dict = {

@@ -12,7 +12,8 @@ latent. ``style=<test image index>`` draws the memo article's style transfer ins
 that test image, then its z (the encoder's mean) decoded with every label. The grid
 (one row per class, ``n`` images each) is written as a PNG with the
 project's picture code (tiles upscaled to at least 64 px), and logged to W&B with
-``wandb=true``.
+``wandb=true``. The default PNG, ``<run>/generated/<what>_n<n>_seed<seed>_<sampler>.png``,
+is named after everything that decides the images, so another draw never replaces it.
 
 Every bad value (no or two sources, a missing checkpoint or run folder without
 best.ckpt, an unknown label, a prompt that matches no class or several, n < 1, an
@@ -38,6 +39,7 @@ from tinycvae.cli import CONF_DIR
 from tinycvae.data.base import DataSpec, check_classes
 from tinycvae.deploy.source import load_data, resolve_source
 from tinycvae.errors import ConfigError
+from tinycvae.known_keys import warn_unknown_keys
 from tinycvae.sampling import choose_sampler, fit_sampler
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,14 @@ def slug(text: str) -> str:
     return "-".join(re.findall(r"[^\W_]+", str(text).casefold()))[:60].strip("-") or "x"
 
 
+def default_stem(what: str, n: int, seed: int, sampler: str, sample_std: float | None) -> str:
+    """The default PNG's name: what is drawn and everything else that decides the images
+    (``n``, ``seed``, the sampler and a ``+sample_std``), so that another draw never
+    replaces an earlier grid: ``class-6_n8_seed0_prior``."""
+    std = "" if sample_std is None else f"_std{sample_std:g}"
+    return f"{what}_n{n}_seed{seed}_{slug(sampler)}{std}"
+
+
 def _out_path(cfg: DictConfig, ckpt: Path, stem: str) -> Path:
     if cfg.get("out"):
         out = Path(str(cfg.out))
@@ -208,6 +218,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     """Draw the grid ``cfg`` asks for, write it, print its path; return what was done."""
     from tinycvae.pictures import class_samples, save_png, style_transfer, tile_factor, upscale
 
+    warn_unknown_keys(cfg, "generate")
     n = cfg.get("n")
     if type(n) is not int or not 1 <= n <= MAX_N:
         raise ConfigError(f"n={n} is invalid; allowed: an integer from 1 to {MAX_N}")
@@ -238,10 +249,12 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         stem = f"class-{slug(spec.class_names[classes[0]])}"
     else:
         classes, stem = list(range(spec.num_classes)), "all-classes"
+    unfitted = choose_sampler(model, cfg.get("sampler"), "cpu", cfg.get("sample_std"))
+    if style is None:  # style= decodes the image's own z: n, seed and sampler play no part
+        stem = default_stem(stem, n, seed, model.sampler.kind, cfg.get("sample_std"))
     out = _out_path(cfg, ckpt, stem)
     # +sampler=class_gaussian that the checkpoint did not fit: fit it here (style= draws
     # the image's own z, no sampler: nothing to fit)
-    unfitted = choose_sampler(model, cfg.get("sampler"), "cpu", cfg.get("sample_std"))
     if unfitted and style is None:
         fit_sampler(model, load_data(info).splits.train)
     devices.place(device, model)

@@ -6,7 +6,13 @@ folders, searched recursively), from an Optuna study's trials
 (:mod:`tinycvae.search.front`) or, online, from a W&B project. A run is on the front
 when no other run is at least as small (decoder flash at the chosen precision) and at
 least as good (evaluator accuracy; separately, FID) and strictly better in one of the
-two. Runs with identical coordinates are all on the front. Failed runs are listed apart.
+two; a run without a finite figure (NaN, infinite, missing, not a number) is on no front.
+Runs with identical coordinates are all on the front. Failed runs are listed apart.
+
+A run folder's own files are the truth: a row from a folder is the folder where its
+``summary.json`` was found and that folder's ``checkpoints/best.ckpt``, whatever paths
+the summary names (a moved run folder still exports; a summary cannot point the export
+at another run's checkpoint).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class RunRow:
     checkpoint: str = ""
     fits: dict[str, bool] = field(default_factory=dict)
     over: dict[str, dict[str, int]] = field(default_factory=dict)
+    need: dict[str, dict[str, int]] = field(default_factory=dict)  # per MCU, as export counts
     front_acc: bool = False
     front_fid: bool = False
 
@@ -95,6 +102,7 @@ def row_from_summary(s: dict[str, Any], precision: str) -> RunRow:
         checkpoint=s.get("checkpoints", {}).get("best", ""),
         fits=dict(fp.get("fits", {})),
         over=dict(fp.get("over", {})),
+        need=dict(fp.get("need", {})),
     )
 
 
@@ -111,27 +119,42 @@ def collect_runs(folders: list[str | Path], precision: str = "int8") -> list[Run
             raise ConfigError(f"{folder} holds no runs (no summary.json below it)")
         for path in found:
             try:
-                rows.append(row_from_summary(json.loads(path.read_text()), precision))
+                row = row_from_summary(json.loads(path.read_text()), precision)
             except (OSError, ValueError, TypeError, AttributeError) as err:
                 reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
                 warnings.warn(f"{path} is unreadable ({reason}); skipped", stacklevel=2)
+                continue
+            rows.append(_found_at(row, path.parent))
     if not rows:
         raise ConfigError(f"no readable summary.json under {', '.join(map(str, folders))}")
     return rows
 
 
+def _found_at(row: RunRow, folder: Path) -> RunRow:
+    """``row`` as the run folder found on disk: that folder, and its own best checkpoint."""
+    own = folder / "checkpoints" / "best.ckpt"
+    row.run_dir = str(folder)
+    row.checkpoint = str(own) if own.is_file() else ""
+    return row
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
 def non_dominated(points: list[tuple[float, float]]) -> list[bool]:
     """``points`` are (cost to minimise, quality to maximise); True where no other point is
-    at least as good in both and better in one. NaN points are never on the front."""
+    at least as good in both and better in one. Points with a NaN or infinite coordinate
+    are never on the front (an infinite FID is no measurement)."""
     out = []
     for i, (c, q) in enumerate(points):
-        if math.isnan(c) or math.isnan(q):
+        if not _finite(c, q):
             out.append(False)
             continue
         dominated = any(
             (c2 <= c and q2 >= q and (c2 < c or q2 > q))
             for j, (c2, q2) in enumerate(points)
-            if j != i and not (math.isnan(c2) or math.isnan(q2))
+            if j != i and _finite(c2, q2)
         )
         out.append(not dominated)
     return out
@@ -143,7 +166,7 @@ def mark_fronts(rows: list[RunRow]) -> None:
     ok = [r for r in rows if r.status == "ok"]
     for r, on in zip(ok, non_dominated([(r.flash_bytes, r.acc) for r in ok])):
         r.front_acc = on
-    networks = sorted({r.fid_network for r in ok if not math.isnan(r.fid)})
+    networks = sorted({r.fid_network for r in ok if math.isfinite(r.fid)})
     if len(networks) > 1:
         warnings.warn(
             f"FIDs measured by {len(networks)} different evaluators ({', '.join(networks)}): "
@@ -156,10 +179,46 @@ def mark_fronts(rows: list[RunRow]) -> None:
             r.front_fid = on
 
 
+def need(row: RunRow, mcu: str) -> dict[str, float]:
+    """The flash and RAM ``row``'s decoder takes on ``mcu``, as the export's fit check
+    counts them (that core's code, the RAM reserve); from summaries written before
+    ``need`` was recorded: budget + excess when over, else the RAM plus the reserve."""
+    if mcu in row.need:
+        return {k: float(v) for k, v in row.need[mcu].items()}
+    profile, over = load_mcu(mcu), row.over.get(mcu, {})
+    flash_over, ram_over = over.get("flash_bytes", 0), over.get("ram_bytes", 0)
+    return {
+        "flash_bytes": profile.flash_bytes + flash_over if flash_over else row.flash_bytes,
+        "ram_bytes": profile.ram_bytes + ram_over
+        if ram_over
+        else row.ram_bytes + profile.reserve_ram_bytes,
+    }
+
+
+def _scored(fitting: list[RunRow], mcu: str) -> list[RunRow]:
+    """The fitting runs with an evaluator accuracy to rank them by (a finite number in
+    [0, 1]); one warning for those without, SelectError when none has one."""
+    scored = [r for r in fitting if math.isfinite(r.acc) and 0.0 <= r.acc <= 1.0]
+    unscored = [r for r in fitting if r not in scored]
+    if unscored and not scored:
+        raise SelectError(
+            f"{len(fitting)} run(s) fit {mcu} but none has an evaluator accuracy (gen/acc is "
+            f"missing, NaN or not a number in {unscored[0].run_dir}); allowed: runs trained "
+            "with metrics enabled (metrics=default), or export one by name: run=<run folder>"
+        )
+    if unscored:
+        warnings.warn(
+            f"{len(unscored)} run(s) that fit {mcu} have no evaluator accuracy (gen/acc "
+            f"missing, NaN or not a number, e.g. {unscored[0].run_dir}); not selected",
+            stacklevel=3,
+        )
+    return scored
+
+
 def select(rows: list[RunRow], mcu: str) -> RunRow:
     """The best finished run whose decoder fits ``mcu``: highest accuracy, then lowest
-    FID, then smallest flash. SelectError (naming the smallest run and how far it is
-    over budget) when none fits."""
+    FID, then smallest flash; a run without a finite accuracy is never selected.
+    SelectError (naming the smallest run and how far it is over budget) when none fits."""
     ok = [r for r in rows if r.status == "ok"]
     if ok and all(mcu not in r.fits for r in ok):
         raise ConfigError(f"no run has a footprint estimate for mcu={mcu}")
@@ -168,19 +227,18 @@ def select(rows: list[RunRow], mcu: str) -> RunRow:
         if not ok:
             raise SelectError("no finished run to select from")
         smallest = min(ok, key=lambda r: (r.flash_bytes, r.ram_bytes))
-        over = smallest.over.get(mcu, {})
+        over, needs = smallest.over.get(mcu, {}), need(smallest, mcu)
         raise SelectError(
             f"no run fits {mcu}: the smallest, {smallest.name} ({smallest.run_dir}), needs "
-            f"{smallest.flash_bytes:.0f} B flash ({over.get('flash_bytes', 0)} B over) and "
-            f"{smallest.ram_bytes:.0f} B RAM ({over.get('ram_bytes', 0)} B over)"
+            f"{needs['flash_bytes']:.0f} B flash ({over.get('flash_bytes', 0)} B over) and "
+            f"{needs['ram_bytes']:.0f} B RAM ({over.get('ram_bytes', 0)} B over)"
         )
 
     def key(r: RunRow):
-        acc = -1.0 if math.isnan(r.acc) else r.acc
-        fid = math.inf if math.isnan(r.fid) else r.fid
-        return (-acc, fid, r.flash_bytes)
+        fid = r.fid if math.isfinite(r.fid) else math.inf
+        return (-r.acc, fid, r.flash_bytes)
 
-    return min(fitting, key=key)
+    return min(_scored(fitting, mcu), key=key)
 
 
 COLUMNS = [
@@ -323,10 +381,16 @@ def rows_from_wandb(project: str, precision: str) -> list[RunRow]:
 def _footprint_from_flat(s: dict, precision: str) -> dict:
     p = f"mcu/{precision}/"
     fits = {k[len(p) + 5 :]: bool(v) for k, v in s.items() if k.startswith(p + "fits/")}
+    need: dict[str, dict[str, float]] = {}
+    for k, v in s.items():
+        if k.startswith(p + "need/") and k.count("/") == 4:
+            mcu, what = k.split("/")[3:]
+            need.setdefault(mcu, {})[what] = v
     return {
         "flash_bytes": s.get(p + "flash_bytes", math.nan),
         "ram_bytes_streamed": s.get(p + "ram_bytes_streamed", s.get(p + "ram_bytes", math.nan)),
         "fits": fits,
+        "need": need,
     }
 
 
@@ -377,9 +441,10 @@ def run(
     if not mcu:
         return None
     best = select(rows, mcu)
+    needs = need(best, mcu)
     print(
         f"selected for {mcu} ({precision}): {best.name}: acc {best.acc:.3f}, "
-        f"flash {best.flash_bytes:.0f} B, RAM {best.ram_bytes:.0f} B\n"
+        f"flash {needs['flash_bytes']:.0f} B, RAM {needs['ram_bytes']:.0f} B\n"
         f"run: {best.run_dir}\ncheckpoint: {best.checkpoint}"
     )
     return best

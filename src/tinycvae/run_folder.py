@@ -26,10 +26,14 @@ HYDRA_ONLY = (".hydra",)  # what Hydra writes into a run folder, besides its *.l
 REFUSED_JOB = ("summary.json", LOCK_NAME)  # what a job refused on the way leaves besides
 
 
-def _in_use(run_dir: Path, holder: str) -> ConfigError:
+RUN_FOLDER = ("run folder", "job", "another folder (hydra.run.dir=...)")
+
+
+def _in_use(run_dir: Path, holder: str, kind: tuple[str, str, str] = RUN_FOLDER) -> ConfigError:
+    what, writer, other = kind
     return ConfigError(
-        f"run folder {run_dir} is in use by a running job (pid {holder}); allowed: another "
-        "folder (hydra.run.dir=...), or wait for that job to end"
+        f"{what} {run_dir} is in use by a running {writer} (pid {holder}); allowed: {other}, "
+        f"or wait for that {writer} to end"
     )
 
 
@@ -62,13 +66,15 @@ def check_free(run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def writer_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the folder's writer lock; :class:`ConfigError` when another process holds it."""
+def writer_lock(run_dir: Path, kind: tuple[str, str, str] = RUN_FOLDER) -> Iterator[None]:
+    """Hold the folder's writer lock; :class:`ConfigError` when another process holds it.
+    ``kind``: what the folder is, who writes it and where else to write, for that line
+    (an export folder says ``export folder ... running export ... another out_dir=...``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if not _try_lock(fd):
-            raise _in_use(run_dir, _holder(fd))
+            raise _in_use(run_dir, _holder(fd), kind)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

@@ -11,12 +11,10 @@ the process with ``128 + N``. Every stage runs on the job's one device
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import secrets
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,9 @@ from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number, require_writable_dir
 from tinycvae.data.datamodule import TensorDataModule
 from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
-from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
+from tinycvae.errors import ConfigError, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
+from tinycvae.known_keys import warn_unknown_keys
 from tinycvae.lit_module import CVAEModule, plans_over_run
 from tinycvae.metrics import QualitySettings, evaluate_quality, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
@@ -91,14 +90,15 @@ def _call(what: str, fn, *args: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{what}: {str(err).splitlines()[0]}") from None
 
 
-def build(cfg: DictConfig) -> Job:
-    """Validate and construct every piece of a job (cheap: no data, no training)."""
+def build(cfg: DictConfig, command: str | None = None) -> Job:
+    """Validate and construct every piece of a job (cheap: no data, no training).
+    ``command``: whose settings ``cfg`` holds (train, evaluate; None: the one Hydra runs)."""
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # noqa: BLE001 - an unresolvable interpolation is bad input
         raise ConfigError(f"config does not resolve: {str(err).splitlines()[0]}") from None
     assert isinstance(resolved, dict)
-    _warn_unknown_keys(cfg)
+    warn_unknown_keys(cfg, command)
     device = _check_trainer(cfg)
     _check_seed_and_data_dir(cfg)
     # Seed first: the model's initial weights are part of what the seed repeats.
@@ -154,37 +154,6 @@ def preflight(cfg: DictConfig) -> Job:
     job = build(cfg)  # raises ConfigError before any work
     _check_no_overwrite(job.run_dir, job.resume_from)
     return job
-
-
-TRAIN_YAML = Path(__file__).resolve().parents[2] / "conf" / "train.yaml"
-EXTRA_KEYS = ("sampler",)  # read by src/evaluate.py (+sampler=...)
-
-
-@functools.cache
-def known_keys() -> frozenset[str]:
-    """The top-level settings tinycvae reads: conf/train.yaml's keys and groups (read once
-    per process: a sweep's preflight builds every job)."""
-    base = OmegaConf.load(TRAIN_YAML)
-    groups = set()
-    for entry in base.get("defaults", []):
-        if isinstance(entry, str):
-            groups.add(entry)
-        else:
-            groups.update(str(k).split("/")[0].split("@")[0] for k in entry)
-    return frozenset(set(base.keys()) | groups | set(EXTRA_KEYS))
-
-
-def _warn_unknown_keys(cfg: DictConfig) -> None:
-    """``+typo=1`` is stored but read by nothing: say so, naming the key and its value."""
-    known = known_keys()
-    for key in cfg.keys():
-        if key not in known:
-            warnings.warn(
-                f"{key}={cfg.get(key)} is not a setting tinycvae reads; it is ignored "
-                f"(top-level settings: {', '.join(sorted(known - {'_self_', 'hydra'}))})",
-                ConfigWarning,
-                stacklevel=2,
-            )
 
 
 def _check_trainer(cfg: DictConfig) -> torch.device:
@@ -268,16 +237,25 @@ def _quality_settings(
 
 
 def ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    """``ckpt_path=last``: this folder's last checkpoint if there is one (else start fresh);
-    a path: that checkpoint, which must exist; null: start fresh."""
+    """``ckpt_path=last``: this folder's last checkpoint if there is one (else start fresh,
+    unless other checkpoints are there: a one-line error naming them); a path: that
+    checkpoint, which must exist; null: start fresh."""
     value = cfg.get("ckpt_path")
     if value in (None, "", "null"):
         return None
     if value == "last":
-        last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+        folder = run_dir / CHECKPOINT_DIR
+        last = folder / "last.ckpt"
         if last.exists():
             return str(last)
-        log.warning("ckpt_path=last: %s has no last.ckpt; starting fresh", run_dir)
+        others = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        if others:  # a fresh start would overwrite them: not "starting fresh"
+            raise ConfigError(
+                f"ckpt_path=last: {folder} has no last.ckpt to resume, only "
+                f"{', '.join(others)}; allowed: ckpt_path={folder / others[0]} to continue "
+                "from it, or a new run folder (hydra.run.dir=...)"
+            )
+        log.warning("ckpt_path=last: %s has no checkpoint yet; starting fresh", run_dir)
         return None
     if not Path(value).is_file():
         raise ConfigError(f"ckpt_path={value} does not exist; allowed: last, null or a .ckpt file")

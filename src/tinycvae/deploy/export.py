@@ -1,8 +1,9 @@
 """Export a trained run's decoder to C firmware under ``deploy/model/`` and verify it.
 
 Order of work (``export(cfg)``): every input is checked first (the settings and the
-device, the targets and their toolchains, the source, the checkpoint, the architecture,
-the fit on every MCU target), then the model is quantised, the files are written and
+device, the targets and their toolchains, ``out_dir``, the source, the checkpoint, the
+architecture, the fit on every MCU target; one export at a time holds ``out_dir``, see
+:mod:`~tinycvae.deploy.out_dir`), then the model is quantised, the files are written and
 built in a temporary folder beside ``deploy/model``, the builds are verified (golden
 vectors on the host and under QEMU, ``size`` of each MCU image, evaluator accuracy of
 C-drawn images), and only then does the new folder replace ``deploy/model`` (renames; a
@@ -22,8 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tinycvae.deploy import toolchain
 from tinycvae.deploy.builds import build_and_check
 from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.footprint import MCUProfile, load_mcu
+from tinycvae.deploy.out_dir import check_out_dir, export_folder
 from tinycvae.deploy.preflight import check_fits, check_settings
 from tinycvae.deploy.projects import check_projects, write_projects
 from tinycvae.deploy.ptq_or_qat import quantise_for_export
@@ -44,7 +45,8 @@ from tinycvae.deploy.score import make_scorer, score_shipped
 from tinycvae.deploy.source import load_data, resolve_source
 from tinycvae.deploy.stages import extract
 from tinycvae.deploy.wandb_log import log_wandb
-from tinycvae.errors import ConfigError
+from tinycvae.errors import ConfigError, ConfigWarning
+from tinycvae.known_keys import warn_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +54,38 @@ log = logging.getLogger(__name__)
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export, build and verify; returns the report (also written to report.json)."""
     device = check_settings(cfg)
+    warn_unknown_keys(cfg, "export")
     targets = toolchain.check_targets(list(cfg.targets))
     mcu = load_mcu(cfg.mcu.name) if cfg.get("mcu") else None
-    out_dir = Path(cfg.out_dir).resolve()
+    out_dir = check_out_dir(cfg.out_dir)
     final = out_dir / "model"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    try:
+    with export_folder(out_dir) as scratch:  # one export at a time in out_dir
+        if not targets:
+            _warn_unchecked(final)
         report = _export(cfg, device, targets, mcu, scratch)
         _swap_in(scratch / "model", final, scratch / "previous")
-        log.info("wrote %s", final)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    try:
-        run_dir = log_wandb(report, final, cfg.get("wandb") or {})
-    except Exception as err:  # noqa: BLE001 - the firmware is written; tracking is extra
-        log.warning("the export is in %s; logging it to W&B failed: %s", final, err)
-        run_dir = None
+        log.info("wrote %s%s", final, "" if targets else " (not built or checked: targets=[])")
+        try:
+            run_dir = log_wandb(report, final, cfg.get("wandb") or {})
+        except Exception as err:  # noqa: BLE001 - the firmware is written; tracking is extra
+            log.warning("the export is in %s; logging it to W&B failed: %s", final, err)
+            run_dir = None
     if run_dir:
         log.info("W&B run (job_type export, artifact type firmware): %s", run_dir)
     return report
+
+
+def _warn_unchecked(final: Path) -> None:
+    """``targets=[]``: the files are written, but nothing compiles them or runs their
+    golden vectors; said before the work, naming what it replaces."""
+    replaces = f", replacing the export in {final}" if final.exists() else ""
+    warnings.warn(
+        f"targets=[]: the model written to {final} is not compiled, and its golden vectors "
+        f"are not run{replaces}; check it with make -C deploy check-host "
+        f"MODEL_DIR={final}/int8, or name targets (e.g. targets=[host])",
+        ConfigWarning,
+        stacklevel=2,
+    )
 
 
 def _swap_in(staged: Path, final: Path, old: Path) -> None:

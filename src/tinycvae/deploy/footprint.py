@@ -346,13 +346,17 @@ class Footprint:
 
     def fits(self, mcu: MCUProfile | None = None) -> dict[str, Any]:
         """Whether it fits ``mcu`` (default: the one estimated for), with that core's code
-        size and RAM reserve; ``*_over_bytes`` = max(0, need - budget)."""
+        size and RAM reserve: ``flash_bytes`` and ``ram_bytes`` are what it needs there (the
+        one figure the export's fit check and ``src/pareto.py --select`` both print),
+        ``*_over_bytes`` = max(0, need - budget)."""
         mcu = mcu or self.mcu
         if mcu is None:
             raise ConfigError("fits() needs an MCU profile; allowed: " + ", ".join(mcu_names()))
         flash = self.data_flash_bytes + code_bytes(self.precision, mcu, self.last_acc_row)
         ram = self.activation_bytes + mcu.reserve_ram_bytes
         return {
+            "flash_bytes": flash,
+            "ram_bytes": ram,
             "flash_ok": flash <= mcu.flash_bytes,
             "ram_ok": ram <= mcu.ram_bytes,
             "flash_over_bytes": max(0, flash - mcu.flash_bytes),
@@ -424,8 +428,9 @@ def summary_dict(
 ) -> dict[str, Any]:
     """The JSON-ready block for logs and summary.json, one entry per precision.
     ``flash_bytes`` assumes the worst-case core (no multiplier, no FPU); ``ram_bytes`` and
-    ``ram_bytes_streamed`` are activations only. ``fits``/``over`` are per MCU, with that
-    core's code size, its RAM reserve and the streamed RAM figure."""
+    ``ram_bytes_streamed`` are activations only. ``fits``/``over``/``need`` are per MCU, with
+    that core's code size, its RAM reserve and the streamed RAM figure (``need``: the flash
+    and RAM it takes on that MCU, as the export's fit check counts them)."""
     profiles = [load_mcu(m) if isinstance(m, str) else m for m in (mcus or all_mcus())]
     fm = extract(decoder, latent, num_classes)
     block: dict[str, Any] = {}
@@ -444,23 +449,27 @@ def summary_dict(
                 n: {"flash_bytes": c["flash_over_bytes"], "ram_bytes": c["ram_over_bytes"]}
                 for n, c in checks.items()
             },
+            "need": {
+                n: {"flash_bytes": c["flash_bytes"], "ram_bytes": c["ram_bytes"]}
+                for n, c in checks.items()
+            },
         }
     return block
 
 
 def flat_metrics(block: dict[str, Any]) -> dict[str, float]:
     """W&B keys: ``mcu/int8/flash_bytes``, ``mcu/int8/fits/ch32v003`` (1.0/0.0),
-    ``mcu/int8/over/ch32v003/flash_bytes``, ..."""
+    ``mcu/int8/over/ch32v003/flash_bytes``, ``mcu/int8/need/ch32v003/ram_bytes``, ..."""
     flat: dict[str, float] = {}
     for precision, entry in block.items():
         for key, value in entry.items():
             if key == "fits":
                 for mcu, ok in value.items():
                     flat[f"mcu/{precision}/fits/{mcu}"] = 1.0 if ok else 0.0
-            elif key == "over":
-                for mcu, over in value.items():
-                    for what, n in over.items():
-                        flat[f"mcu/{precision}/over/{mcu}/{what}"] = float(n)
+            elif key in ("over", "need"):
+                for mcu, per_mcu in value.items():
+                    for what, n in per_mcu.items():
+                        flat[f"mcu/{precision}/{key}/{mcu}/{what}"] = float(n)
             else:
                 flat[f"mcu/{precision}/{key}"] = float(value)
     return flat

@@ -9,8 +9,9 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from tinycvae import devices
-from tinycvae.checks import require_int, require_number, require_writable_dir
+from tinycvae.checks import require_int, require_number
 from tinycvae.deploy.footprint import MCUProfile, estimate_stages, load_mcu
+from tinycvae.deploy.out_dir import check_out_dir
 from tinycvae.deploy.projects import check_projects
 from tinycvae.deploy.quantize import BITS
 from tinycvae.deploy.stages import FloatModel
@@ -47,7 +48,7 @@ def check_settings(cfg: DictConfig) -> torch.device:
     require_number(cfg.max_acc_drop, "max_acc_drop", 0.0)
     if not cfg.get("out_dir"):
         raise ConfigError("out_dir is empty; allowed: a folder (default deploy)")
-    require_writable_dir(cfg.out_dir, "out_dir")
+    check_out_dir(cfg.out_dir)
     return device
 
 
@@ -63,19 +64,21 @@ def check_fit(
     fm: FloatModel, mcu: MCUProfile, target: str, precision: str = "int8"
 ) -> dict[str, Any]:
     """The ``precision`` estimate of the stages ``fm`` for ``mcu`` (streamed, as the
-    firmware runs); ConfigError saying by how much when the model does not fit."""
+    firmware runs); ConfigError saying by how much when the model does not fit. Its
+    figures are :meth:`~tinycvae.deploy.footprint.Footprint.fits`', as in summary.json's
+    ``need`` that ``src/pareto.py --select`` prints."""
     fp = estimate_stages(fm, precision, True, mcu)
     fit = fp.fits(mcu)
     if not (fit["flash_ok"] and fit["ram_ok"]):
         raise ConfigError(
             f"the {precision} model does not fit {mcu.name} (target {target}): flash "
-            f"{fp.flash_bytes} B of {mcu.flash_bytes} B ({fit['flash_over_bytes']} B over), "
-            f"RAM {fp.ram_bytes} B of {mcu.ram_bytes} B ({fit['ram_over_bytes']} B over); "
+            f"{fit['flash_bytes']} B of {mcu.flash_bytes} B ({fit['flash_over_bytes']} B over), "
+            f"RAM {fit['ram_bytes']} B of {mcu.ram_bytes} B ({fit['ram_over_bytes']} B over); "
             f"pick a smaller run (python src/pareto.py <folder> --select {mcu.name}), "
             f"{'precision=int4 (half the weight bytes), ' if precision == 'int8' else ''}"
             "or drop the target"
         )
-    return {"flash_bytes": fp.flash_bytes, "ram_bytes": fp.ram_bytes}
+    return {"flash_bytes": fit["flash_bytes"], "ram_bytes": fit["ram_bytes"]}
 
 
 def check_fits(
