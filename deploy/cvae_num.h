@@ -50,23 +50,40 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 }
 #define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
 #define MUL_REQUANT(a, m) mul_requant((a), (m))
-/* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. */
+/* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
+ * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
+ * one add and one shift per bit serve both, and each lane's product fits it
+ * (|w * x| <= 128 * 255 < 2^15), so the low lane sign-extended is w0 * x and the rest,
+ * shifted down, w1 * x. */
 #define MUL3(acc, w0, w1, w2, x)                                                 \
     do {                                                                         \
-        uint32_t p0_ = 0, p1_ = 0, p2_ = 0, u0_ = (uint32_t)(int32_t)(w0),       \
-                 u1_ = (uint32_t)(int32_t)(w1), u2_ = (uint32_t)(int32_t)(w2), b_ = (x); \
-        do {                                                                     \
+        uint32_t p01_ = 0, p2_ = 0, b_ = (x);                                    \
+        uint32_t u01_ = (uint32_t)(int32_t)(w0) + ((uint32_t)(int32_t)(w1) << 16); \
+        uint32_t u2_ = (uint32_t)(int32_t)(w2);                                  \
+        int32_t lo_;                                                             \
+        do { /* four bits a step */                                               \
             if (b_ & 1) {                                                        \
-                p0_ += u0_;                                                      \
-                p1_ += u1_;                                                      \
+                p01_ += u01_;                                                    \
                 p2_ += u2_;                                                      \
             }                                                                    \
-            u0_ <<= 1;                                                           \
-            u1_ <<= 1;                                                           \
-            u2_ <<= 1;                                                           \
-        } while (b_ >>= 1);                                                      \
-        (acc)[0] += (acc_t)p0_;                                                  \
-        (acc)[1] += (acc_t)p1_;                                                  \
+            if (b_ & 2) {                                                        \
+                p01_ += u01_ << 1;                                               \
+                p2_ += u2_ << 1;                                                 \
+            }                                                                    \
+            if (b_ & 4) {                                                        \
+                p01_ += u01_ << 2;                                               \
+                p2_ += u2_ << 2;                                                 \
+            }                                                                    \
+            if (b_ & 8) {                                                        \
+                p01_ += u01_ << 3;                                               \
+                p2_ += u2_ << 3;                                                 \
+            }                                                                    \
+            u01_ <<= 4;                                                          \
+            u2_ <<= 4;                                                           \
+        } while (b_ >>= 4);                                                      \
+        lo_ = (int32_t)(int16_t)(uint16_t)p01_;                                  \
+        (acc)[0] += lo_;                                                         \
+        (acc)[1] += (int32_t)(p01_ - (uint32_t)lo_) >> 16;                       \
         (acc)[2] += (acc_t)p2_;                                                  \
     } while (0)
 #else
