@@ -68,8 +68,9 @@ PRECISIONS = ("fp32", "int8", "int4")
 # (CH32V003) for the 3_3_3_3 and 8_8_8_8 dice decoders, int8, -Os (December 2026: the
 # number formats in cvae_num.h, one finish_row for every stage, main.c drawing through
 # cvae_roll.h, rv32ec's three-tap MAC four bits a step with two taps in one register), and
-# 94-151 B more with the last layer's own accumulator row (16_16_16_16, int8 and int4). The fp32 figures are not measured on an MCU
-# (the fp32 build is the host's reference path): soft float + expf, 1.5-2 KB on such cores.
+# 94-151 B more with the last layer's own accumulator row (16_16_16_16, int8 and int4). The
+# fp32 figures are not measured on an MCU (the fp32 build is the host's reference path):
+# soft float + expf, 1.5-2 KB on such cores.
 CODE_BASE_BYTES = 2385  # vector table + startup, board I/O, demo, API, Linear / convT loops
 CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shifts, ReLU, saturate), LUT
 CODE_LAST_ACC_ROW_BYTES = 126  # the last layer's own accumulator row (streaming path)
