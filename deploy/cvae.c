@@ -1,8 +1,9 @@
 /* tinycvae decoder runtime (see CONTRACT.md for the arithmetic).
  *
- * One source for both paths: the kernels below are written once against
- * acc_t / MUL / TABLE_ACC and differ only in finish() (requant + ReLU or
- * sigmoid LUT on int8; ReLU or expf sigmoid on fp32).
+ * One source for every path: the kernels below are written once against
+ * acc_t / MUL / TABLE_ACC (the number formats, cvae_num.h) and differ only in
+ * finish_row(), the one place an accumulator becomes an activation or a pixel
+ * (requant + ReLU or sigmoid LUT on int8 and int4; ReLU or expf sigmoid on fp32).
  *
  * The int8 path uses integers only, no division, and multiplies only in the
  * MAC, the requant (one per output) and a few per row or stage (rv32ec has no
@@ -75,141 +76,11 @@ CVAE_STATIC_ASSERT(ACC_ROW_BYTES + CVAE_OUT_C * CVAE_OUT_W * sizeof(cvae_act_t) 
                    stream_arena_holds_a_row);
 CVAE_STATIC_ASSERT(CVAE_OUT_SIZE <= CVAE_MAX_STAGE_OUT, max_stage_out);
 
-#ifdef CVAE_INT8
-CVAE_STATIC_ASSERT(CVAE_TABLE_SHIFT >= 0 && CVAE_TABLE_SHIFT <= 16, table_shift);
-typedef int32_t acc_t;
-#if defined(__riscv) && !defined(__riscv_mul)
-/* No multiply instruction (rv32ec): shift-and-add over the bits of x instead of
- * a call to __mulsi3 (no call, no register spills; ends early on small x). */
-static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
-{
-    uint32_t p = 0, u = (uint32_t)w;
-    for (; x; x >>= 1, u <<= 1)
-        if (x & 1)
-            p += u;
-    return (acc_t)p;
-}
-#define MUL(w, x) mul8((w), (x))
-/* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
- * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances
- * between them (static, not on the stack), MUL_REQUANT(a, m) adds a shifted by
- * each. No call to __mulsi3, so finish_row() is a leaf (a smaller frame). */
-static uint8_t m_steps[16];
-static inline __attribute__((always_inline)) unsigned requant_setup(uint32_t m)
-{
-    unsigned n = 0, pos = 0, prev = 0;
-    for (; m; m >>= 1, pos++)
-        if (m & 1) {
-            m_steps[n++] = (uint8_t)(pos - prev);
-            prev = pos;
-        }
-    return n;
-}
-static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsigned n)
-{
-    uint32_t p = 0, u = (uint32_t)a;
-    const uint8_t *d = m_steps, *end = m_steps + n;
-    for (; d < end; d++) {
-        u <<= *d;
-        p += u;
-    }
-    return (int32_t)p;
-}
-#define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
-#define MUL_REQUANT(a, m) mul_requant((a), (m))
-/* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. */
-#define MUL3(acc, w0, w1, w2, x)                                                 \
-    do {                                                                         \
-        uint32_t p0_ = 0, p1_ = 0, p2_ = 0, u0_ = (uint32_t)(int32_t)(w0),       \
-                 u1_ = (uint32_t)(int32_t)(w1), u2_ = (uint32_t)(int32_t)(w2), b_ = (x); \
-        do {                                                                     \
-            if (b_ & 1) {                                                        \
-                p0_ += u0_;                                                      \
-                p1_ += u1_;                                                      \
-                p2_ += u2_;                                                      \
-            }                                                                    \
-            u0_ <<= 1;                                                           \
-            u1_ <<= 1;                                                           \
-            u2_ <<= 1;                                                           \
-        } while (b_ >>= 1);                                                      \
-        (acc)[0] += (acc_t)p0_;                                                  \
-        (acc)[1] += (acc_t)p1_;                                                  \
-        (acc)[2] += (acc_t)p2_;                                                  \
-    } while (0)
-#else
-#define MUL(w, x) ((acc_t)(w) * (acc_t)(x))
-#define REQUANT_SETUP(m) (m)
-#define MUL_REQUANT(a, m) ((a) * (m))
-#endif
-#define TABLE_ACC(t) ((acc_t)(t) * (1 << CVAE_TABLE_SHIFT)) /* no left shift of a negative */
-
-/* Accumulator of output channel chan -> activation (hidden stage: requant + ReLU)
- * or pixel (last stage: requant to an int8 logit, then the sigmoid LUT). */
-static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned chan, unsigned last)
-{
-    const cvae_requant_t *r = &s->requant[chan];
-    int32_t a = acc >> r->pre; /* arithmetic shift with gcc */
-    if (a < INT16_MIN)
-        a = INT16_MIN;
-    else if (a > INT16_MAX)
-        a = INT16_MAX;
-    a = (a * r->m + ((int32_t)1 << (r->shift - 1))) >> r->shift;
-    if (last) {
-        if (a < INT8_MIN)
-            a = INT8_MIN;
-        else if (a > INT8_MAX)
-            a = INT8_MAX;
-        return cvae_sigmoid_lut[a - INT8_MIN]; /* entry 0: logit -128 */
-    }
-    if (a < 0)
-        a = 0;
-    else if (a > UINT8_MAX)
-        a = UINT8_MAX;
-    return (cvae_act_t)a;
-}
-#else
-typedef float acc_t;
-#define MUL(w, x) ((w) * (x))
-#define TABLE_ACC(t) (t)
-
-static cvae_act_t finish(acc_t acc, const cvae_stage_t *s, unsigned chan, unsigned last)
-{
-    (void)s;
-    (void)chan;
-    if (last)
-        return 1.0f / (1.0f + expf(-acc));
-    return acc > 0.0f ? acc : 0.0f;
-}
-#endif
+#include "cvae_num.h"
 
 CVAE_STATIC_ASSERT(sizeof(acc_t) == 4, acc_is_32_bits);
-
-#ifdef CVAE_INT4
-/* int4 weights: element t in byte t/2, low nibble first (CONTRACT.md). A nibble is
- * sign-extended by shifts, as BitNetMCU does: the low one moved to the top of an
- * int8_t and shifted back down (arithmetic shift with gcc), the high one shifted
- * down. A weight's position is a nibble index (weight_pos_t), from the stage's
- * first weight; WEIGHTS(s, pos) are the arguments a kernel takes for it. */
-#define NIB_LO(b) ((int8_t)(uint8_t)((b) << 4) >> 4)
-#define NIB_HI(b) ((int8_t)(b) >> 4)
-static inline __attribute__((always_inline)) int32_t nibble(const cvae_weight_t *w, uint32_t t)
-{
-    const uint8_t b = w[t >> 1];
-    return t & 1 ? NIB_HI(b) : NIB_LO(b);
-}
-typedef uint32_t weight_pos_t;
-typedef int32_t tap_t;
-#define WEIGHTS_PARAM const cvae_weight_t *w, uint32_t t
-#define WEIGHTS(s, pos) (s)->weight, (pos)
-#define FIRST_WEIGHT(s) 0u
-#define TAP(k) nibble(w, t + (k))
-#else
-typedef const cvae_weight_t *weight_pos_t;
-typedef cvae_weight_t tap_t;
-#define WEIGHTS_PARAM const cvae_weight_t *w
-#define WEIGHTS(s, pos) (pos)
-#define FIRST_WEIGHT(s) ((s)->weight)
-#define TAP(k) w[k]
+#ifdef CVAE_INT8
+CVAE_STATIC_ASSERT(CVAE_TABLE_SHIFT >= 0 && CVAE_TABLE_SHIFT <= 16, table_shift);
 #endif
 
 /* One static arena: the accumulator row, then the activations (the union aligns
@@ -238,8 +109,9 @@ static union {
 #define LAST_ACC_ROW ACC_ROW
 #endif
 
-/* finish() of the accumulators acc .. end-1 of output channel chan (plus its
- * bias) into y; the channel's constants are read once. Inlined into one function
+/* The accumulators acc .. end-1 of output channel chan (plus its bias) into y:
+ * activations (hidden stage: requant + ReLU) or pixels (last stage: requant to an
+ * int8 logit, then the sigmoid LUT); the channel's constants are read once. Inlined into one function
  * for hidden stages and one for the last (fewer live values: RV32E's stack). */
 static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, const acc_t *end,
                                                              acc_t bias, const cvae_stage_t *s,
@@ -277,8 +149,12 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
         }
     }
 #else
-    for (; acc < end; acc++)
-        *y++ = finish(*acc + bias, s, chan, last);
+    (void)s;
+    (void)chan;
+    for (; acc < end; acc++) {
+        const acc_t a = *acc + bias;
+        *y++ = last ? 1.0f / (1.0f + expf(-a)) : a > 0.0f ? a : 0.0f;
+    }
 #endif
 }
 
@@ -331,7 +207,6 @@ static NOINLINE void finish_row_last(const acc_t *acc, const acc_t *end, acc_t b
 #endif
 CVAE_DEF_DOT(dot_act, cvae_act_t, MUL)
 #ifdef CVAE_INT8
-#define MUL_SIGNED(w, x) ((acc_t)(w) * (acc_t)(x))
 CVAE_DEF_DOT(dot_z, cvae_z_t, MUL_SIGNED)
 #else
 #define dot_z dot_act
@@ -351,9 +226,9 @@ static void linear(const cvae_stage_t *s, const cvae_act_t *x, const cvae_z_t *z
     unsigned o;
 
     for (o = first; o < first + count; o++, w += n_inputs) {
-        acc_t acc = z ? TABLE_ACC(*table_row++) + dot_z(WEIGHTS(s, w), z, n_inputs)
-                      : s->bias[o] + dot_act(WEIGHTS(s, w), x, n_inputs);
-        *y++ = finish(acc, s, o, last);
+        const acc_t acc = z ? TABLE_ACC(*table_row++) + dot_z(WEIGHTS(s, w), z, n_inputs)
+                            : s->bias[o] + dot_act(WEIGHTS(s, w), x, n_inputs);
+        (last ? finish_row_last : finish_row_hidden)(&acc, &acc + 1, 0, s, o, y++);
     }
 }
 
@@ -470,17 +345,6 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
     }
 }
 
-/* The input rows (channel 0) that kernel rows 0 .. CVAE_KERNEL-1 read for output
- * row oy of a convT, from its whole CHW input; NULL where none. */
-static void whole_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *in,
-                       const cvae_act_t *rows[CVAE_KERNEL])
-{
-    unsigned ky;
-    for (ky = 0; ky < CVAE_KERNEL; ky++) {
-        int iy = input_index((int)oy + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
-        rows[ky] = iy < 0 ? NULL : in + (uint32_t)iy * s->in_w;
-    }
-}
 
 /* Streaming. The last linear stage and every stage after it (the convT suffix)
  * are computed one output row at a time, when the stage after them needs the
@@ -568,17 +432,29 @@ static void linear_row(const cvae_stage_t *s, unsigned channels, unsigned h, uns
         linear(s, stream.in, stream.z, stream.label, o, w, row, last);
 }
 
-/* The input rows (channel 0) that kernel rows 0 .. CVAE_KERNEL-1 read for output
- * row oy of streamed convT k, from stage k-1's ring (already there); NULL where
- * none. */
-static void ring_rows(unsigned k, unsigned oy, const cvae_act_t *rows[CVAE_KERNEL])
+/* The input row that kernel row ky of convT s reads for output row oy, for ky = 0 ..
+ * CVAE_KERNEL-1: iy[ky], or -1 where none (the one walk from kernel rows to input rows,
+ * for whole stages, streamed ones and the last layer's own accumulator row). */
+static void kernel_input_rows(const cvae_stage_t *s, unsigned oy, int iy[CVAE_KERNEL])
 {
-    const cvae_stage_t *s = &cvae_stages[k];
     unsigned ky;
-    for (ky = 0; ky < CVAE_KERNEL; ky++) {
-        int iy = input_index((int)oy + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
-        rows[ky] = iy < 0 ? NULL : ring_row(k - 1, (unsigned)iy);
-    }
+    for (ky = 0; ky < CVAE_KERNEL; ky++)
+        iy[ky] = input_index((int)oy + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
+}
+
+/* rows[ky]: the input row (channel 0) that kernel row ky reads for output row oy of
+ * convT s, or NULL where none: from its whole CHW input in, or (in NULL, a streamed
+ * stage) from the ring of the stage before it, where it already is. */
+static void input_rows(const cvae_stage_t *s, unsigned oy, const cvae_act_t *in,
+                       const cvae_act_t *rows[CVAE_KERNEL])
+{
+    int iy[CVAE_KERNEL];
+    unsigned ky;
+    kernel_input_rows(s, oy, iy);
+    for (ky = 0; ky < CVAE_KERNEL; ky++)
+        rows[ky] = iy[ky] < 0 ? NULL
+                   : in       ? in + (uint32_t)iy[ky] * s->in_w
+                              : ring_row((unsigned)(s - cvae_stages) - 1u, (unsigned)iy[ky]);
 }
 
 /* Computes rows of streamed stages until row iy of stage k is in its ring: each
@@ -599,7 +475,7 @@ static void ring_fill(unsigned k, unsigned iy)
             linear_row(&cvae_stages[j], next->in_c, next->in_h, next->in_w, r->next_row, slot, 0);
         } else {
             const cvae_act_t *rows[CVAE_KERNEL];
-            ring_rows(j, r->next_row, rows);
+            input_rows(&cvae_stages[j], r->next_row, NULL, rows);
             convt_row(&cvae_stages[j], rows, cvae_stages[j].in_w, slot, cvae_stages[j].out_w, 0);
         }
         r->next_row++;
@@ -622,7 +498,7 @@ static void run_stage(const cvae_stage_t *s, const cvae_act_t *in, const cvae_z_
     out_chan_step = (uint32_t)s->out_h * s->out_w;
     for (oy = 0; oy < s->out_h; oy++, out += s->out_w) {
         const cvae_act_t *rows[CVAE_KERNEL];
-        whole_rows(s, oy, in, rows);
+        input_rows(s, oy, in, rows);
         convt_row(s, rows, in_chan_step, out, out_chan_step, last);
     }
 }
@@ -752,14 +628,15 @@ static void convt_single_channel_row(unsigned y, cvae_act_t *row)
 {
     const cvae_stage_t *s = LAST_STAGE;
     acc_t *const a_end = clear_acc_row(LAST_ACC_ROW, s->out_w);
+    int iy[CVAE_KERNEL];
     unsigned ky = CVAE_KERNEL;
 
+    kernel_input_rows(s, y, iy);
     while (ky--) {
-        int iy = input_index((int)y + s->pad - (int)ky, STRIDE_LOG2(s), s->in_h);
-        if (iy < 0)
+        if (iy[ky] < 0)
             continue;
-        ring_fill(N_STAGES - 2, (unsigned)iy);
-        scatter_kernel_row(LAST_ACC_ROW, s, ky, ring_row(N_STAGES - 2, (unsigned)iy), s->in_w);
+        ring_fill(N_STAGES - 2, (unsigned)iy[ky]);
+        scatter_kernel_row(LAST_ACC_ROW, s, ky, ring_row(N_STAGES - 2, (unsigned)iy[ky]), s->in_w);
     }
     finish_row_last(LAST_ACC_ROW + 1, a_end - 1, s->bias[0], s, 0, row);
 }
@@ -773,7 +650,7 @@ static void convt_output_row(unsigned y, cvae_act_t *row)
         return;
     }
     ring_fill(N_STAGES - 2, last_input_row(LAST_STAGE, y));
-    ring_rows(N_STAGES - 1, y, rows);
+    input_rows(LAST_STAGE, y, NULL, rows);
     convt_row(LAST_STAGE, rows, LAST_STAGE->in_w, row, LAST_STAGE->out_w, 1);
 }
 

@@ -200,7 +200,7 @@ def _files(folder: Path) -> list[str]:
 
 
 def test_the_export_writes_three_self_contained_projects(model):
-    runtime = ["cvae.c", "cvae.h", "cvae_model.c", "cvae_model.h", "cvae_roll.h"]
+    runtime = ["cvae.c", "cvae.h", "cvae_num.h", "cvae_model.c", "cvae_model.h", "cvae_roll.h"]
     assert _files(model / "ch32fun") == sorted(["Makefile", "funconfig.h", "cvae_demo.c", *runtime])
     library = [
         "library.json",
@@ -220,7 +220,8 @@ def test_the_export_writes_three_self_contained_projects(model):
     for folder in (model / "ch32fun", model / "library" / "src"):
         for name in ("cvae_model.c", "cvae_model.h"):
             assert (folder / name).read_bytes() == (model / "int8" / name).read_bytes()
-        assert (folder / "cvae.h").read_bytes() == (DEPLOY / "cvae.h").read_bytes()
+        for name in ("cvae.h", "cvae_num.h"):
+            assert (folder / name).read_bytes() == (DEPLOY / name).read_bytes()
     assert (model / "ch32fun" / "cvae.c").read_text() == (DEPLOY / "cvae.c").read_text()
     lib_c = (model / "library" / "src" / "cvae.c").read_text()
     assert lib_c.endswith((DEPLOY / "cvae.c").read_text())

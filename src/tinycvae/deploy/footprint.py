@@ -63,24 +63,25 @@ MCU_DIR = Path(__file__).resolve().parents[3] / "conf" / "mcu"
 PRECISIONS = ("fp32", "int8", "int4")
 
 # Runtime code size (bytes), measured with `size` on the firmware deploy/ builds (the demo:
-# startup, UART output, PRNG, the runtime's API and kernels): text + data minus the model's
-# constants came to 2988 B on Cortex-M0+ and 3372 B on rv32ec (CH32V003) for the 3_3_3_3
-# and 8_8_8_8 dice decoders, int8, -Os (scatter-form convT kernels, the last Linear and
-# every convT after it streamed through rings; the gather-form runtime that streamed two
-# layers was 2560-2566 B and 2590-2594 B), and 116 / 160 B more with the last layer's own
-# accumulator row (16_16_16_16). The fp32 figures are not measured on an MCU (the fp32
-# build is the host's reference path): soft float + expf, 1.5-2 KB on such cores.
-CODE_BASE_BYTES = 2476  # vector table + startup, board I/O, demo, API, Linear / convT loops
+# startup, UART output, the cvae_roll.h draws, the runtime's API and kernels): text + data
+# minus the model's constants came to 2897 +- 5 B on Cortex-M0+ and 3345 +- 5 B on rv32ec
+# (CH32V003) for the 3_3_3_3 and 8_8_8_8 dice decoders, int8, -Os (December 2026: the
+# number formats in cvae_num.h, one finish_row for every stage, main.c drawing through
+# cvae_roll.h, rv32ec's three-tap MAC four bits a step with two taps in one register), and
+# 94-151 B more with the last layer's own accumulator row (16_16_16_16, int8 and int4). The
+# fp32 figures are not measured on an MCU (the fp32 build is the host's reference path):
+# soft float + expf, 1.5-2 KB on such cores.
+CODE_BASE_BYTES = 2385  # vector table + startup, board I/O, demo, API, Linear / convT loops
 CODE_INT_EXTRA_BYTES = 512  # int8/int4: requantise (multiply, shifts, ReLU, saturate), LUT
-CODE_LAST_ACC_ROW_BYTES = 138  # the last layer's own accumulator row (streaming path)
+CODE_LAST_ACC_ROW_BYTES = 126  # the last layer's own accumulator row (streaming path)
 # int4 (CVAE_INT4): the nibble unpacking in the dot products and in scatter_row's tap loads,
-# measured as the int4 image's code minus the int8 one's for the same decoders: 100-102 B on
-# Cortex-M0+ (3_3_3_3 and 8_8_8_8 dice decoders, a random 4_4_4_4 one), 180-182 B on rv32ec,
-# where the int4 dot product inlines a shift-and-add MAC of its own (the rest, 80 B)
-CODE_INT4_UNPACK_BYTES = 100
-CODE_INT4_SOFT_MULTIPLY_BYTES = 80  # int4 without a multiplier: the dot product's inline MAC
-# rv32ec: the inline shift-and-add MAC (three taps at once) and requant, __mulsi3 elsewhere
-CODE_SOFT_MULTIPLY_BYTES = 384
+# measured as the int4 image's code minus the int8 one's for the same decoders: 108 B on
+# Cortex-M0+ (3_3_3_3 and 8_8_8_8 dice decoders), 216 B on rv32ec, where the int4 dot
+# product inlines a shift-and-add MAC of its own (the rest, 108 B)
+CODE_INT4_UNPACK_BYTES = 108
+CODE_INT4_SOFT_MULTIPLY_BYTES = 108  # int4 without a multiplier: the dot product's inline MAC
+# rv32ec: the inline shift-and-add MACs (three taps at once, unrolled) and requant
+CODE_SOFT_MULTIPLY_BYTES = 448
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256

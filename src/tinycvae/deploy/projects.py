@@ -79,9 +79,10 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def _runtime_and_model(folder: Path, int8: Path, preamble: bool) -> None:
-    """cvae.h, cvae.c (after the library's preamble when ``preamble``), the model and
-    cvae_roll.h into ``folder``."""
-    _copy(DEPLOY_SRC / "cvae.h", folder / "cvae.h")
+    """cvae.h, cvae_num.h, cvae.c (after the library's preamble when ``preamble``), the
+    model and cvae_roll.h into ``folder``."""
+    for name in ("cvae.h", "cvae_num.h"):
+        _copy(DEPLOY_SRC / name, folder / name)
     runtime = (DEPLOY_SRC / "cvae.c").read_text()
     if preamble:
         runtime = (TEMPLATES / "library" / "cvae_preamble.c").read_text() + runtime

@@ -1,0 +1,131 @@
+/* tinycvae runtime: the number formats of the three paths (see CONTRACT.md), in one
+ * place for the kernels of cvae.c: the accumulator type acc_t, the multiplies (MUL one
+ * product, MUL3 the three taps of one input, MUL_SIGNED stage 0's z, MUL_REQUANT the
+ * requantisation), TABLE_ACC (a class-table entry in the accumulator's scale) and the
+ * weights' storage (int4: nibbles, unpacked by shifts; WEIGHTS_PARAM / WEIGHTS / TAP are
+ * how a kernel takes and reads them). Included by cvae.c only, after cvae.h. */
+#ifndef CVAE_NUM_H
+#define CVAE_NUM_H
+
+#include "cvae.h"
+
+#ifdef CVAE_INT8
+typedef int32_t acc_t;
+#if defined(__riscv) && !defined(__riscv_mul)
+/* No multiply instruction (rv32ec): shift-and-add over the bits of x instead of
+ * a call to __mulsi3 (no call, no register spills; ends early on small x). */
+static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
+{
+    uint32_t p = 0, u = (uint32_t)w;
+    for (; x; x >>= 1, u <<= 1)
+        if (x & 1)
+            p += u;
+    return (acc_t)p;
+}
+#define MUL(w, x) mul8((w), (x))
+/* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
+ * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances
+ * between them (static, not on the stack), MUL_REQUANT(a, m) adds a shifted by
+ * each. No call to __mulsi3, so finish_row() is a leaf (a smaller frame). */
+static uint8_t m_steps[16];
+static inline __attribute__((always_inline)) unsigned requant_setup(uint32_t m)
+{
+    unsigned n = 0, pos = 0, prev = 0;
+    for (; m; m >>= 1, pos++)
+        if (m & 1) {
+            m_steps[n++] = (uint8_t)(pos - prev);
+            prev = pos;
+        }
+    return n;
+}
+static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsigned n)
+{
+    uint32_t p = 0, u = (uint32_t)a;
+    const uint8_t *d = m_steps, *end = m_steps + n;
+    for (; d < end; d++) {
+        u <<= *d;
+        p += u;
+    }
+    return (int32_t)p;
+}
+#define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
+#define MUL_REQUANT(a, m) mul_requant((a), (m))
+/* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
+ * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
+ * one add and one shift per bit serve both, and each lane's product fits it
+ * (|w * x| <= 128 * 255 < 2^15), so the low lane sign-extended is w0 * x and the rest,
+ * shifted down, w1 * x. */
+#define MUL3(acc, w0, w1, w2, x)                                                 \
+    do {                                                                         \
+        uint32_t p01_ = 0, p2_ = 0, b_ = (x);                                    \
+        uint32_t u01_ = (uint32_t)(int32_t)(w0) + ((uint32_t)(int32_t)(w1) << 16); \
+        uint32_t u2_ = (uint32_t)(int32_t)(w2);                                  \
+        int32_t lo_;                                                             \
+        do { /* four bits a step */                                               \
+            if (b_ & 1) {                                                        \
+                p01_ += u01_;                                                    \
+                p2_ += u2_;                                                      \
+            }                                                                    \
+            if (b_ & 2) {                                                        \
+                p01_ += u01_ << 1;                                               \
+                p2_ += u2_ << 1;                                                 \
+            }                                                                    \
+            if (b_ & 4) {                                                        \
+                p01_ += u01_ << 2;                                               \
+                p2_ += u2_ << 2;                                                 \
+            }                                                                    \
+            if (b_ & 8) {                                                        \
+                p01_ += u01_ << 3;                                               \
+                p2_ += u2_ << 3;                                                 \
+            }                                                                    \
+            u01_ <<= 4;                                                          \
+            u2_ <<= 4;                                                           \
+        } while (b_ >>= 4);                                                      \
+        lo_ = (int32_t)(int16_t)(uint16_t)p01_;                                  \
+        (acc)[0] += lo_;                                                         \
+        (acc)[1] += (int32_t)(p01_ - (uint32_t)lo_) >> 16;                       \
+        (acc)[2] += (acc_t)p2_;                                                  \
+    } while (0)
+#else
+#define MUL(w, x) ((acc_t)(w) * (acc_t)(x))
+#define REQUANT_SETUP(m) (m)
+#define MUL_REQUANT(a, m) ((a) * (m))
+#endif
+#define TABLE_ACC(t) ((acc_t)(t) * (1 << CVAE_TABLE_SHIFT)) /* no left shift of a negative */
+#define MUL_SIGNED(w, x) ((acc_t)(w) * (acc_t)(x)) /* stage 0: z is signed */
+#else
+typedef float acc_t;
+#define MUL(w, x) ((w) * (x))
+#define MUL_SIGNED(w, x) ((w) * (x))
+#define TABLE_ACC(t) (t)
+#endif
+
+#ifdef CVAE_INT4
+/* int4 weights: element t in byte t/2, low nibble first (CONTRACT.md). A nibble is
+ * sign-extended by shifts, as BitNetMCU does: the low one moved to the top of an
+ * int8_t and shifted back down (arithmetic shift with gcc), the high one shifted
+ * down. A weight's position is a nibble index (weight_pos_t), from the stage's
+ * first weight; WEIGHTS(s, pos) are the arguments a kernel takes for it. */
+#define NIB_LO(b) ((int8_t)(uint8_t)((b) << 4) >> 4)
+#define NIB_HI(b) ((int8_t)(b) >> 4)
+static inline __attribute__((always_inline)) int32_t nibble(const cvae_weight_t *w, uint32_t t)
+{
+    const uint8_t b = w[t >> 1];
+    return t & 1 ? NIB_HI(b) : NIB_LO(b);
+}
+typedef uint32_t weight_pos_t;
+typedef int32_t tap_t;
+#define WEIGHTS_PARAM const cvae_weight_t *w, uint32_t t
+#define WEIGHTS(s, pos) (s)->weight, (pos)
+#define FIRST_WEIGHT(s) 0u
+#define TAP(k) nibble(w, t + (k))
+#else
+typedef const cvae_weight_t *weight_pos_t;
+typedef cvae_weight_t tap_t;
+#define WEIGHTS_PARAM const cvae_weight_t *w
+#define WEIGHTS(s, pos) (pos)
+#define FIRST_WEIGHT(s) ((s)->weight)
+#define TAP(k) w[k]
+#endif
+
+#endif /* CVAE_NUM_H */

@@ -1,0 +1,50 @@
+"""The estimator's flash and RAM against the linked MCU images, within 1%: its runtime
+code constants (``tinycvae.deploy.footprint``) are measured on ``deploy/``'s demo, so a
+change to the runtime that moves its size shows here. Random weights (the sizes depend
+on the shapes only): the 3_3_3_3 dice decoder at int8, and 16_16_16_16 at int4, whose
+last layer has an accumulator row of its own."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from tinycvae.data.dice import dice_spec
+from tinycvae.deploy import codegen, toolchain
+from tinycvae.deploy.footprint import estimate_stages, load_mcu
+from tinycvae.deploy.quantize import quantize, run_int8
+from tinycvae.deploy.stages import extract
+from tinycvae.models import build_cvae
+
+TARGETS = (("ch32v003", "ch32v003"), ("cortex-m0plus", "cortex_m0plus_16k"))
+needs = pytest.mark.skipif(
+    shutil.which("riscv64-unknown-elf-gcc") is None or shutil.which("arm-none-eabi-gcc") is None,
+    reason="needs gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, gcc-arm-none-eabi, "
+    "libnewlib-arm-none-eabi",
+)
+
+
+@needs
+@pytest.mark.parametrize("dim, precision", [(3, "int8"), (16, "int4")])
+def test_estimated_flash_and_ram_are_within_1_percent_of_the_linked_images(
+    dim, precision, tmp_path
+):
+    torch.manual_seed(0)
+    model = build_cvae(dice_spec(32), latent=1, latent_mode="bypass",
+                       dim1=dim, dim2=dim, dim3=dim, dim4=dim).eval()  # fmt: skip
+    fm = extract(model.decoder, 1, 6)
+    labels = torch.arange(256) % 6
+    z = model.sampler(labels, torch.Generator().manual_seed(1))
+    qm = quantize(fm, z, labels, bypass=True, bits=8 if precision == "int8" else 4)
+    zq, y = qm.quantize_z(z[:1]), labels[:1].numpy().astype("uint8")
+    golden = (y, zq, run_int8(qm, zq, y).reshape(1, -1))
+    codegen.write_model(tmp_path / precision, fm, precision, True, 1.0, golden, qm)
+    for target, mcu in TARGETS:
+        toolchain.make(target, tmp_path / precision, tmp_path / "build")
+        measured = toolchain.elf_size(toolchain.TARGETS[target], tmp_path / "build")
+        est = estimate_stages(fm, precision, stream=True, mcu=load_mcu(mcu))
+        assert est.last_acc_row == (dim == 16)
+        assert abs(est.flash_bytes / measured["flash_bytes"] - 1) <= 0.01, (target, measured, est)
+        assert est.ram_bytes == measured["ram_bytes"], (target, measured, est)

@@ -1,0 +1,103 @@
+"""The C runtime under AddressSanitizer and UndefinedBehaviorSanitizer on the host
+(``make -C deploy check-sanitize``): the golden vectors, then random labels 0..255 and
+random latents through both APIs (``deploy/fuzz_test.c``: -1 for a bad label, the
+streamed rows equal to the whole image), for a conv and an MLP decoder at int8, int4 and
+fp32. Random weights with latent 3 (stage 0's int4 rows start in either nibble) and 15
+hidden units for the MLP (odd rows everywhere); no training."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from tinycvae.data.dice import dice_spec
+from tinycvae.deploy import codegen, toolchain
+from tinycvae.deploy.quantize import quantize, run_int8
+from tinycvae.deploy.stages import extract, run_fp32
+from tinycvae.models import build_cvae
+
+ARCHS = {"conv": {"dim1": 3, "dim2": 3, "dim3": 3, "dim4": 3}, "mlp": {"hidden": 15}}
+DRAWS = 400
+
+
+def _sanitizers_link(tmp_path_factory) -> bool:
+    """Whether the host compiler builds and runs a program with both sanitizers."""
+    folder = tmp_path_factory.mktemp("asan")
+    (folder / "t.c").write_text("int main(void) { return 0; }\n")
+    cmd = ["cc", "-fsanitize=address,undefined", str(folder / "t.c"), "-o", str(folder / "t")]
+    if subprocess.run(cmd, capture_output=True).returncode != 0:
+        return False
+    return subprocess.run([str(folder / "t")], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def sanitizers(tmp_path_factory):
+    if shutil.which("cc") is None or shutil.which("make") is None:
+        pytest.skip("needs a host C compiler and make (apt-get install gcc make)")
+    if not _sanitizers_link(tmp_path_factory):
+        pytest.skip(
+            "the host compiler cannot link -fsanitize=address,undefined (libasan, libubsan)"
+        )
+
+
+def write_models(folder, arch: str) -> None:
+    """``folder/{int8,int4,fp32}``: one random decoder at the three precisions, each with
+    12 golden vectors from the Python references."""
+    torch.manual_seed(0)
+    model = build_cvae(dice_spec(32), arch=arch, latent=3, latent_mode="reparam",
+                       conditioning={"kind": "onehot"}, **ARCHS[arch]).eval()  # fmt: skip
+    for p in model.decoder.parameters():
+        torch.nn.init.normal_(p, std=0.4)
+    fm = extract(model.decoder, 3, 6)
+    labels = torch.arange(512) % 6
+    z = model.sampler(labels, torch.Generator().manual_seed(1))
+    y = labels[:12].numpy().astype(np.uint8)
+    for precision, bits in (("int8", 8), ("int4", 4)):
+        qm = quantize(fm, z, labels, bypass=False, bits=bits)
+        zq = qm.quantize_z(z[:12])
+        golden = (y, zq, run_int8(qm, zq, y).reshape(12, -1))
+        codegen.write_model(folder / precision, fm, precision, False, 1.0, golden, qm)
+    want = run_fp32(fm, z[:12], labels[:12]).reshape(12, -1).numpy()
+    codegen.write_model(folder / "fp32", fm, "fp32", False, 1.0, (y, z[:12].numpy(), want))
+
+
+@pytest.fixture(scope="module")
+def models(sanitizers, tmp_path_factory):
+    """The conv and the MLP decoder's model folders, by architecture."""
+    root = tmp_path_factory.mktemp("models")
+    for arch in ARCHS:
+        write_models(root / arch, arch)
+    return root
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_runtime_is_clean_under_asan_and_ubsan_on_random_inputs(models, arch, tmp_path):
+    for precision in ("int8", "int4", "fp32"):
+        out = toolchain.make("check-sanitize", models / arch / precision,
+                             tmp_path / f"build-{precision}")  # fmt: skip
+        assert toolchain.golden_result(out) == (12, 12), out[-800:]
+        assert f"fuzz: {DRAWS}/{DRAWS} ok" in out, out[-800:]
+        assert "runtime error" not in out and "Sanitizer" not in out, out[-800:]
+
+
+def test_a_fault_the_fuzz_test_must_catch_fails_the_check(models, tmp_path):
+    """The check can fail: a runtime that accepts the first bad label reads past the
+    class table, and the sanitized build stops with AddressSanitizer's report."""
+    deploy = tmp_path / "deploy"
+    shutil.copytree(toolchain.DEPLOY_SRC, deploy, ignore=shutil.ignore_patterns("build", "model"))
+    source = (deploy / "cvae.c").read_text()
+    assert source.count("label >= CVAE_NUM_CLASSES") == 2
+    (deploy / "cvae.c").write_text(
+        source.replace("label >= CVAE_NUM_CLASSES", "label > CVAE_NUM_CLASSES")
+    )
+    done = subprocess.run(
+        ["make", "-s", "-C", str(deploy), f"MODEL_DIR={models / 'conv' / 'int8'}",
+         f"BUILD={tmp_path / 'build'}", "check-sanitize"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "AddressSanitizer: global-buffer-overflow" in done.stdout + done.stderr
