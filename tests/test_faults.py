@@ -18,7 +18,8 @@ import torch
 from tinycvae.cache import CacheWarning
 from tinycvae.data.dice import DiceSettings, load_dice
 from tinycvae.errors import ConfigError
-from tinycvae.pareto import collect_runs, mark_fronts
+from tinycvae.front.core import mark_fronts
+from tinycvae.front.summaries import collect_runs
 from tinycvae.summary import read_summary
 from tinycvae.train import build, run
 

@@ -10,7 +10,8 @@ import re
 import pytest
 
 from tinycvae.errors import ConfigError
-from tinycvae.pareto import SelectError, collect_runs, mark_fronts, non_dominated, select
+from tinycvae.front.core import SelectError, mark_fronts, non_dominated, select
+from tinycvae.front.summaries import collect_runs
 
 
 def fake_run(folder, name, flash, acc, fid=10.0, ram=1000, status="ok", mode="bypass",

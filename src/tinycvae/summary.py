@@ -83,3 +83,34 @@ class RunSummary:
     @property
     def status(self) -> str:
         return self.data["status"]
+
+
+SUMMARY_KEYS = ("status", "run_dir", "name", "params", "footprint", "evaluator", "wall_time_s")
+MODEL_KEYS = ("arch", "latent", "latent_mode", "dim1", "dim2", "dim3", "dim4", "hidden")
+
+
+def compact_summary(run_dir: Path) -> dict[str, Any] | None:
+    """What a Pareto row needs from a run's summary.json (a few hundred bytes): the copy an
+    Optuna trial carries (tinycvae.search.trials)."""
+    try:
+        s = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    out = {k: s[k] for k in SUMMARY_KEYS if k in s}
+    cfg = s.get("config") or {}
+    model = cfg.get("model") or {}
+    out["config"] = {
+        "data": {"name": (cfg.get("data") or {}).get("name", "")},
+        "model": {
+            **{k: model[k] for k in MODEL_KEYS if k in model},
+            "conditioning": {"kind": (model.get("conditioning") or {}).get("kind", "")},
+        },
+        "beta": cfg.get("beta"),
+    }
+    out["metrics"] = {
+        k: v
+        for k, v in (s.get("metrics") or {}).items()
+        if isinstance(v, (int, float)) and not k.startswith("mcu/")
+    }
+    out["checkpoints"] = {"best": (s.get("checkpoints") or {}).get("best", "")}
+    return out

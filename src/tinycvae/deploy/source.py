@@ -17,7 +17,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from tinycvae.errors import ConfigError, TinyCVAEError
-from tinycvae.pareto import collect_runs, select
+from tinycvae.front.core import select
+from tinycvae.front.summaries import collect_runs
 
 log = logging.getLogger(__name__)
 

@@ -53,10 +53,11 @@ from tinycvae.search.storage import (
     resolve_spec,
     storage_file,
 )
+from tinycvae.search.trials import SURPLUS_ATTR, report
+from tinycvae.summary import compact_summary
 
 log = logging.getLogger(__name__)
 
-SURPLUS_ATTR = "tinycvae:surplus"  # a trial asked past n_trials by a racing worker: never run
 DIRECTIONS = ("minimize", "maximize")
 
 
@@ -398,7 +399,6 @@ class StudySweeper:
         else:
             self._reseeded = False
         ran = self._run(study, storage, space, fixed)
-        from tinycvae.search.front import report
 
         report(study, Path(self.config.hydra.sweep.dir), storage, ran=ran)
 
@@ -526,7 +526,6 @@ class StudySweeper:
             thread.join()
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: Any) -> None:
-        from tinycvae.search.front import compact_summary
 
         run_dir = None
         hydra_cfg = getattr(ret, "hydra_cfg", None)

@@ -19,36 +19,12 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from tinycvae.errors import ConfigError
+from tinycvae.front.core import mark_fronts
+from tinycvae.front.outputs import plot, write_table
+from tinycvae.front.rows import row_from_summary
 from tinycvae.search.storage import Storage, open_storage, quiet_optuna
 
-SUMMARY_KEYS = ("status", "run_dir", "name", "params", "footprint", "evaluator", "wall_time_s")
-MODEL_KEYS = ("arch", "latent", "latent_mode", "dim1", "dim2", "dim3", "dim4", "hidden")
-
-
-def compact_summary(run_dir: Path) -> dict[str, Any] | None:
-    """What a Pareto row needs from a run's summary.json (a few hundred bytes)."""
-    try:
-        s = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    out = {k: s[k] for k in SUMMARY_KEYS if k in s}
-    cfg = s.get("config") or {}
-    model = cfg.get("model") or {}
-    out["config"] = {
-        "data": {"name": (cfg.get("data") or {}).get("name", "")},
-        "model": {
-            **{k: model[k] for k in MODEL_KEYS if k in model},
-            "conditioning": {"kind": (model.get("conditioning") or {}).get("kind", "")},
-        },
-        "beta": cfg.get("beta"),
-    }
-    out["metrics"] = {
-        k: v
-        for k, v in (s.get("metrics") or {}).items()
-        if isinstance(v, (int, float)) and not k.startswith("mcu/")
-    }
-    out["checkpoints"] = {"best": (s.get("checkpoints") or {}).get("best", "")}
-    return out
+SURPLUS_ATTR = "tinycvae:surplus"  # a trial asked past n_trials by a racing worker: never run
 
 
 def _nested(params: dict[str, Any]) -> dict[str, Any]:
@@ -100,11 +76,8 @@ def trial_summary(trial: FrozenTrial, metric_names: list[str] | None) -> dict[st
 
 
 def rows_from_study(study: optuna.Study, precision: str | None = None) -> list:
-    """Pareto rows (tinycvae.pareto.RunRow) of a study's finished trials: complete ones,
+    """Pareto rows (tinycvae.front.rows.RunRow) of a study's finished trials: complete ones,
     failed ones (listed apart), and killed ones whose slot was retried."""
-    from tinycvae import pareto
-    from tinycvae.search.sweeper import SURPLUS_ATTR
-
     trials = study.get_trials(deepcopy=False)
     with quiet_optuna():  # the retry that took each killed trial's slot
         retried = {
@@ -121,7 +94,7 @@ def rows_from_study(study: optuna.Study, precision: str | None = None) -> list:
         s = trial_summary(t, names)
         if t.number in retried:
             s["status"] = f"failed: its worker died; retried as trial {retried[t.number]}"
-        rows.append(pareto.row_from_summary(s, precision))
+        rows.append(row_from_summary(s, precision))
     return rows
 
 
@@ -210,13 +183,11 @@ def report(study: optuna.Study, out_dir: Path, storage: Storage, ran: int) -> di
     paths = {"yaml": out_dir / "optimization_results.yaml"}
     OmegaConf.save(OmegaConf.create(results), paths["yaml"])
     try:
-        from tinycvae import pareto
-
         precision = precision_of(study.metric_names)
         rows = rows_from_study(study, precision)
-        pareto.mark_fronts(rows)
-        paths.update(pareto.write_table(rows, out_dir, precision))
-        paths["png"] = pareto.plot(rows, out_dir / "pareto.png", precision)
+        mark_fronts(rows)
+        paths.update(write_table(rows, out_dir, precision))
+        paths["png"] = plot(rows, out_dir / "pareto.png", precision)
     except Exception as err:  # noqa: BLE001 - the study is safe; only the drawing failed
         print(f"warning: pareto files not written: {err}", flush=True)
     print("wrote " + ", ".join(str(p) for p in paths.values()), flush=True)
