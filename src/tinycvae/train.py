@@ -108,10 +108,11 @@ def build(cfg: DictConfig) -> Job:
         require_number(cfg.optimizer.lr, "optimizer.lr", 0.0, exclusive=True)
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     _call("optimizer", optimizer, params=model.parameters())  # bad lr etc. fail here, not later
+    scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     module = CVAEModule(
         model,
         optimizer=optimizer,
-        scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        scheduler=scheduler,
         beta=cfg.beta,
         beta_warmup=cfg.beta_warmup,
         recon_loss=cfg.recon_loss,
@@ -121,7 +122,7 @@ def build(cfg: DictConfig) -> Job:
     if wandb_cfg:
         resolve_mode(wandb_cfg.get("mode", "auto"))
     resume = ckpt_path(cfg, run_dir_of(cfg))
-    check_resumable(cfg, resume)
+    check_resumable(cfg, resume, scheduler)
     quality, evaluator = _quality_settings(cfg, model)
     threads = devices.cpu_threads(cfg.get("threads", "auto"), _concurrent_jobs())
     return Job(
@@ -262,39 +263,52 @@ SCHEDULE_KEYS = ("trainer.max_epochs", "data.num_train", "data.batch_size")
 
 
 def _scheduler_target(node: Any) -> str:
-    return node.get("_target_") if node else "null"
+    if not node:
+        return "null"
+    return str(node.get("_target_")) if isinstance(node, (dict, DictConfig)) else repr(node)
 
 
-def check_resumable(cfg: DictConfig, path: str | None) -> None:
+def _stored(config: dict, key: str) -> Any:
+    """``a.b`` of a checkpoint's stored config (plain data: nothing resolved or built)."""
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def check_resumable(cfg: DictConfig, path: str | None, scheduler: Any = None) -> None:
     """A resumed run keeps its checkpoint's scheduler and, when that schedule was planned
     over the run's length (OneCycle), the settings that fix the length. A run without
-    one (``scheduler=null``) may go on to a larger ``trainer.max_epochs``."""
+    one (``scheduler=null``) may go on to a larger ``trainer.max_epochs``.
+
+    The checkpoint's stored settings are compared as data: nothing read from it is built
+    or called. Whether the schedule is planned over the run is read from ``scheduler``,
+    the factory this command's own config built (the same target as the checkpoint's)."""
     if path is None:
         return
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True).get("tinycvae", {})
+        old = stored.get("config", {})
+        assert isinstance(old, dict), "its stored config is not a mapping"
     except Exception as err:  # noqa: BLE001 - a corrupt checkpoint is bad input
         raise ConfigError(
             f"ckpt_path={path} cannot be loaded: {str(err).splitlines()[0]}"
         ) from None
-    old = OmegaConf.create(stored.get("config", {}))
     if "scheduler" not in old:
         return  # a checkpoint from outside train.py: nothing to compare with
-    before, now = _scheduler_target(old.scheduler), _scheduler_target(cfg.get("scheduler"))
+    before = _scheduler_target(old["scheduler"])
+    now = _scheduler_target(cfg.get("scheduler"))
     if before != now:
         raise ConfigError(
-            f"scheduler={now} differs from the checkpoint's {before}; a resumed run continues "
-            "the checkpoint's optimizer state: allowed: the checkpoint's scheduler, or "
-            "ckpt_path=null"
+            f"scheduler={now} differs from the checkpoint's {before:.200}; a resumed run "
+            "continues the checkpoint's optimizer state: allowed: the checkpoint's scheduler, "
+            "or ckpt_path=null"
         )
-    try:
-        planned = plans_over_run(hydra.utils.instantiate(old.scheduler)) if old.scheduler else False
-    except Exception:  # noqa: BLE001 - a scheduler we cannot rebuild: assume it is planned
-        planned = True
-    if not planned:
+    if not plans_over_run(scheduler):
         return
     for key in SCHEDULE_KEYS:
-        before, now = OmegaConf.select(old, key), OmegaConf.select(cfg, key)
+        before, now = _stored(old, key), OmegaConf.select(cfg, key)
         if before is not None and before != now:
             raise ConfigError(
                 f"{key}={now} differs from the checkpoint's {before}; a resumed run continues "
