@@ -12,14 +12,13 @@ One loader for all of them, :func:`load_or_build`:
 from __future__ import annotations
 
 import fcntl
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import torch
+from tinycvae.disk import save_torch
 
 T = TypeVar("T")
 
@@ -42,13 +41,7 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def save_atomic(blob: object, path: Path) -> None:
     """``torch.save`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_torch(blob, path)
 
 
 def load_or_build(

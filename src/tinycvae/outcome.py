@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from tinycvae.errors import NonFiniteLossError, TinyCVAEError
+from tinycvae.disk import no_space
+from tinycvae.errors import DiskFullError, NonFiniteLossError, TinyCVAEError
 
 log = logging.getLogger(__name__)
 
@@ -114,34 +115,55 @@ def recorded(
 
     The work sets ``status="ok"`` itself when it gets there. A failure is recorded and
     swallowed (the sweep's other jobs go on), except bad input found on the way
-    (re-raised: exit 2) and a signal (re-raised as ``SystemExit(128 + N)``). Last, W&B is
-    closed and the summary gets the finish time, the wall time and ``final_fields()``
-    (e.g. the checkpoints on disk)."""
-    from tinycvae.devices import free_cached_memory
-    from tinycvae.tracking import finish_wandb
-
+    (re-raised: exit 2) and a signal (re-raised as ``SystemExit(128 + N)``); a full disk
+    is one line naming the folder and what was kept. Last, W&B is closed and the summary
+    is written once with the final status, the finish time, the wall time and
+    ``final_fields()`` (e.g. the checkpoints on disk)."""
     start = time.perf_counter()
     try:
         yield
     except MetricsStageError as err:
         log.exception("job %s failed in the metrics stage", name)
-        summary.update(status=f"failed: metrics: {err}")
+        summary.data["status"] = f"failed: metrics: {err}"
     except NonFiniteLossError as err:
         log.error("%s: %s", name, err)
-        summary.update(status="failed: non-finite loss", error=str(err))
+        summary.data.update(status="failed: non-finite loss", error=str(err))
     except TinyCVAEError as err:  # bad setup found on the way (e.g. missing data files)
-        summary.update(status=f"failed: {err}")
+        summary.data["status"] = f"failed: {err}"
         raise
     except (Interrupted, KeyboardInterrupt, SystemExit) as err:
         signum = _interrupt_status(err, watch)
-        summary.update(status=f"failed: interrupted ({signal.Signals(signum).name})")
+        summary.data["status"] = f"failed: interrupted ({signal.Signals(signum).name})"
         raise SystemExit(signal_exit_status(signum)) from None
     except Exception as err:  # noqa: BLE001 - record it; the sweep's other jobs go on
-        log.exception("job %s failed", name)
-        summary.update(status=f"failed: {describe(err)}")
+        if no_space(err):  # one line: the folder and what was kept, no traceback
+            summary.data["status"] = f"failed: {_full_disk(err)}"
+            log.error("job %s %s", name, summary.status)
+        else:
+            log.exception("job %s failed", name)
+            summary.data["status"] = f"failed: {describe(err)}"
     finally:
-        ok = summary.status == "ok"
-        finish_wandb(ok=ok, status=summary.status)
-        if not ok:
-            free_cached_memory()  # the sweep's next job gets the GPU memory back
+        _close(summary, start, final_fields)
+
+
+def _full_disk(err: OSError) -> str:
+    if isinstance(err, DiskFullError):
+        return str(err.strerror)
+    return f"no space left on device ({describe(err)})"
+
+
+def _close(summary, start: float, final_fields: Callable[[], dict[str, Any]]) -> None:
+    """The end of every job: W&B closed, the final record written. When even that does
+    not fit on the disk, the job is failed (in memory: its exit status says so)."""
+    from tinycvae.devices import free_cached_memory
+    from tinycvae.tracking import finish_wandb
+
+    ok = summary.status == "ok"
+    finish_wandb(ok=ok, status=summary.status)
+    if not ok:
+        free_cached_memory()  # the sweep's next job gets the GPU memory back
+    try:
         summary.finish(time.perf_counter() - start, **final_fields())
+    except DiskFullError as err:
+        log.error("%s; the run's summary.json could not record how it ended", err.strerror)
+        summary.data["status"] = f"failed: {err.strerror}; summary.json not updated"

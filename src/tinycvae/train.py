@@ -32,6 +32,7 @@ from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number
 from tinycvae.data.datamodule import TensorDataModule
 from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
+from tinycvae.disk import AtomicCheckpointIO
 from tinycvae.errors import ConfigError, ConfigWarning, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
 from tinycvae.lit_module import CVAEModule, plans_over_run
@@ -345,10 +346,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         model = job.model
         footprint = summary_dict(model.decoder, model.latent, model.num_classes, all_mcus())
         cost = {**param_counts(model), **flat_metrics(footprint)}
-        summary.update(footprint=footprint, metrics=cost)
         run_id = previous.get("wandb", {}).get("id") or _new_run_id()
         checkpoints = lambda: {"checkpoints": _checkpoint_files(job.run_dir)}  # noqa: E731
         with recorded(summary, watch, cfg.name, checkpoints):
+            summary.update(footprint=footprint, metrics=cost)  # the first record: running
             _train_and_score(job, summary, cost, run_id, group, watch)
     return summary.data
 
@@ -402,6 +403,7 @@ def make_trainer(job: Job, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
         default_root_dir=str(job.run_dir),
         logger=logger,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],  # a checkpoint is written whole or not at all
     )
 
 
