@@ -48,9 +48,16 @@ class OutputDirGuard(Callback):
 
 class SweepGuard(Callback):
     """``on_multirun_start``: compose and build every job (no data, no training) and stop
-    with one clear line if any is invalid. ``on_multirun_end``: list failed jobs and exit 1."""
+    with one clear line if any is invalid; SIGTERM / SIGHUP are passed on to the jobs from
+    then on (:mod:`tinycvae.sweep_signals`). ``on_multirun_end``: end the idle workers,
+    list failed jobs and exit 1 (128 + N after a signal)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from tinycvae.sweep_signals import relay_signals
+
+        # SIGTERM / SIGHUP to this parent: passed on to the jobs, recorded by each.
+        pool = "joblib" in str(config.hydra.launcher.get("_target_", ""))
+        relay_signals(pool, Path(config.hydra.sweep.dir))
         if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             return  # other sweepers draw their jobs as they go
         from hydra import compose
@@ -69,6 +76,15 @@ class SweepGuard(Callback):
                 raise SystemExit(2) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from tinycvae.sweep_signals import shutdown_pool, stop_if_signalled
+
+        shutdown_pool()  # idle workers end now, not minutes later
+        self._report(config)
+        stop_if_signalled()  # a relayed signal: exit 128 + N
+        if self.failed:
+            raise SystemExit(1)
+
+    def _report(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = []
         for path in sorted(sweep_dir.glob(f"*/{SUMMARY_NAME}")):
@@ -81,5 +97,4 @@ class SweepGuard(Callback):
         print(f"sweep {sweep_dir}: {len(rows) - len(failed)} of {len(rows)} jobs ok", flush=True)
         for run_dir, status in failed:
             print(f"  {run_dir}: {status}", file=sys.stderr, flush=True)
-        if failed:
-            raise SystemExit(1)
+        self.failed = bool(failed)

@@ -42,6 +42,7 @@ from tinycvae.models import CVAE
 from tinycvae.outcome import MetricsStageError, SignalWatch, describe, recorded
 from tinycvae.run_folder import check_free, writer_lock
 from tinycvae.summary import RunSummary, read_summary
+from tinycvae.sweep_signals import in_pool_worker, remember_signals
 from tinycvae.tracking import resolve_mode, wandb_logger
 
 log = logging.getLogger(__name__)
@@ -324,6 +325,8 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its summary (also written to ``<run_dir>/summary.json``)."""
+    if in_pool_worker():
+        remember_signals()  # first: from now on a relayed signal reaches this job
     check_free(run_dir_of(cfg))  # another job is writing there: say so first
     job = build(cfg)  # raises ConfigError before any work
     _check_no_overwrite(job.run_dir, job.resume_from)
@@ -349,6 +352,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         run_id = previous.get("wandb", {}).get("id") or _new_run_id()
         checkpoints = lambda: {"checkpoints": _checkpoint_files(job.run_dir)}  # noqa: E731
         with recorded(summary, watch, cfg.name, checkpoints):
+            watch.check()  # a signal relayed before this job started: recorded at once
             summary.update(footprint=footprint, metrics=cost)  # the first record: running
             _train_and_score(job, summary, cost, run_id, group, watch)
     return summary.data
