@@ -76,3 +76,32 @@ def test_a_signal_to_a_joblib_sweeps_parent_is_recorded_by_every_job(tmp_path, s
     ]
     assert [s["status"] for s in summaries] == [f"failed: interrupted ({sig.name})"] * 3
     assert not list(tmp_path.glob("logs/multiruns/*/.tinycvae-signal"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_an_optuna_search_fails_its_trial_and_queues_it_again(tmp_path):
+    """The search on its default launcher (joblib): the running trial is marked FAIL (not
+    left RUNNING to be recomputed after a grace period) and its parameters are queued."""
+    import optuna
+    from optuna.trial import TrialState
+
+    journal = tmp_path / "study.journal"
+    args = [
+        "-m", "hparams_search=dice_optuna", f"hydra.sweeper.storage={journal}",
+        "hydra.sweeper.n_trials=3", "logger=none", "metrics=none", "trainer.max_epochs=400",
+        "objective=[mcu/int8/flash_bytes,val/loss]", "hydra.sweeper.direction=[minimize,minimize]",
+        *(o for o in TINY if not o.startswith("model.dim") and "max_epochs" not in o),
+    ]  # fmt: skip
+    proc = start(args, tmp_path)
+    wait_for_training(tmp_path, proc, jobs=1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err[-3000:]
+    assert no_process_left(proc.pid) == []
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    trials = optuna.load_study(study_name="dice_dims_pareto", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["fail_reason"] == "failed: interrupted (SIGTERM)"
+    assert trials[1].params == trials[0].params  # queued again, with its parameters
