@@ -56,8 +56,10 @@ class SweepGuard(Callback):
         from tinycvae.sweep_signals import relay_signals
 
         # SIGTERM / SIGHUP to this parent: passed on to the jobs, recorded by each.
-        pool = "joblib" in str(config.hydra.launcher.get("_target_", ""))
-        relay_signals(pool, Path(config.hydra.sweep.dir))
+        # (joblib's pool and the in-process launcher; submitit's jobs are the scheduler's)
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if "joblib" in launcher or "basic_launcher" in launcher:
+            relay_signals("joblib" in launcher, Path(config.hydra.sweep.dir))
         if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             return  # other sweepers draw their jobs as they go
         from hydra import compose
