@@ -13,15 +13,13 @@ One loader for all of them, :func:`load_or_build`:
 from __future__ import annotations
 
 import fcntl
-import glob
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import torch
+from tinycvae.disk import remove_stale_temps, save_torch
 
 T = TypeVar("T")
 
@@ -42,40 +40,10 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale_temps(path: Path) -> list[Path]:
-    """Remove the ``.<name>.<pid>.tmp`` files of ``path`` that writers which died mid-write
-    (``kill -9``, a lost node) left: their pid is no live process. Those of live writers
-    stay. The removed paths."""
-    removed = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
 def save_atomic(blob: object, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and a rename (and away with
-    the temporary files of writers that died on the way)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save`` to ``path`` through a temporary file and a rename (see
+    :func:`tinycvae.disk.write_atomic`)."""
+    save_torch(blob, path)
 
 
 def load_or_build(

@@ -15,3 +15,8 @@ class NonFiniteLossError(TinyCVAEError, FloatingPointError):
 
 class ConfigWarning(UserWarning):
     """A configuration value is accepted but probably not what the user meant."""
+
+
+class DiskFullError(OSError):
+    """No space left on the device a run writes to (its message names the folder and what
+    was kept); the job fails (exit 1), not bad input."""

@@ -110,10 +110,19 @@ def sweep_job_configs(config: DictConfig) -> Iterator[tuple[list[str], DictConfi
 class SweepGuard(Callback):
     """``on_multirun_start``: compose and check every job as :class:`RunGuard` checks a
     run, in its own folder (no data, no training), and stop with one clear line if any is
-    refused, before the sweep's ``multirun.yaml`` or any job's ``.hydra/`` is written.
-    ``on_multirun_end``: list failed jobs and exit 1."""
+    refused, before the sweep's ``multirun.yaml`` or any job's ``.hydra/`` is written; SIGTERM
+    / SIGHUP are passed on to the jobs from then on (:mod:`tinycvae.sweep_signals`).
+    ``on_multirun_end``: end the idle workers, list failed jobs and exit 1 (128 + N after a
+    signal)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from tinycvae.sweep_signals import relay_signals
+
+        # SIGTERM / SIGHUP to this parent: passed on to the jobs, recorded by each.
+        # (joblib's pool and the in-process launcher; submitit's jobs are the scheduler's)
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if "joblib" in launcher or "basic_launcher" in launcher:
+            relay_signals("joblib" in launcher, Path(config.hydra.sweep.dir))
         if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             return  # other sweepers draw their jobs as they go
         if kwargs.get("config_name", TRAIN_CONFIG) != TRAIN_CONFIG:
@@ -138,6 +147,15 @@ class SweepGuard(Callback):
             HydraConfig.instance().set_config(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from tinycvae.sweep_signals import shutdown_pool, stop_if_signalled
+
+        shutdown_pool()  # idle workers end now, not minutes later
+        self._report(config)
+        stop_if_signalled()  # a relayed signal: exit 128 + N
+        if self.failed:
+            raise SystemExit(1)
+
+    def _report(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = []
         for path in sorted(sweep_dir.glob(f"*/{SUMMARY_NAME}")):
@@ -150,5 +168,4 @@ class SweepGuard(Callback):
         print(f"sweep {sweep_dir}: {len(rows) - len(failed)} of {len(rows)} jobs ok", flush=True)
         for run_dir, status in failed:
             print(f"  {run_dir}: {status}", file=sys.stderr, flush=True)
-        if failed:
-            raise SystemExit(1)
+        self.failed = bool(failed)

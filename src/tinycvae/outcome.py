@@ -7,8 +7,10 @@ One rule for exit statuses, used by every command:
 * ``1`` a job failed (its summary says why; its checkpoints are kept);
 * ``2`` bad input, refused before any work (one ``error:`` line);
 * ``128 + N`` the process was stopped by signal N: ``143`` for SIGTERM (SLURM pre-emption,
-  ``timeout``, ``docker stop``), ``130`` for SIGINT (Ctrl+C), so that a requeue-on-failure
-  policy fires and ``ckpt_path=last`` can resume the run.
+  ``timeout``, ``docker stop``), ``130`` for SIGINT (Ctrl+C), ``129`` for SIGHUP (a closed
+  terminal, a dropped ssh), so that a requeue-on-failure policy fires and
+  ``ckpt_path=last`` can resume the run. A sweep's parent passes SIGTERM / SIGHUP on to
+  its jobs and exits the same way once they recorded it (:mod:`tinycvae.sweep_signals`).
 
 :func:`recorded` wraps a job's work: whatever happens, the summary gets a final status,
 the finish time, the total wall time and the checkpoints on disk, and W&B is closed.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -25,12 +28,14 @@ from typing import Any
 
 import torch
 
-from tinycvae.errors import NonFiniteLossError, TinyCVAEError
+from tinycvae.disk import no_space
+from tinycvae.errors import DiskFullError, NonFiniteLossError, TinyCVAEError
+from tinycvae.sweep_signals import in_pool_worker
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 OUT_OF_MEMORY = tuple(
     t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t
 )
@@ -62,25 +67,45 @@ def describe(err: BaseException) -> str:
 
 
 class SignalWatch:
-    """Records SIGTERM / SIGINT while a job runs.
+    """Records SIGTERM / SIGHUP / SIGINT while a job runs.
 
     Outside Lightning's loops a signal raises :class:`Interrupted` at once. While a
     Trainer runs (``busy()`` is true), SIGTERM is only recorded: Lightning's own handler,
     which it chains with this one, stops the loop at the next batch boundary (a
-    ``SIGTERMException``), so no checkpoint is cut in half. SIGINT keeps Python's meaning
-    (KeyboardInterrupt), which Lightning also turns into a clean stop."""
+    ``SIGTERMException``), so no checkpoint is cut in half; SIGHUP is recorded and then
+    handed to Lightning as a SIGTERM to stop the same way. SIGINT keeps Python's meaning
+    (KeyboardInterrupt), which Lightning also turns into a clean stop. A job stops on
+    the first signal; later ones (a process group signalled, then its parent relaying)
+    change nothing. A signal that came before the job started (a sweep's worker between
+    jobs) is the job's from its start (:meth:`check`)."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        from tinycvae.sweep_signals import pending
+
+        self.signum: int | None = pending()
         self.busy: Callable[[], bool] = lambda: False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame) -> None:
-        self.signum = signum
+        from tinycvae.sweep_signals import remember
+
         if signum == signal.SIGINT:
+            self.signum = self.signum or signum
             raise KeyboardInterrupt
+        if self.signum is not None:
+            return  # already stopping: the first signal is the one recorded
+        self.signum = signum
+        remember(signum)  # a sweep worker's next jobs start interrupted
         if not self.busy():
             raise Interrupted(signum)
+        if signum != signal.SIGTERM:  # Lightning stops its loop on SIGTERM only
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` when a signal already came (before the job); called
+        first thing inside :func:`recorded`."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
 
     def __enter__(self) -> SignalWatch:
         for sig in HANDLED_SIGNALS:
@@ -114,34 +139,57 @@ def recorded(
 
     The work sets ``status="ok"`` itself when it gets there. A failure is recorded and
     swallowed (the sweep's other jobs go on), except bad input found on the way
-    (re-raised: exit 2) and a signal (re-raised as ``SystemExit(128 + N)``). Last, W&B is
-    closed and the summary gets the finish time, the wall time and ``final_fields()``
-    (e.g. the checkpoints on disk)."""
-    from tinycvae.devices import free_cached_memory
-    from tinycvae.tracking import finish_wandb
-
+    (re-raised: exit 2) and a signal (re-raised as ``SystemExit(128 + N)``); a full disk
+    is one line naming the folder and what was kept. Last, W&B is closed and the summary
+    is written once with the final status, the finish time, the wall time and
+    ``final_fields()`` (e.g. the checkpoints on disk)."""
     start = time.perf_counter()
     try:
         yield
     except MetricsStageError as err:
         log.exception("job %s failed in the metrics stage", name)
-        summary.update(status=f"failed: metrics: {err}")
+        summary.data["status"] = f"failed: metrics: {err}"
     except NonFiniteLossError as err:
         log.error("%s: %s", name, err)
-        summary.update(status="failed: non-finite loss", error=str(err))
+        summary.data.update(status="failed: non-finite loss", error=str(err))
     except TinyCVAEError as err:  # bad setup found on the way (e.g. missing data files)
-        summary.update(status=f"failed: {err}")
+        summary.data["status"] = f"failed: {err}"
         raise
     except (Interrupted, KeyboardInterrupt, SystemExit) as err:
         signum = _interrupt_status(err, watch)
-        summary.update(status=f"failed: interrupted ({signal.Signals(signum).name})")
-        raise SystemExit(signal_exit_status(signum)) from None
+        summary.data["status"] = f"failed: interrupted ({signal.Signals(signum).name})"
+        if not in_pool_worker():  # a pool's parent sets the exit status (sweep_signals)
+            raise SystemExit(signal_exit_status(signum)) from None
+        log.error("job %s %s", name, summary.status)
     except Exception as err:  # noqa: BLE001 - record it; the sweep's other jobs go on
-        log.exception("job %s failed", name)
-        summary.update(status=f"failed: {describe(err)}")
+        if no_space(err):  # one line: the folder and what was kept, no traceback
+            summary.data["status"] = f"failed: {_full_disk(err)}"
+            log.error("job %s %s", name, summary.status)
+        else:
+            log.exception("job %s failed", name)
+            summary.data["status"] = f"failed: {describe(err)}"
     finally:
-        ok = summary.status == "ok"
-        finish_wandb(ok=ok, status=summary.status)
-        if not ok:
-            free_cached_memory()  # the sweep's next job gets the GPU memory back
+        _close(summary, start, final_fields)
+
+
+def _full_disk(err: OSError) -> str:
+    if isinstance(err, DiskFullError):
+        return str(err.strerror)
+    return f"no space left on device ({describe(err)})"
+
+
+def _close(summary, start: float, final_fields: Callable[[], dict[str, Any]]) -> None:
+    """The end of every job: W&B closed, the final record written. When even that does
+    not fit on the disk, the job is failed (in memory: its exit status says so)."""
+    from tinycvae.devices import free_cached_memory
+    from tinycvae.tracking import finish_wandb
+
+    ok = summary.status == "ok"
+    finish_wandb(ok=ok, status=summary.status)
+    if not ok:
+        free_cached_memory()  # the sweep's next job gets the GPU memory back
+    try:
         summary.finish(time.perf_counter() - start, **final_fields())
+    except DiskFullError as err:
+        log.error("%s; the run's summary.json could not record how it ended", err.strerror)
+        summary.data["status"] = f"failed: {err.strerror}; summary.json not updated"

@@ -2,17 +2,20 @@
 
 Written atomically (temp file + rename) at the start (status ``running``) and at the end
 (``ok`` or ``failed: <reason>``), so a crash leaves a readable ``running`` record and a
-finished run's record is never half-written.
+finished run's record is never half-written. On a full disk the record is rewritten in
+the blocks it already holds, so that it still says how the job ended.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from tinycvae.disk import overwrite_in_place, write_atomic
+from tinycvae.errors import DiskFullError
 
 SUMMARY_NAME = "summary.json"
 
@@ -31,11 +34,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _encode(data: dict) -> bytes:
+    return (json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n").encode()
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """``data`` as JSON into ``path``, whole or not at all (a full disk: DiskFullError)."""
+    blob = _encode(data)
+    write_atomic(path, lambda fh: fh.write(blob))
 
 
 def read_summary(run_dir: str | Path) -> dict:
@@ -68,12 +74,19 @@ class RunSummary:
         }
 
     def update(self, **fields: Any) -> None:
+        """Merge ``fields`` in and rewrite the file. On a full disk the record is rewritten
+        in the blocks it already holds (it must never keep saying ``running`` or ``ok``
+        for a job that failed); DiskFullError when even that does not fit."""
         for key, value in fields.items():
             if isinstance(value, dict) and isinstance(self.data.get(key), dict):
                 self.data[key] = {**self.data[key], **value}
             else:
                 self.data[key] = value
-        write_json_atomic(self.path, self.data)
+        try:
+            write_json_atomic(self.path, self.data)
+        except DiskFullError:
+            if not overwrite_in_place(self.path, _encode(self.data)):
+                raise
 
     def finish(self, elapsed_s: float, **fields: Any) -> None:
         """The end of this start: finish time, total wall time over every start."""

@@ -31,6 +31,7 @@ from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number, require_writable_dir
 from tinycvae.data.datamodule import TensorDataModule
 from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
+from tinycvae.disk import AtomicCheckpointIO
 from tinycvae.errors import ConfigError, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
 from tinycvae.known_keys import warn_unknown_keys
@@ -43,6 +44,7 @@ from tinycvae.outcome import MetricsStageError, SignalWatch, describe, recorded
 from tinycvae.run_folder import check_free, writer_lock
 from tinycvae.sampling import fit_sampler
 from tinycvae.summary import RunSummary, read_summary
+from tinycvae.sweep_signals import in_pool_worker, remember_signals
 from tinycvae.tracking import resolve_mode, wandb_logger
 
 log = logging.getLogger(__name__)
@@ -113,10 +115,11 @@ def build(cfg: DictConfig, command: str | None = None) -> Job:
         require_number(cfg.optimizer.lr, "optimizer.lr", 0.0, exclusive=True)
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     _call("optimizer", optimizer, params=model.parameters())  # bad lr etc. fail here, not later
+    scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     module = CVAEModule(
         model,
         optimizer=optimizer,
-        scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        scheduler=scheduler,
         beta=cfg.beta,
         beta_warmup=cfg.beta_warmup,
         recon_loss=cfg.recon_loss,
@@ -126,7 +129,7 @@ def build(cfg: DictConfig, command: str | None = None) -> Job:
     if wandb_cfg:
         resolve_mode(wandb_cfg.get("mode", "auto"))
     resume = ckpt_path(cfg, run_dir_of(cfg))
-    check_resumable(cfg, resume)
+    check_resumable(cfg, resume, scheduler)
     quality, evaluator = _quality_settings(cfg, model)
     threads = devices.cpu_threads(cfg.get("threads", "auto"), _concurrent_jobs())
     return Job(
@@ -267,39 +270,52 @@ SCHEDULE_KEYS = ("trainer.max_epochs", "data.num_train", "data.batch_size")
 
 
 def _scheduler_target(node: Any) -> str:
-    return node.get("_target_") if node else "null"
+    if not node:
+        return "null"
+    return str(node.get("_target_")) if isinstance(node, (dict, DictConfig)) else repr(node)
 
 
-def check_resumable(cfg: DictConfig, path: str | None) -> None:
+def _stored(config: dict, key: str) -> Any:
+    """``a.b`` of a checkpoint's stored config (plain data: nothing resolved or built)."""
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def check_resumable(cfg: DictConfig, path: str | None, scheduler: Any = None) -> None:
     """A resumed run keeps its checkpoint's scheduler and, when that schedule was planned
     over the run's length (OneCycle), the settings that fix the length. A run without
-    one (``scheduler=null``) may go on to a larger ``trainer.max_epochs``."""
+    one (``scheduler=null``) may go on to a larger ``trainer.max_epochs``.
+
+    The checkpoint's stored settings are compared as data: nothing read from it is built
+    or called. Whether the schedule is planned over the run is read from ``scheduler``,
+    the factory this command's own config built (the same target as the checkpoint's)."""
     if path is None:
         return
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True).get("tinycvae", {})
+        old = stored.get("config", {})
+        assert isinstance(old, dict), "its stored config is not a mapping"
     except Exception as err:  # noqa: BLE001 - a corrupt checkpoint is bad input
         raise ConfigError(
             f"ckpt_path={path} cannot be loaded: {str(err).splitlines()[0]}"
         ) from None
-    old = OmegaConf.create(stored.get("config", {}))
     if "scheduler" not in old:
         return  # a checkpoint from outside train.py: nothing to compare with
-    before, now = _scheduler_target(old.scheduler), _scheduler_target(cfg.get("scheduler"))
+    before = _scheduler_target(old["scheduler"])
+    now = _scheduler_target(cfg.get("scheduler"))
     if before != now:
         raise ConfigError(
-            f"scheduler={now} differs from the checkpoint's {before}; a resumed run continues "
-            "the checkpoint's optimizer state: allowed: the checkpoint's scheduler, or "
-            "ckpt_path=null"
+            f"scheduler={now} differs from the checkpoint's {before:.200}; a resumed run "
+            "continues the checkpoint's optimizer state: allowed: the checkpoint's scheduler, "
+            "or ckpt_path=null"
         )
-    try:
-        planned = plans_over_run(hydra.utils.instantiate(old.scheduler)) if old.scheduler else False
-    except Exception:  # noqa: BLE001 - a scheduler we cannot rebuild: assume it is planned
-        planned = True
-    if not planned:
+    if not plans_over_run(scheduler):
         return
     for key in SCHEDULE_KEYS:
-        before, now = OmegaConf.select(old, key), OmegaConf.select(cfg, key)
+        before, now = _stored(old, key), OmegaConf.select(cfg, key)
         if before is not None and before != now:
             raise ConfigError(
                 f"{key}={now} differs from the checkpoint's {before}; a resumed run continues "
@@ -314,6 +330,8 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its summary (also written to ``<run_dir>/summary.json``)."""
+    if in_pool_worker():
+        remember_signals()  # first: from now on a relayed signal reaches this job
     job = preflight(cfg)
     torch.set_num_threads(job.threads)
     with writer_lock(job.run_dir), SignalWatch() as watch:
@@ -334,10 +352,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         model = job.model
         footprint = summary_dict(model.decoder, model.latent, model.num_classes, all_mcus())
         cost = {**param_counts(model), **flat_metrics(footprint)}
-        summary.update(footprint=footprint, metrics=cost)
         run_id = previous.get("wandb", {}).get("id") or _new_run_id()
         checkpoints = lambda: {"checkpoints": _checkpoint_files(job.run_dir)}  # noqa: E731
         with recorded(summary, watch, cfg.name, checkpoints):
+            watch.check()  # a signal relayed before this job started: recorded at once
+            summary.update(footprint=footprint, metrics=cost)  # the first record: running
             _train_and_score(job, summary, cost, run_id, group, watch)
     return summary.data
 
@@ -391,6 +410,7 @@ def make_trainer(job: Job, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
         default_root_dir=str(job.run_dir),
         logger=logger,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],  # a checkpoint is written whole or not at all
     )
 
 

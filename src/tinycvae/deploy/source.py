@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tinycvae.errors import ConfigError, TinyCVAEError
 from tinycvae.front.core import select
@@ -85,10 +84,12 @@ def resolve_source(cfg: DictConfig, scratch: Path) -> Source:
 
 def load_data(info: dict[str, Any]):
     """The data module the checkpoint was trained on (``info``: the run info stored with
-    it), prepared and set up, on the CPU."""
-    data_cfg = OmegaConf.create(info["config"]["data"])
+    it), prepared and set up, on the CPU: rebuilt through the data modules tinycvae ships
+    (:func:`tinycvae.checkpoints.rebuild_data`), never through code the checkpoint names."""
+    from tinycvae.checkpoints import rebuild_data
+
+    dm = rebuild_data(info["config"]["data"])
     try:
-        dm = hydra.utils.instantiate(data_cfg)
         dm.prepare_data()
         dm.setup()
     except TinyCVAEError:

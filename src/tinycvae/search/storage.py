@@ -34,6 +34,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from tinycvae.errors import ConfigError
+from tinycvae.search import journal
 
 AUTO = "auto"
 MEMORY = ("memory", "none", "null", "")
@@ -155,8 +156,16 @@ def _open_journal(path: Path, spec: str, key: str, create: bool, beat: dict) -> 
     elif not create:
         raise ConfigError(f"{key}={spec}: no such journal file; allowed: {ALLOWED}")
     try:
+        complete = None
+        if path.is_file() and create:  # a search writes: never after a broken line
+            journal.repair(path, key, spec, ALLOWED)
+        elif path.is_file():  # a reader leaves the file as it is
+            complete = journal.read_complete(path, key, spec, ALLOWED)
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path))
+        if complete is None:
+            backend = JournalFileBackend(str(path))
+        else:
+            backend = journal.CompleteRecords(complete)
         storage = HeartbeatJournalStorage(backend, **beat)
     except OSError as err:
         raise ConfigError(f"{key}={spec}: cannot open the journal file ({err.strerror})") from None

@@ -55,6 +55,7 @@ from tinycvae.search.storage import (
 )
 from tinycvae.search.trials import SURPLUS_ATTR, report
 from tinycvae.summary import compact_summary
+from tinycvae.sweep_signals import stop_if_signalled
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +437,7 @@ class StudySweeper:
             if batch:
                 ran += len(batch)
                 self._launch(study, storage, batch, fixed)
+                stop_if_signalled()  # SIGTERM / SIGHUP relayed to the jobs: exit 128 + N
 
     def _grace(self) -> int:
         return self.grace_period or 2 * self.heartbeat_interval
@@ -515,15 +517,17 @@ class StudySweeper:
                 if trial.number in told or not _tell_safely(study, trial, state=TrialState.FAIL):
                     continue
                 if interrupted:
-                    frozen = next(
-                        t for t in study.get_trials(deepcopy=False) if t.number == trial.number
-                    )
-                    with quiet_optuna():
-                        RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, frozen)
+                    self._retry(study, trial)
             raise
         finally:
             stop.set()
             thread.join()
+
+    def _retry(self, study: optuna.Study, trial: Trial) -> None:
+        """Queue a failed trial's parameters again (as for a dead worker's trial)."""
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        with quiet_optuna():
+            RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, frozen)
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: Any) -> None:
 
@@ -541,7 +545,12 @@ class StudySweeper:
                 except optuna.exceptions.UpdateFinishedTrialError:
                     break  # failed meanwhile (see _tell_safely)
         values, why = self._values(ret, len(study.directions))
-        if values is None:
+        status = str((attrs["summary"] or {}).get("status", ""))
+        if values is None and status.startswith("failed: interrupted"):
+            # a relayed SIGTERM / SIGHUP: not the trial's fault, its parameters run again
+            if _tell_safely(study, trial, state=TrialState.FAIL, fail_reason=status):
+                self._retry(study, trial)
+        elif values is None:
             _tell_safely(study, trial, state=TrialState.FAIL, fail_reason=why)
         else:
             _tell_safely(study, trial, values=values)
