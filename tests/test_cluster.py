@@ -189,7 +189,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float) -> None:
 @needs_cluster
 @pytest.mark.slow
 def test_scancel_of_an_array_task_is_recorded_and_ckpt_path_last_resumes_it(tmp_path):
-    args = [*SLURM, "trainer.max_epochs=2,150", *FAST]
+    args = [*SLURM, *FAST, "trainer.max_epochs=2,150"]
     env = {**os.environ, "TINYCVAE_ROOT": str(tmp_path), "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.Popen(
         [sys.executable, str(TRAIN), *args], cwd=tmp_path, env=env,
