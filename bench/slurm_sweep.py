@@ -30,8 +30,8 @@ from default_sweep import ROOT, report, run_sweep  # bench/ is the script's fold
 
 def warm_cache(extra: list[str], root: str, data: str) -> None:
     env = {**os.environ, "TINYCVAE_ROOT": root, "TINYCVAE_DATA": data}
-    subprocess.run(  # the data and the evaluator, cached for every run
-        [sys.executable, str(ROOT / "src" / "evaluate.py"), *extra],
+    subprocess.run(  # one job, untimed: the data (and the evaluator) cached for every run
+        [sys.executable, str(ROOT / "src" / "train.py"), *extra],
         cwd=root, env=env, check=True, capture_output=True,
     )  # fmt: skip
 
