@@ -63,10 +63,12 @@ EOF
     if ! cmp -s "$conf.new" "$conf"; then mv "$conf.new" "$conf"; changed=1; else rm "$conf.new"; fi
     pgrep -x munged >/dev/null || munged --force
     if [ "$changed" = 1 ]; then
-        # a new configuration: restart the daemons we may have started before
-        [ -f /run/slurmd.pid ] && kill "$(cat /run/slurmd.pid)" 2>/dev/null || true
-        [ -f /run/slurmctld.pid ] && kill "$(cat /run/slurmctld.pid)" 2>/dev/null || true
-        sleep 1
+        # a new configuration: stop the daemons started with the old one, and wait for them
+        local daemon
+        for daemon in slurmd slurmctld; do
+            pkill -x "$daemon" 2>/dev/null || true
+            for _ in $(seq 1 20); do pgrep -x "$daemon" >/dev/null || break; sleep 0.5; done
+        done
     fi
     pgrep -x slurmctld >/dev/null || slurmctld
     pgrep -x slurmd >/dev/null || slurmd
