@@ -64,10 +64,12 @@ EOF
     pgrep -x munged >/dev/null || munged --force
     if [ "$changed" = 1 ]; then
         # a new configuration: stop the daemons started with the old one, and wait for them
-        local daemon
-        for daemon in slurmd slurmctld; do
-            pkill -x "$daemon" 2>/dev/null || true
-            for _ in $(seq 1 20); do pgrep -x "$daemon" >/dev/null || break; sleep 0.5; done
+        local pidfile pid
+        for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
+            [ -s "$pidfile" ] || continue
+            pid=$(cat "$pidfile")
+            kill "$pid" 2>/dev/null || continue
+            for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
         done
     fi
     pgrep -x slurmctld >/dev/null || slurmctld
