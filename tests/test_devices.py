@@ -52,7 +52,7 @@ def test_trainer_accelerator_gpu_without_a_gpu_is_one_line_before_any_work(tmp_p
 
 
 def test_cpu_threads_share_the_cores_among_concurrent_jobs():
-    cores = os.cpu_count() or 1
+    cores = min(devices.allocated_cpus().values())  # the CPUs this process may use
     assert devices.cpu_threads("auto", 1) == cores
     assert devices.cpu_threads("auto", 2) == max(1, cores // 2)
     assert devices.cpu_threads("auto", 10 * cores) == 1

@@ -16,7 +16,7 @@ from conftest import CONF, TINY, run_train
 LAUNCHERS = {
     "local_parallel": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
     "local_submitit": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
-    "slurm": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+    "slurm": "hydra_plugins.tinycvae_slurm.slurm_launcher.SlurmLauncher",
 }
 
 
@@ -38,6 +38,7 @@ def test_launcher_configs_compose_on_the_plugins_schemas(name):
         for key in ("partition", "timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb"):
             assert key in launcher
         assert launcher.additional_parameters == {}
+        assert launcher.gpus_per_node == "auto"  # follows the partition (sinfo)
     if name == "local_parallel":
         assert launcher.n_jobs == 2
 

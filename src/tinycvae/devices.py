@@ -16,7 +16,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -109,12 +112,95 @@ def place(device: torch.device, *things: Any) -> None:
             thing.to(device)
 
 
-def cpu_threads(setting: Any, concurrent_jobs: int = 1) -> int:
-    """Torch's CPU threads for a job: ``auto`` shares the cores among the jobs that run at
-    once (``os.cpu_count() // concurrent_jobs``, at least 1), so that two jobs on two cores
-    each take one thread instead of fighting over two; an integer >= 1 as given."""
+def allocated_cpus(
+    environ: Mapping[str, str] | None = None, cgroup_root: str | Path = "/sys/fs/cgroup"
+) -> dict[str, int]:
+    """The CPU counts this process may use, by source: ``cores`` (the machine),
+    ``affinity`` (its CPU mask: ``taskset``, a scheduler's task plugin), ``cgroup`` (a CPU
+    quota, rounded up: ``docker run --cpus``, systemd, SLURM's cgroup plugin) and
+    ``slurm`` (``SLURM_CPUS_PER_TASK``, else ``SLURM_CPUS_ON_NODE``, inside a SLURM job).
+    Sources this machine does not have are left out; the smallest count is the budget."""
+    environ = os.environ if environ is None else environ
+    counts = {"cores": os.cpu_count() or 1}
+    if hasattr(os, "sched_getaffinity"):
+        counts["affinity"] = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota(Path(cgroup_root))
+    if quota is not None:
+        counts["cgroup"] = quota
+    slurm = _slurm_cpus(environ)
+    if slurm is not None:
+        counts["slurm"] = slurm
+    return counts
+
+
+def _slurm_cpus(environ: Mapping[str, str]) -> int | None:
+    if not environ.get("SLURM_JOB_ID"):
+        return None  # a stale variable outside a job says nothing
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        value = environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def cgroup_cpu_quota(root: Path, proc_cgroup: str = "/proc/self/cgroup") -> int | None:
+    """The CPU quota of this process's cgroup and its parents (the smallest, rounded up to
+    whole CPUs), or None without one. cgroup v2 ``cpu.max`` (``<quota> <period>`` or
+    ``max``), cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: none)."""
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    found: list[int] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2
+            base, read = root, _quota_v2
+        elif "cpu" in controllers.split(","):  # v1
+            base, read = root / "cpu", _quota_v1
+            if not base.is_dir():
+                base = root / "cpu,cpuacct"
+        else:
+            continue
+        folder = base / path.lstrip("/")
+        while True:
+            quota = read(folder)
+            if quota is not None:
+                found.append(quota)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return min(found) if found else None
+
+
+def _quota_v2(folder: Path) -> int | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+
+
+def _quota_v1(folder: Path) -> int | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else max(1, math.ceil(quota / period))
+
+
+def cpu_threads(
+    setting: Any, concurrent_jobs: int = 1, cpus: Mapping[str, int] | None = None
+) -> int:
+    """Torch's CPU threads for a job: ``auto`` shares the CPUs this process may use (the
+    smallest count of :func:`allocated_cpus`) among the jobs that run at once (at least
+    1 each), so that two jobs on two CPUs take one thread each instead of fighting over
+    two, and a SLURM job with ``--cpus-per-task=4`` on a 64-core node takes 4; an
+    integer >= 1 as given."""
     if setting in (None, "auto"):
-        return max(1, (os.cpu_count() or 1) // max(1, concurrent_jobs))
+        budget = min((cpus or allocated_cpus()).values())
+        return max(1, budget // max(1, concurrent_jobs))
     if type(setting) is not int or setting < 1:
         raise ConfigError(f"threads={setting} is invalid; allowed: auto or an integer >= 1")
     return setting

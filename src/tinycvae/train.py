@@ -12,7 +12,6 @@ the process with ``128 + N``. Every stage runs on the job's one device
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
-from tinycvae import devices
+from tinycvae import cluster, devices
 from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number, require_writable_dir
 from tinycvae.data.datamodule import TensorDataModule
@@ -66,6 +65,7 @@ class Job:
     device: torch.device  # where every stage of this job runs
     threads: int  # torch's CPU threads for this job
     resume_from: str | None  # the checkpoint this start continues, or None
+    cpus: dict[str, int]  # what the threads came from: devices.allocated_cpus + jobs_at_once
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -131,10 +131,13 @@ def build(cfg: DictConfig, command: str | None = None) -> Job:
     resume = ckpt_path(cfg, run_dir_of(cfg))
     check_resumable(cfg, resume, scheduler)
     quality, evaluator = _quality_settings(cfg, model)
-    threads = devices.cpu_threads(cfg.get("threads", "auto"), _concurrent_jobs())
+    cpus = devices.allocated_cpus()
+    at_once = _concurrent_jobs(min(cpus.values()))
+    threads = devices.cpu_threads(cfg.get("threads", "auto"), at_once, cpus)
     return Job(
-        cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator, device, threads, resume
-    )
+        cfg, run_dir_of(cfg), datamodule, model, module, quality, evaluator, device, threads,
+        resume, {**cpus, "jobs_at_once": at_once},
+    )  # fmt: skip
 
 
 def _check_seed_and_data_dir(cfg: DictConfig) -> None:
@@ -182,8 +185,9 @@ def _check_trainer(cfg: DictConfig) -> torch.device:
     return devices.resolve(t.get("accelerator", "auto"), "trainer.accelerator", index, _job_num())
 
 
-def _concurrent_jobs() -> int:
-    """How many jobs of this sweep run at once on this machine (joblib's ``n_jobs``)."""
+def _concurrent_jobs(cpus: int) -> int:
+    """How many jobs of this sweep run at once in this allocation of ``cpus`` CPUs
+    (joblib's ``n_jobs``; a submitit/SLURM job has an allocation of its own: 1)."""
     from hydra.core.hydra_config import HydraConfig
 
     from tinycvae.cli import is_multirun
@@ -193,7 +197,7 @@ def _concurrent_jobs() -> int:
     n = HydraConfig.get().launcher.get("n_jobs")
     if not isinstance(n, int) or n == 0:
         return 1
-    return n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n)  # joblib: -1 = all cores
+    return n if n > 0 else max(1, cpus + 1 + n)  # joblib: -1 = one per CPU
 
 
 def _job_num() -> int | None:
@@ -344,6 +348,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             group=group,
             device=str(job.device),
             threads=job.threads,
+            cpus=job.cpus,
             resumed_from=job.resume_from,
             config=job.module.run_info["config"],
             params=param_counts(job.model),
@@ -394,17 +399,23 @@ def _train_and_score(
 
 
 def make_trainer(job: Job, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """The Lightning Trainer of a job, on the job's device. ``trainer.deterministic=auto``
-    is true on the CPU (a seed repeats exactly) and false elsewhere (deterministic GPU
-    kernels cost speed)."""
+    """The Lightning Trainer of a job, on the job's device, as one process whatever
+    cluster it runs in (:mod:`tinycvae.cluster`). ``trainer.deterministic=auto`` is true
+    on the CPU (a seed repeats exactly) and false elsewhere (deterministic GPU kernels
+    cost speed)."""
     kind = {"cuda": "gpu"}.get(job.device.type, job.device.type)
+    cluster.quiet_lightning()
     deterministic = job.cfg.trainer.get("deterministic", "auto")
     if deterministic == "auto":
         deterministic = kind == "cpu"
+    plugins = job.cfg.trainer.get("plugins")
+    if plugins is not None:
+        plugins = _instantiate(plugins, "trainer.plugins")
     return _instantiate(
         job.cfg.trainer,
         "trainer",
         accelerator=kind,
+        plugins=cluster.trainer_plugins(plugins),
         devices=[job.device.index or 0] if kind == "gpu" else 1,
         deterministic=deterministic,
         default_root_dir=str(job.run_dir),

@@ -21,6 +21,7 @@ attribute), so ``optuna.storages.fail_stale_trials`` and
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -80,8 +81,25 @@ def redact(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a SQLAlchemy URL: nothing to hide
-        return url
+    except Exception:  # noqa: BLE001 - not a SQLAlchemy URL: mask what looks like one
+        return _PASSWORD.sub(r"\1***\3", url)
+
+
+# scheme://[user]:<password>@host: the password is group 2
+_PASSWORD = re.compile(r"(://[^/@:\s]*:)([^@\s]+)(@)")
+
+
+def scrub(text: str, spec: str) -> str:
+    """``text`` (a driver's or server's error message) with ``spec``'s password, and any
+    URL password in it, hidden."""
+    from urllib.parse import unquote
+
+    text = _PASSWORD.sub(r"\1***\3", text)
+    found = _PASSWORD.search(spec)
+    if found:
+        for secret in {found.group(2), unquote(found.group(2))}:
+            text = text.replace(secret, "***")
+    return text
 
 
 def resolve_spec(spec: Any, study_name: str | None, log_dir: str | Path | None) -> str:
@@ -180,13 +198,19 @@ def _open_redis(spec: str, key: str, beat: dict) -> Storage:
     try:
         from optuna.storages.journal import JournalRedisBackend
 
-        backend = JournalRedisBackend(spec)
-        storage = HeartbeatJournalStorage(backend, **beat)
+        with quiet_optuna():
+            backend = JournalRedisBackend(spec)
+            storage = HeartbeatJournalStorage(backend, **beat)
+            storage.get_all_studies()  # a wrong password fails here, not at the first trial
     except ImportError as err:
-        raise ConfigError(f"{key}={redact(spec)} needs redis ({err}); pip install redis") from None
+        raise ConfigError(
+            f"{key}={redact(spec)} needs the redis driver ({err}); "
+            "pip install 'tinycvae[redis]' (or: pip install redis)"
+        ) from None
     except Exception as err:  # noqa: BLE001 - redis raises its own connection errors
         raise ConfigError(
-            f"{key}={redact(spec)} is unreachable ({_first_line(err)}); allowed: {ALLOWED}"
+            f"{key}={redact(spec)} cannot be opened ({type(err).__name__}: "
+            f"{scrub(_first_line(err), spec)}); check the server, the user and the password"
         ) from None
     return Storage(storage, "redis", spec)
 
@@ -199,7 +223,9 @@ def _open_rdb(spec: str, scheme: str, key: str, create: bool, beat: dict) -> Sto
     try:
         url = make_url(spec)
     except ArgumentError as err:
-        raise ConfigError(f"{key}={shown} is not a URL ({err}); allowed: {ALLOWED}") from None
+        raise ConfigError(
+            f"{key}={shown} is not a URL ({scrub(_first_line(err), spec)}); allowed: {ALLOWED}"
+        ) from None
     path = None
     engine_kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
@@ -236,12 +262,13 @@ def _open_rdb(spec: str, scheme: str, key: str, create: bool, beat: dict) -> Sto
     except ImportError as err:
         raise ConfigError(
             f"{key}={shown}: the database driver is not installed ({_first_line(err)}); "
-            "install it (e.g. pip install psycopg2-binary or pymysql)"
+            "install it (PostgreSQL: pip install 'tinycvae[postgres]', i.e. psycopg; MySQL: "
+            "pip install pymysql)"
         ) from None
     except Exception as err:  # noqa: BLE001 - SQLAlchemy/driver errors: unreachable, bad URL
         raise ConfigError(
-            f"{key}={shown} cannot be opened ({type(err).__name__}: {_first_line(err)}); "
-            f"allowed: {ALLOWED}"
+            f"{key}={shown} cannot be opened ({type(err).__name__}: "
+            f"{scrub(_first_line(err), spec)}); allowed: {ALLOWED}"
         ) from None
     return Storage(storage, "sqlite" if path is not None else "database", spec, path)
 
