@@ -1,5 +1,5 @@
 """The estimator's flash and RAM against the linked MCU images, within 1%: its runtime
-code constants (``tinycvae.deploy.footprint``) are measured on ``deploy/``'s demo, so a
+code constants (``tinycvae.mcu.footprint``) are measured on ``deploy/``'s demo, so a
 change to the runtime that moves its size shows here. Random weights (the sizes depend
 on the shapes only): the 3_3_3_3 dice decoder at int8, and 16_16_16_16 at int4, whose
 last layer has an accumulator row of its own."""
@@ -13,9 +13,9 @@ import torch
 
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen, toolchain
-from tinycvae.deploy.footprint import estimate_stages, load_mcu
 from tinycvae.deploy.quantize import quantize, run_int8
-from tinycvae.deploy.stages import extract
+from tinycvae.mcu.footprint import estimate_stages, load_mcu
+from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
 TARGETS = (("ch32v003", "ch32v003"), ("cortex-m0plus", "cortex_m0plus_16k"))

@@ -13,7 +13,6 @@ from torch import nn
 
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen
-from tinycvae.deploy.footprint import estimate
 from tinycvae.deploy.qat import _fake_weight, finetune
 from tinycvae.deploy.quantize import (
     A_LIMIT,
@@ -24,7 +23,8 @@ from tinycvae.deploy.quantize import (
     run_int8,
     unpack_nibbles,
 )
-from tinycvae.deploy.stages import UnsupportedModelError, extract, run_fp32
+from tinycvae.mcu.footprint import estimate
+from tinycvae.mcu.stages import UnsupportedModelError, extract, run_fp32
 from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
 from tinycvae.models.conditioning import OneHotConcat
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from tinycvae.data.dice import dice_spec
-from tinycvae.deploy.footprint import SIGMOID_LUT_BYTES, TABLE_INT_BYTES, WORD_BYTES, estimate
 from tinycvae.deploy.quantize import QuantModel, quantize, run_int8
-from tinycvae.deploy.stages import KINDS, UnsupportedModelError, extract, run_fp32
+from tinycvae.mcu.footprint import SIGMOID_LUT_BYTES, TABLE_INT_BYTES, WORD_BYTES, estimate
+from tinycvae.mcu.stages import KINDS, UnsupportedModelError, extract, run_fp32
 from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
 from tinycvae.models.conditioning import OneHotConcat
 

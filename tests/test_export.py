@@ -197,7 +197,7 @@ def test_int4_c_runtime_reproduces_the_python_reference_byte_for_byte(arch, tmp_
     from tinycvae.deploy import codegen
     from tinycvae.deploy.builds import host_images
     from tinycvae.deploy.quantize import quantize, run_int8
-    from tinycvae.deploy.stages import extract
+    from tinycvae.mcu.stages import extract
     from tinycvae.models import build_cvae
 
     torch.manual_seed(0)
@@ -230,9 +230,9 @@ def exported_int4(trained, tmp_path_factory):
 
 
 def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(exported_int4, trained):
-    from tinycvae.deploy.footprint import estimate_stages, load_mcu
     from tinycvae.deploy.report import layer_breakdown
-    from tinycvae.deploy.stages import extract
+    from tinycvae.mcu.footprint import estimate_stages, load_mcu
+    from tinycvae.mcu.stages import extract
 
     out, report = exported_int4
     model, _ = load_model(trained / "checkpoints" / "best.ckpt")

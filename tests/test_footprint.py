@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from tinycvae.data.dice import dice_spec
-from tinycvae.deploy.footprint import (
+from tinycvae.errors import ConfigError
+from tinycvae.mcu.footprint import (
     CODE_BASE_BYTES,
     CODE_FPU_EXPF_BYTES,
     CODE_INT4_SOFT_MULTIPLY_BYTES,
@@ -29,8 +30,7 @@ from tinycvae.deploy.footprint import (
     load_mcu,
     summary_dict,
 )
-from tinycvae.deploy.stages import extract, fold_label
-from tinycvae.errors import ConfigError
+from tinycvae.mcu.stages import extract, fold_label
 from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
 from tinycvae.models.conditioning import OneHotConcat
 

@@ -163,9 +163,9 @@ def test_select_and_export_count_the_same_ram(tmp_path):
     """One model too big for the Cortex-M0+ part: --select and the export's fit check print
     the same RAM figure (the streamed activations plus the part's RAM reserve)."""
     from tinycvae.data.dice import dice_spec
-    from tinycvae.deploy.footprint import load_mcu, summary_dict
     from tinycvae.deploy.preflight import check_fit
-    from tinycvae.deploy.stages import extract
+    from tinycvae.mcu.footprint import load_mcu, summary_dict
+    from tinycvae.mcu.stages import extract
     from tinycvae.models import build_cvae
 
     model = build_cvae(dice_spec(32), latent=1, latent_mode="bypass", dim1=4, dim2=96, dim3=4,

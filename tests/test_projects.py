@@ -29,8 +29,8 @@ from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.preflight import check_settings
 from tinycvae.deploy.projects import PROJECTS, TEMPLATES, write_projects
 from tinycvae.deploy.quantize import quantize
-from tinycvae.deploy.stages import extract
 from tinycvae.errors import ConfigError
+from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
 from conftest import CONF, ROOT

@@ -17,7 +17,7 @@ import torch
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen, toolchain
 from tinycvae.deploy.quantize import quantize, run_int8
-from tinycvae.deploy.stages import extract, run_fp32
+from tinycvae.mcu.stages import extract, run_fp32
 from tinycvae.models import build_cvae
 
 ARCHS = {"conv": {"dim1": 3, "dim2": 3, "dim3": 3, "dim4": 3}, "mlp": {"hidden": 15}}

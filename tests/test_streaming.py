@@ -16,9 +16,9 @@ from torch import nn
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import toolchain
 from tinycvae.deploy.firmware import write_firmware
-from tinycvae.deploy.footprint import estimate
 from tinycvae.deploy.quantize import quantize
-from tinycvae.deploy.stages import extract
+from tinycvae.mcu.footprint import estimate
+from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
 DICE = dice_spec(32)

@@ -16,8 +16,7 @@ from omegaconf import DictConfig
 
 from tinycvae.errors import TinyCVAEError
 from tinycvae.outcome import EXIT_BAD_INPUT, EXIT_FAILED
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from tinycvae.repo import CONF_DIR
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:

@@ -35,11 +35,11 @@ from omegaconf import DictConfig, OmegaConf
 from tinycvae import devices
 from tinycvae.checkpoints import load_model
 from tinycvae.checks import require_int, writable_dir
-from tinycvae.cli import CONF_DIR
 from tinycvae.data.base import DataSpec, check_classes
 from tinycvae.deploy.source import load_data, resolve_source
 from tinycvae.errors import ConfigError
 from tinycvae.known_keys import warn_unknown_keys
+from tinycvae.repo import CONF_DIR
 from tinycvae.sampling import choose_sampler, fit_sampler
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import warnings
 
 from omegaconf import DictConfig, OmegaConf
 
-from tinycvae.cli import CONF_DIR
 from tinycvae.errors import ConfigWarning
+from tinycvae.repo import CONF_DIR
 
 # Read with +key=... (not in the command's yaml, so that + adds them): by src/evaluate.py
 # and src/generate.py (tinycvae.models.samplers.choose_sampler).

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tinycvae.checks import require_writable_dir
-from tinycvae.deploy.footprint import check_precision, load_mcu
 from tinycvae.errors import ConfigError
 from tinycvae.front.core import mark_fronts, select
 from tinycvae.front.outputs import log_wandb, plot, write_table
 from tinycvae.front.rows import RunRow, need
 from tinycvae.front.summaries import collect_runs, rows_from_wandb
+from tinycvae.mcu.footprint import check_precision, load_mcu
 from tinycvae.search.trials import default_out, load_study, rows_from_study
 
 

@@ -12,6 +12,7 @@ the process with ``128 + N``. Every stage runs on the job's one device
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -29,12 +30,12 @@ from tinycvae import cluster, devices
 from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number, require_writable_dir
 from tinycvae.data.datamodule import TensorDataModule
-from tinycvae.deploy.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.disk import AtomicCheckpointIO
 from tinycvae.errors import ConfigError, TinyCVAEError
 from tinycvae.evaluator import MIN_TRAIN_PER_CLASS, EvaluatorSettings, check_floor, load_or_train
 from tinycvae.known_keys import warn_unknown_keys
 from tinycvae.lit_module import CVAEModule, plans_over_run
+from tinycvae.mcu.footprint import all_mcus, flat_metrics, summary_dict
 from tinycvae.metrics import QualitySettings, evaluate_quality, param_counts
 from tinycvae.metrics.callback import PeriodicQuality
 from tinycvae.models import CVAE
@@ -415,13 +416,14 @@ def make_trainer(job: Job, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
         job.cfg.trainer,
         "trainer",
         accelerator=kind,
-        plugins=cluster.trainer_plugins(plugins),
+        # As one process (a cluster environment of our own), and a checkpoint is written
+        # whole or not at all (tinycvae.disk).
+        plugins=[*cluster.trainer_plugins(plugins), AtomicCheckpointIO()],
         devices=[job.device.index or 0] if kind == "gpu" else 1,
         deterministic=deterministic,
         default_root_dir=str(job.run_dir),
         logger=logger,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],  # a checkpoint is written whole or not at all
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tinycvae.deploy import toolchain
-from tinycvae.deploy.footprint import load_mcu
+from tinycvae.mcu.footprint import load_mcu
 
 
 def _golden(goal: str, model_dir: Path, build_dir: Path, what: str) -> tuple[str, str]:

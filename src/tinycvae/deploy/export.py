@@ -35,7 +35,6 @@ from tinycvae.checkpoints import load_model
 from tinycvae.deploy import toolchain
 from tinycvae.deploy.builds import build_and_check
 from tinycvae.deploy.firmware import write_firmware
-from tinycvae.deploy.footprint import MCUProfile, load_mcu
 from tinycvae.deploy.out_dir import check_out_dir, export_folder
 from tinycvae.deploy.preflight import check_fits, check_settings
 from tinycvae.deploy.projects import check_projects, write_projects
@@ -43,10 +42,11 @@ from tinycvae.deploy.ptq_or_qat import quantise_for_export
 from tinycvae.deploy.report import make_report, write_report
 from tinycvae.deploy.score import make_scorer, score_shipped
 from tinycvae.deploy.source import load_data, resolve_source
-from tinycvae.deploy.stages import extract
 from tinycvae.deploy.wandb_log import log_wandb
 from tinycvae.errors import ConfigError, ConfigWarning
 from tinycvae.known_keys import warn_unknown_keys
+from tinycvae.mcu.footprint import MCUProfile, load_mcu
+from tinycvae.mcu.stages import extract
 
 log = logging.getLogger(__name__)
 

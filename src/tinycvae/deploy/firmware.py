@@ -13,7 +13,7 @@ import torch
 
 from tinycvae.deploy import codegen
 from tinycvae.deploy.quantize import QuantModel, run_int8
-from tinycvae.deploy.stages import FloatModel, run_fp32
+from tinycvae.mcu.stages import FloatModel, run_fp32
 from tinycvae.models import CVAE
 from tinycvae.sampling import balanced_labels
 

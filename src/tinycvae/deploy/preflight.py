@@ -10,13 +10,13 @@ from omegaconf import DictConfig, ListConfig
 
 from tinycvae import devices
 from tinycvae.checks import require_int, require_number
-from tinycvae.deploy.footprint import MCUProfile, estimate_stages, load_mcu
 from tinycvae.deploy.out_dir import check_out_dir
 from tinycvae.deploy.projects import check_projects
 from tinycvae.deploy.quantize import BITS
-from tinycvae.deploy.stages import FloatModel
 from tinycvae.deploy.toolchain import Target
 from tinycvae.errors import ConfigError
+from tinycvae.mcu.footprint import MCUProfile, estimate_stages, load_mcu
+from tinycvae.mcu.stages import FloatModel
 
 
 def check_settings(cfg: DictConfig) -> torch.device:
@@ -65,7 +65,7 @@ def check_fit(
 ) -> dict[str, Any]:
     """The ``precision`` estimate of the stages ``fm`` for ``mcu`` (streamed, as the
     firmware runs); ConfigError saying by how much when the model does not fit. Its
-    figures are :meth:`~tinycvae.deploy.footprint.Footprint.fits`', as in summary.json's
+    figures are :meth:`~tinycvae.mcu.footprint.Footprint.fits`', as in summary.json's
     ``need`` that ``src/pareto.py --select`` prints."""
     fp = estimate_stages(fm, precision, True, mcu)
     fit = fp.fits(mcu)

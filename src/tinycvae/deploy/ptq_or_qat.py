@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from tinycvae.deploy.qat import finetune
 from tinycvae.deploy.quantize import BITS, QuantModel, quantize
 from tinycvae.deploy.score import Scorer
-from tinycvae.deploy.stages import FloatModel
+from tinycvae.mcu.stages import FloatModel
 from tinycvae.models import CVAE
 from tinycvae.sampling import balanced_labels, latents_of
 

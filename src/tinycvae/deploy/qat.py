@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, QuantModel, w_max
-from tinycvae.deploy.stages import FloatModel, run_stages
+from tinycvae.mcu.stages import FloatModel, run_stages
 
 
 def _ste_round(x: Tensor) -> Tensor:

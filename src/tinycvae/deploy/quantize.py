@@ -1,7 +1,7 @@
 """Post-training int8 / int4 quantisation of the deployed stages, and its exact reference.
 
 :func:`quantize` calibrates activation scales on the activations the decoder sees for the
-training set and turns the float stages (:func:`tinycvae.deploy.stages.extract`) into the
+training set and turns the float stages (:func:`tinycvae.mcu.stages.extract`) into the
 integer form of ``deploy/CONTRACT.md``: int8 (``bits=8``, codes -127..127) or int4
 (``bits=4``, codes -7..7) weights per output channel, int32 biases, an int16 class table,
 one requantisation word per output channel and a sigmoid lookup table; activations are
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinycvae.deploy.stages import FloatModel, Stage, UnsupportedModelError, run_stages
+from tinycvae.mcu.stages import FloatModel, Stage, UnsupportedModelError, run_stages
 
 ACT_MAX = 255  # hidden activations: uint8 after the fused ReLU
 LOGIT_MAX = 127  # last stage: int8 logits

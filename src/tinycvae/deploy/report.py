@@ -9,10 +9,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tinycvae.deploy.footprint import MCUProfile, estimate_stages
 from tinycvae.deploy.quantize import QuantModel
 from tinycvae.deploy.source import Source
-from tinycvae.deploy.stages import FloatModel
+from tinycvae.mcu.footprint import MCUProfile, estimate_stages
+from tinycvae.mcu.stages import FloatModel
 from tinycvae.summary import now_iso
 
 MODEL_KEYS = ("arch", "latent", "latent_mode", "sampler", "dim1", "dim2", "dim3", "dim4", "hidden")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinycvae.errors import TinyCVAEError
+from tinycvae.repo import DEPLOY_DIR
 
-DEPLOY_SRC = Path(__file__).resolve().parents[3] / "deploy"
+DEPLOY_SRC = DEPLOY_DIR  # the runtime, the demo, the golden test and the boards
 
 
 class ToolchainError(TinyCVAEError):

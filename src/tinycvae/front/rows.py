@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinycvae.deploy.footprint import load_mcu
+from tinycvae.mcu.footprint import load_mcu
 
 
 @dataclass

@@ -14,9 +14,9 @@ import math
 import warnings
 from pathlib import Path
 
-from tinycvae.deploy.footprint import check_precision
 from tinycvae.errors import ConfigError
 from tinycvae.front.rows import RunRow, row_from_summary
+from tinycvae.mcu.footprint import check_precision
 
 
 def collect_runs(folders: list[str | Path], precision: str = "int8") -> list[RunRow]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -23,8 +22,9 @@ from tinycvae.data.base import DataSpec
 from tinycvae.errors import ConfigError
 from tinycvae.models.conditioning import make_condition
 from tinycvae.models.cvae import CVAE, LATENT_MODES, Decoder, Encoder
+from tinycvae.repo import CONF_DIR
 
-MODEL_CONF = Path(__file__).resolve().parents[3] / "conf" / "model"
+MODEL_CONF = CONF_DIR / "model"
 SHARED_KEYS = ("arch", "latent", "latent_mode", "sample_std", "sampler", "conditioning")
 ARCHITECTURES = tuple(sorted(p.stem for p in MODEL_CONF.glob("*.yaml")))
 

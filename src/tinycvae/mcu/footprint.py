@@ -1,7 +1,7 @@
 """Flash, RAM and MAC estimates of a decoder as it would be deployed on a microcontroller,
 and the microcontroller profiles (``conf/mcu/``) it is checked against.
 
-The estimator costs the stages of :func:`tinycvae.deploy.stages.extract`, the same stages
+The estimator costs the stages of :func:`tinycvae.mcu.stages.extract`, the same stages
 the exporter quantises and writes to C, so it accepts and refuses exactly what the
 exporter does.
 
@@ -11,7 +11,7 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   projected or not), the label's effect on the first Linear's pre-activation is a constant
   per class. The firmware stores it as a ``K x out`` table of accumulator-domain constants
   that also absorbs the first Linear's bias; the first Linear keeps only its ``out x latent``
-  z-columns (no bias). :func:`~tinycvae.deploy.stages.fold_label` computes them.
+  z-columns (no bias). :func:`~tinycvae.mcu.stages.fold_label` computes them.
 * **Layers.** Linear: ``in*out`` weights, ``out`` biases (a layer without a bias ships
   zeros), ``in*out`` MACs. ConvTranspose2d (kernel k): ``in*out*k*k`` weights, ``out``
   biases; MACs are the *exact* count of valid taps (a tap whose output position falls in
@@ -50,16 +50,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from torch import nn
 
-from tinycvae.deploy.stages import CONV_T, KERNEL, LINEAR, FloatModel, Stage, extract
 from tinycvae.errors import ConfigError
+from tinycvae.mcu.stages import CONV_T, KERNEL, LINEAR, FloatModel, Stage, extract
+from tinycvae.repo import CONF_DIR
 
-MCU_DIR = Path(__file__).resolve().parents[3] / "conf" / "mcu"
+MCU_DIR = CONF_DIR / "mcu"
 PRECISIONS = ("fp32", "int8", "int4")
 
 # Runtime code size (bytes), measured with `size` on the firmware deploy/ builds (the demo:
@@ -418,7 +418,7 @@ def estimate(
     mcu: MCUProfile | None = None,
 ) -> Footprint:
     """The deployed footprint of ``decoder`` at ``precision``: :func:`estimate_stages` of
-    its stages; :class:`~tinycvae.deploy.stages.UnsupportedModelError` (a ConfigError)
+    its stages; :class:`~tinycvae.mcu.stages.UnsupportedModelError` (a ConfigError)
     for a layer the runtime does not implement."""
     check_precision(precision)
     return estimate_stages(extract(decoder, latent, num_classes), precision, stream, mcu)

@@ -1,6 +1,6 @@
 """The decoder as the microcontroller runs it: one walk that turns a decoder into stages.
 
-Both the footprint estimator (:mod:`tinycvae.deploy.footprint`) and the exporter
+Both the footprint estimator (:mod:`tinycvae.mcu.footprint`) and the exporter
 (:mod:`tinycvae.deploy.quantize`, then the C files) read the stages :func:`extract` makes,
 so they always describe the same layers and refuse the same ones.
 
