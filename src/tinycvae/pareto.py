@@ -341,12 +341,19 @@ def run(
     study: str | None = None,
     wandb_mode: str = "auto",
     project: str = "tinycvae",
+    min_acc: float | None = None,
 ) -> RunRow | None:
     """Read the runs (an Optuna study, a W&B project, or ``folders``, in that order of
     precedence), mark the fronts, write pareto.{csv,md,png} into ``out`` (default: the
     first folder, else beside the study's file), print the table, log it to W&B project
-    ``project``; with ``mcu``, print and return the best run that fits it. Every input is
-    checked before any work."""
+    ``project``; with ``mcu``, print and return the best run that fits it, or with
+    ``min_acc`` too the smallest that fits and meets it (:mod:`tinycvae.smallest`). Every
+    input is checked before any work."""
+    from tinycvae.smallest import check_min_acc, smallest_meeting
+
+    check_min_acc(min_acc)
+    if min_acc is not None and not mcu:
+        raise ConfigError(f"--min-acc={min_acc} needs --select MCU (the chip it must fit)")
     if mcu:
         load_mcu(mcu)  # an unknown MCU is bad input, said before any work
     check_precision(precision)
@@ -376,6 +383,8 @@ def run(
     log_wandb(rows, paths["png"], project, wandb_mode)
     if not mcu:
         return None
+    if min_acc is not None:
+        return smallest_meeting(rows, mcu, min_acc, precision).row
     best = select(rows, mcu)
     print(
         f"selected for {mcu} ({precision}): {best.name}: acc {best.acc:.3f}, "

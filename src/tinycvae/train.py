@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
-from tinycvae import devices
+from tinycvae import devices, distill
 from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number
 from tinycvae.data.datamodule import TensorDataModule
@@ -104,6 +104,7 @@ def build(cfg: DictConfig) -> Job:
         "model", _instantiate(cfg.model, "model", _partial_=True, _convert_="all"), datamodule.spec
     )
     run_info = {"config": resolved, "spec": asdict(datamodule.spec)}
+    teacher = distill.from_config(cfg.get("distill"), datamodule.spec, model)
     if "lr" in cfg.optimizer:
         require_number(cfg.optimizer.lr, "optimizer.lr", 0.0, exclusive=True)
     optimizer = _instantiate(cfg.optimizer, "optimizer")
@@ -116,6 +117,7 @@ def build(cfg: DictConfig) -> Job:
         beta_warmup=cfg.beta_warmup,
         recon_loss=cfg.recon_loss,
         run_info=run_info,
+        teacher=teacher,
     )
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg:
@@ -332,6 +334,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         footprint = summary_dict(model.decoder, model.latent, model.num_classes, all_mcus())
         cost = {**param_counts(model), **flat_metrics(footprint)}
         summary.update(footprint=footprint, metrics=cost)
+        if job.module.teacher is not None:
+            summary.update(distill=job.module.teacher.summary())
         run_id = previous.get("wandb", {}).get("id") or _new_run_id()
         checkpoints = lambda: {"checkpoints": _checkpoint_files(job.run_dir)}  # noqa: E731
         with recorded(summary, watch, cfg.name, checkpoints):
