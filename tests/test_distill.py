@@ -3,6 +3,7 @@ to end, the loss against the teacher's images, and the refusals before any work.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -127,3 +128,51 @@ def test_the_command_line_refusal_is_one_line_and_exit_2(teacher, tmp_path):
     assert lines[-1].startswith(f"error: distill.teacher={teacher} cannot teach this run: its")
     assert "latent mode is bypass, this run's is reparam" in lines[-1]
     assert not (tmp_path / "data").exists()
+
+
+def test_the_narrow_search_draws_each_width_on_its_own():
+    from hydra import compose, initialize_config_dir
+    from optuna.distributions import IntDistribution
+
+    from tinycvae.search.sweeper import search_space
+
+    from conftest import CONF
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", ["hparams_search=dice_optuna_narrow"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert list(sweeper.direction) == ["minimize", "maximize"] and len(cfg.objective) == 2
+    space, fixed = search_space(dict(sweeper.params), ["distill.teacher=runs/wide"])
+    assert space == {
+        "model.dim1": IntDistribution(1, 6),
+        "model.dim2": IntDistribution(1, 6),
+        "model.dim3": IntDistribution(1, 6),
+        "model.dim4": IntDistribution(1, 4),
+    }
+    assert fixed == ["distill.teacher=runs/wide"]  # every trial learns from the teacher
+
+
+@pytest.mark.slow
+def test_an_optuna_search_distils_every_trial(teacher, tmp_path):
+    tiny = [o for o in TINY if not o.startswith("model.dim")]
+    args = [
+        "-m",
+        "hparams_search=dice_optuna_narrow",
+        "hydra.sweeper.n_trials=2",
+        "logger=none",
+        "metrics=none",
+        "objective=[mcu/int8/flash_bytes,val/loss]",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        f"distill.teacher={teacher}",
+        *tiny,
+    ]
+    done = run_train(args, tmp_path, timeout=900)  # two trials: minutes on a busy machine
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [
+        json.loads(p.read_text()) for p in tmp_path.glob("logs/multiruns/*/*/summary.json")
+    ]
+    assert len(summaries) == 2
+    for s in summaries:
+        assert s["status"] == "ok"
+        assert s["distill"]["teacher"]["run_dir"] == str(teacher)
+        assert math.isfinite(s["metrics"]["train/distill"])
