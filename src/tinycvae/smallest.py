@@ -103,7 +103,8 @@ def smallest_meeting(rows: list[RunRow], mcu: str, min_acc: float, precision: st
         closest = sorted(fitting, key=lambda s: (-s.acc, s.row.flash_bytes))[:CLOSEST]
         print(f"no run that fits {mcu} reaches gen/acc >= {min_acc:g}; the closest:")
         for s in closest:
-            print(f"  {100 * (min_acc - s.acc):.1f} points short: {describe(s, precision)}")
+            short = 100 * (min_acc - s.acc)
+            print(f"  {short:.1f} points short: {describe(s, precision)} ({s.row.run_dir})")
         best = closest[0]
         raise SelectError(
             f"no run that fits {mcu} reaches gen/acc >= {min_acc:g}: the closest, "
