@@ -13,8 +13,11 @@ from optuna.distributions import CategoricalDistribution
 
 from tinycvae.data.base import DataSpec
 from tinycvae.deploy.footprint import all_mcus, summary_dict
+from tinycvae.deploy.report import record_in_run
 from tinycvae.models import build_cvae, count_params
+from tinycvae.pareto import collect_runs
 from tinycvae.search.front import compact_summary
+from tinycvae.smallest import scored
 
 SPEC = DataSpec("dice", 1, 32, 32, 6, tuple("123456"), ("angle", "scale"))
 # dims -> gen/acc from PyTorch; all three fit the CH32V003, 64_64_64_64 does not.
@@ -154,3 +157,17 @@ def test_the_smallest_run_meeting_x_in_an_optuna_study(tmp_path, capsys):
     answer = out[out.index("smallest for ch32v003") :]
     assert "dims 8_8_8_8" in answer and "(trial 2)" in answer
     assert f"checkpoint: {folders[(8, 8, 8, 8)] / 'checkpoints' / 'best.ckpt'}" in answer
+
+
+def test_the_export_records_its_report_in_the_run_folder_only(tmp_path):
+    folders = fake_sweep(tmp_path)
+    run_dir = folders[(3, 3, 3, 3)]
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    report = {"checkpoint": str(ckpt), "precision": "int8", "quality": {"acc_c_int8": 0.97}}
+    assert record_in_run(report) == run_dir / "exports" / "int8.json"
+    (row,) = [r for r in collect_runs([tmp_path]) if r.run_dir == str(run_dir)]
+    assert (scored(row, "int8").acc, scored(row, "int8").source) == (0.97, "C")
+    assert scored(row, "int4").source == "PyTorch"  # another precision was not exported
+    loose = tmp_path / "loose.ckpt"
+    loose.write_bytes(b"weights")
+    assert record_in_run({**report, "checkpoint": str(loose)}) is None  # not in a run folder
