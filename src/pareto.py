@@ -1,7 +1,8 @@
 """The size/quality Pareto front of finished runs, and the run that fits a chip.
 
     python src/pareto.py logs/multiruns/<sweep> [more folders] [--precision int8]
-                         [--select ch32v003] [--out DIR] [--wandb-mode auto|offline|disabled]
+                         [--select ch32v003 [--min-acc 0.99]] [--out DIR]
+                         [--wandb-mode auto|offline|disabled]
     python src/pareto.py --wandb-project ENTITY/PROJECT ...   (online: read runs from W&B)
     python src/pareto.py --optuna-storage STORAGE [--study NAME] ...   (an Optuna study:
         a journal file, sqlite:///x.db or a database URL; see tinycvae.search.storage)
@@ -9,7 +10,9 @@
 Writes pareto.csv, pareto.md and pareto.png into --out (default: the first folder, or
 the study's journal/SQLite file's folder),
 logs a W&B table and scatter, prints the front; with --select prints the best run whose
-decoder fits the MCU and its checkpoint (the input to the firmware export).
+decoder fits the MCU and its checkpoint (the input to the firmware export); with
+--min-acc X too, the smallest decoder that fits and whose gen/acc (from C where the run
+was exported, else from PyTorch) is at least X.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="int8", help="fp32 | int8 | int4")
     parser.add_argument(
         "--select", dest="mcu", metavar="MCU", help="print the best run that fits MCU"
+    )
+    parser.add_argument(
+        "--min-acc",
+        type=float,
+        metavar="X",
+        help="with --select: the smallest run that fits MCU with gen/acc >= X (0 < X <= 1)",
     )
     parser.add_argument("--out", type=Path, help="where to write pareto.{csv,md,png}")
     parser.add_argument("--wandb-project", help="read runs from this W&B project (online)")

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from tinycvae.checks import require_number
+from tinycvae.distill import Teacher
 from tinycvae.errors import NonFiniteLossError
 from tinycvae.losses import beta_at, check_recon, elbo_terms
 from tinycvae.models import CVAE
@@ -40,6 +41,7 @@ class CVAEModule(pl.LightningModule):
         beta_warmup: float = 0.0,
         recon_loss: str = "bce",
         run_info: dict | None = None,
+        teacher: Teacher | None = None,
     ) -> None:
         super().__init__()
         require_number(beta, "beta", 0)
@@ -52,20 +54,25 @@ class CVAEModule(pl.LightningModule):
         self.beta_warmup = float(beta_warmup)
         self.recon_loss = recon_loss
         self.run_info = run_info or {}  # resolved config etc., stored in every checkpoint
+        # Distillation (tinycvae.distill): a plain attribute, so the frozen teacher is in
+        # neither the optimizer, the checkpoints nor the parameter counts.
+        self.teacher = teacher
+        keys = ("loss", "recon", "kl") + (("distill",) if teacher is not None else ())
         # nan_strategy="disable": the default checks each update for NaN with a device sync.
-        self.train_means = nn.ModuleDict(
-            {k: MeanMetric(nan_strategy="disable") for k in ("loss", "recon", "kl")}
-        )
+        self.train_means = nn.ModuleDict({k: MeanMetric(nan_strategy="disable") for k in keys})
         self._finite: torch.Tensor | None = None  # all losses of this epoch finite so far
 
-    def _terms(self, batch, beta: float, generator=None) -> dict[str, torch.Tensor]:
+    def _terms(self, batch, beta: float, generator=None, teach=False) -> dict[str, torch.Tensor]:
         x, y, f = batch
         out = self.model(x, y, f, sample=True, generator=generator)
-        return elbo_terms(out.logits, x, out.mu, out.logvar, beta, self.recon_loss)
+        terms = elbo_terms(out.logits, x, out.mu, out.logvar, beta, self.recon_loss)
+        if teach and self.teacher is not None:  # training steps only: val/test stay the ELBO
+            terms = self.teacher.join(terms, out.logits, out.z, y, beta, self.recon_loss)
+        return terms
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         progress = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
-        terms = self._terms(batch, beta_at(self.beta, self.beta_warmup, progress))
+        terms = self._terms(batch, beta_at(self.beta, self.beta_warmup, progress), teach=True)
         # Nothing here waits for the device: the epoch means and the finiteness flag stay
         # tensors on the device and are read once per epoch (_check_finite). A sync per
         # step (an `if` on a tensor, .item()) costs a quarter of a tiny model's GPU speed.

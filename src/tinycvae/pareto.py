@@ -12,6 +12,7 @@ from tinycvae.errors import ConfigError
 from tinycvae.front.core import mark_fronts, select
 from tinycvae.front.outputs import log_wandb, plot, write_table
 from tinycvae.front.rows import RunRow, need
+from tinycvae.front.smallest import check_min_acc, smallest_meeting
 from tinycvae.front.summaries import collect_runs, rows_from_wandb
 from tinycvae.mcu.footprint import check_precision, load_mcu
 from tinycvae.search.trials import default_out, load_study, rows_from_study
@@ -28,12 +29,17 @@ def run(
     study: str | None = None,
     wandb_mode: str = "auto",
     project: str = "tinycvae",
+    min_acc: float | None = None,
 ) -> RunRow | None:
     """Read the runs (an Optuna study, a W&B project, or ``folders``, in that order of
     precedence), mark the fronts, write pareto.{csv,md,png} into ``out`` (default: the
     first folder, else beside the study's file), print the table, log it to W&B project
-    ``project``; with ``mcu``, print and return the best run that fits it. Every input is
-    checked before any work."""
+    ``project``; with ``mcu``, print and return the best run that fits it, or with
+    ``min_acc`` too the smallest that fits and meets it (:mod:`tinycvae.front.smallest`). Every
+    input is checked before any work."""
+    check_min_acc(min_acc)
+    if min_acc is not None and not mcu:
+        raise ConfigError(f"--min-acc={min_acc} needs --select MCU (the chip it must fit)")
     if mcu:
         load_mcu(mcu)  # an unknown MCU is bad input, said before any work
     check_precision(precision)
@@ -61,6 +67,8 @@ def run(
     log_wandb(rows, paths["png"], project, wandb_mode)
     if not mcu:
         return None
+    if min_acc is not None:
+        return smallest_meeting(rows, mcu, min_acc, precision).row
     best = select(rows, mcu)
     needs = need(best, mcu)
     print(

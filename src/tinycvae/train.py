@@ -26,7 +26,7 @@ from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
-from tinycvae import cluster, devices
+from tinycvae import cluster, devices, distill
 from tinycvae.cache import save_atomic
 from tinycvae.checks import require_int, require_number, require_writable_dir
 from tinycvae.data.datamodule import TensorDataModule
@@ -112,6 +112,7 @@ def build(cfg: DictConfig, command: str | None = None) -> Job:
     _call("model", check_fits, factory, datamodule.spec, datamodule.batch_size, device)
     model = _call("model", factory, datamodule.spec)
     run_info = {"config": resolved, "spec": asdict(datamodule.spec)}
+    teacher = distill.from_config(cfg.get("distill"), datamodule.spec, model)
     if "lr" in cfg.optimizer:
         require_number(cfg.optimizer.lr, "optimizer.lr", 0.0, exclusive=True)
     optimizer = _instantiate(cfg.optimizer, "optimizer")
@@ -125,6 +126,7 @@ def build(cfg: DictConfig, command: str | None = None) -> Job:
         beta_warmup=cfg.beta_warmup,
         recon_loss=cfg.recon_loss,
         run_info=run_info,
+        teacher=teacher,
     )
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg:
@@ -362,7 +364,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpoints = lambda: {"checkpoints": _checkpoint_files(job.run_dir)}  # noqa: E731
         with recorded(summary, watch, cfg.name, checkpoints):
             watch.check()  # a signal relayed before this job started: recorded at once
-            summary.update(footprint=footprint, metrics=cost)  # the first record: running
+            teacher = job.module.teacher  # distill.teacher=: recorded beside the run's cost
+            extra = {} if teacher is None else {"distill": teacher.summary()}
+            summary.update(footprint=footprint, metrics=cost, **extra)  # the first record: running
             _train_and_score(job, summary, cost, run_id, group, watch)
     return summary.data
 

@@ -39,7 +39,7 @@ from tinycvae.deploy.out_dir import check_out_dir, export_folder
 from tinycvae.deploy.preflight import check_fits, check_settings
 from tinycvae.deploy.projects import check_projects, write_projects
 from tinycvae.deploy.ptq_or_qat import quantise_for_export
-from tinycvae.deploy.report import make_report, write_report
+from tinycvae.deploy.report import make_report, record_in_run, write_report
 from tinycvae.deploy.score import make_scorer, score_shipped
 from tinycvae.deploy.source import load_data, resolve_source
 from tinycvae.deploy.wandb_log import log_wandb
@@ -65,6 +65,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         report = _export(cfg, device, targets, mcu, scratch)
         _swap_in(scratch / "model", final, scratch / "previous")
         log.info("wrote %s%s", final, "" if targets else " (not built or checked: targets=[])")
+        try:
+            recorded = record_in_run(report)
+        except OSError as err:  # the firmware is written; the run's copy is extra
+            log.warning(
+                "the export is in %s; recording it in its run folder failed: %s", final, err
+            )
+        else:
+            if recorded:
+                log.info("recorded in %s", recorded)
         try:
             run_dir = log_wandb(report, final, cfg.get("wandb") or {})
         except Exception as err:  # noqa: BLE001 - the firmware is written; tracking is extra

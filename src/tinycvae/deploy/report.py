@@ -66,6 +66,20 @@ def write_report(model_dir: Path, report: dict[str, Any]) -> None:
     (model_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
+def record_in_run(report: dict[str, Any]) -> Path | None:
+    """A copy of the report in the exported run's folder, ``<run>/exports/<precision>.json``
+    (where ``src/pareto.py --min-acc`` reads the C decoder's accuracy); None when the
+    checkpoint is not in a run folder (``<run>/checkpoints/*.ckpt`` beside summary.json)."""
+    ckpt = Path(report["checkpoint"])
+    run_dir = ckpt.parent.parent
+    if ckpt.parent.name != "checkpoints" or not (run_dir / "summary.json").is_file():
+        return None
+    path = run_dir / "exports" / f"{report['precision']}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
 def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
