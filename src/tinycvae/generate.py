@@ -214,11 +214,9 @@ def _test_image_split(info: dict[str, Any], index: int):
     return test
 
 
-def generate(cfg: DictConfig) -> dict[str, Any]:
-    """Draw the grid ``cfg`` asks for, write it, print its path; return what was done."""
-    from tinycvae.pictures import class_samples, save_png, style_transfer, tile_factor, upscale
-
-    warn_unknown_keys(cfg, "generate")
+def _request(cfg: DictConfig) -> tuple[int, int, Any, Any, int | None]:
+    """``n``, ``seed``, ``label``, ``prompt`` and ``style``, checked together (one line
+    for a bad value or a combination that names two things)."""
     n = cfg.get("n")
     if type(n) is not int or not 1 <= n <= MAX_N:
         raise ConfigError(f"n={n} is invalid; allowed: an integer from 1 to {MAX_N}")
@@ -235,20 +233,69 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
                 f"style={style} decodes the image's z with every label; allowed: style= "
                 "without label= or prompt="
             )
+    return n, seed, label, prompt, style
+
+
+def _classes_and_stem(
+    spec: DataSpec, vocab: Vocabulary, label: Any, prompt: Any, style: int | None
+) -> tuple[list[int], str]:
+    """The classes drawn (a row each) and the file name's stem for them."""
+    if style is not None:
+        return list(range(spec.num_classes)), f"style-of-test-{style}"
+    if prompt is not None:
+        return [vocab.match(str(prompt))], slug(prompt)
+    if label is not None:
+        classes = [vocab.label(label)]
+        return classes, f"class-{slug(spec.class_names[classes[0]])}"
+    return list(range(spec.num_classes)), "all-classes"
+
+
+def _result(ckpt: Path, spec: DataSpec, model, classes: list[int], n: int, seed: int,
+            out: Path, prompt: Any, style: int | None) -> dict[str, Any]:  # fmt: skip
+    """What was drawn, as the command returns it (and W&B records it)."""
+    result: dict[str, Any] = {
+        "checkpoint": str(ckpt),
+        "data": spec.name,
+        "classes": [spec.class_names[c] for c in classes],
+        "labels": classes,
+        "n": n,
+        "seed": seed,
+        "sampler": model.sampler.kind,
+        "sample_std": model.sampler.sample_std,
+        "bypass": bool(model.bypass),
+        "png": str(out),
+    }
+    if prompt is not None:
+        result["prompt"] = str(prompt)
+    if style is not None:
+        result["style"] = style
+    return result
+
+
+def _log_drawn(where: str, result: dict[str, Any]) -> None:
+    names, prompt = ", ".join(result["classes"]), result.get("prompt")
+    if "style" in result:
+        log.info("%s: test image %d and its z decoded with %s", where, result["style"], names)
+        return
+    log.info(
+        "%s: %d x %d images of %s (%s sampler, seed %d)%s",
+        where, len(result["classes"]), result["n"], names, result["sampler"], result["seed"],
+        f' for prompt "{prompt}"' if prompt is not None else "",
+    )  # fmt: skip
+
+
+def generate(cfg: DictConfig) -> dict[str, Any]:
+    """Draw the grid ``cfg`` asks for, write it, print its path; return what was done."""
+    from tinycvae.pictures import class_samples, save_png, style_transfer, tile_factor, upscale
+
+    warn_unknown_keys(cfg, "generate")
+    n, seed, label, prompt, style = _request(cfg)
     ckpt, where = _checkpoint(cfg)
     device = devices.resolve(cfg.trainer.get("accelerator", "auto"), "trainer.accelerator")
     model, info = load_model(ckpt, "cpu")
     spec = DataSpec.from_dict(info["spec"])
     vocab = Vocabulary.of(spec, _classes(cfg, spec.name, where))
-    if style is not None:
-        classes, stem = list(range(spec.num_classes)), f"style-of-test-{style}"
-    elif prompt is not None:
-        classes, stem = [vocab.match(str(prompt))], slug(prompt)
-    elif label is not None:
-        classes = [vocab.label(label)]
-        stem = f"class-{slug(spec.class_names[classes[0]])}"
-    else:
-        classes, stem = list(range(spec.num_classes)), "all-classes"
+    classes, stem = _classes_and_stem(spec, vocab, label, prompt, style)
     unfitted = choose_sampler(model, cfg.get("sampler"), "cpu", cfg.get("sample_std"))
     if style is None:  # style= decodes the image's own z: n, seed and sampler play no part
         stem = default_stem(stem, n, seed, model.sampler.kind, cfg.get("sample_std"))
@@ -265,30 +312,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         grid = class_samples(model, per_class=n, seed=seed, sampler=model.sampler, classes=classes)
     grid = upscale(grid, tile_factor(spec.height, MIN_TILE))
     save_png(out, grid)
-    names = [spec.class_names[c] for c in classes]
-    result: dict[str, Any] = {
-        "checkpoint": str(ckpt),
-        "data": spec.name,
-        "classes": names,
-        "labels": classes,
-        "n": n,
-        "seed": seed,
-        "sampler": model.sampler.kind,
-        "sample_std": model.sampler.sample_std,
-        "bypass": bool(model.bypass),
-        "png": str(out),
-    }
-    if prompt is not None:
-        result["prompt"] = str(prompt)
-    if style is not None:
-        result["style"] = style
-        log.info("%s: test image %d and its z decoded with %s", where, style, ", ".join(names))
-    else:
-        log.info(
-            "%s: %d x %d images of %s (%s sampler, seed %d)%s",
-            where, len(classes), n, ", ".join(names), model.sampler.kind, seed,
-            f' for prompt "{prompt}"' if prompt is not None else "",
-        )  # fmt: skip
+    result = _result(ckpt, spec, model, classes, n, seed, out, prompt, style)
+    _log_drawn(where, result)
     if cfg.get("wandb"):
         result["wandb"] = log_wandb(cfg, grid, result)
     print(out, flush=True)

@@ -188,7 +188,6 @@ def open_study(
     """Create the study or continue it; ConfigError (before any trial) when ``resume=true``
     names a missing study, ``resume=false`` an existing one, or the stored study optimises
     other objectives than this search."""
-    where = storage.describe()
     if storage.kind == "memory":
         if resume:
             raise ConfigError(
@@ -199,25 +198,9 @@ def open_study(
             return optuna.create_study(
                 study_name=study_name, sampler=sampler, directions=directions
             )
-    if not study_name:
-        raise ConfigError(
-            f"hydra.sweeper.study_name=null with storage {where}: allowed: a name, so that "
-            "the study can be found again"
-        )
+    exists = _check_resume(storage, study_name, resume)
     with quiet_optuna():
-        names = optuna.get_all_study_names(storage.optuna)
-    if resume and study_name not in names:
-        raise ConfigError(
-            f"hydra.sweeper.study_name={study_name}: no such study in {where} "
-            f"(hydra.sweeper.resume=true); allowed: {', '.join(sorted(names)) or 'none stored yet'}"
-        )
-    if resume is False and study_name in names:
-        raise ConfigError(
-            f"hydra.sweeper.study_name={study_name} already exists in {where} "
-            "(hydra.sweeper.resume=false); allowed: a new name, or resume=null to continue it"
-        )
-    with quiet_optuna():
-        if study_name in names:
+        if exists:
             study = optuna.load_study(
                 study_name=study_name, storage=storage.optuna, sampler=sampler
             )
@@ -237,12 +220,36 @@ def open_study(
                 stored_names = list(metric_names)
     if stored != directions or (metric_names and stored_names and stored_names != metric_names):
         raise ConfigError(
-            f"study {study_name} in {where} has objectives "
+            f"study {study_name} in {storage.describe()} has objectives "
             f"[{objectives_text(stored, stored_names)}]; this search asks for "
             f"[{objectives_text(directions, metric_names)}]; allowed: the same objectives "
             "and directions, or another hydra.sweeper.study_name"
         )
     return study
+
+
+def _check_resume(storage: Storage, study_name: str | None, resume: bool | None) -> bool:
+    """A stored study needs a name; ``resume=true`` one that exists, ``resume=false`` one
+    that does not. Whether it exists."""
+    where = storage.describe()
+    if not study_name:
+        raise ConfigError(
+            f"hydra.sweeper.study_name=null with storage {where}: allowed: a name, so that "
+            "the study can be found again"
+        )
+    with quiet_optuna():
+        names = optuna.get_all_study_names(storage.optuna)
+    if resume and study_name not in names:
+        raise ConfigError(
+            f"hydra.sweeper.study_name={study_name}: no such study in {where} "
+            f"(hydra.sweeper.resume=true); allowed: {', '.join(sorted(names)) or 'none stored yet'}"
+        )
+    if resume is False and study_name in names:
+        raise ConfigError(
+            f"hydra.sweeper.study_name={study_name} already exists in {where} "
+            "(hydra.sweeper.resume=false); allowed: a new name, or resume=null to continue it"
+        )
+    return study_name in names
 
 
 def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
