@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,14 @@ def compose_train(overrides: list[str], tmp_path: Path | None = None) -> DictCon
             if not any(o.startswith("paths.output_dir=") for o in overrides):
                 cfg.paths.output_dir = str(tmp_path / "run")
     return cfg
+
+
+def needs_tools(*tools: str, install: str = "") -> pytest.MarkDecorator:
+    """Skip unless every command in ``tools`` is on PATH: the one way a test says it needs
+    a tool; the reason names the missing ones and (``install``) where they come from."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    where = f" ({install})" if install else ""
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)} on PATH{where}")
 
 
 # The electronic-die article's table (docs/references.md): decoder weights with the angle

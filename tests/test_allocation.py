@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tinycvae import devices
 
-from conftest import TINY, TRAIN
+from conftest import TINY, TRAIN, needs_tools
 
 
 def fake_cgroup(tmp_path: Path, lines: str, files: dict[str, str]) -> tuple[Path, Path]:
@@ -68,7 +65,7 @@ def test_slurm_counts_only_inside_a_job_and_the_smallest_count_wins(tmp_path):
     assert devices.cpu_threads(16, 1, many) == 16  # an explicit number stays as given
 
 
-@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) not installed")
+@needs_tools("taskset", install="util-linux")
 def test_a_job_under_taskset_takes_one_thread_and_says_why(tmp_path):
     proc = subprocess.run(
         ["taskset", "-c", "0", sys.executable, str(TRAIN), "logger=none", "metrics=none", *TINY],

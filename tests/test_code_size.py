@@ -6,8 +6,6 @@ last layer has an accumulator row of its own."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -18,10 +16,13 @@ from tinycvae.mcu.footprint import estimate_stages, load_mcu
 from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
+from conftest import needs_tools
+
 TARGETS = (("ch32v003", "ch32v003"), ("cortex-m0plus", "cortex_m0plus_16k"))
-needs = pytest.mark.skipif(
-    shutil.which("riscv64-unknown-elf-gcc") is None or shutil.which("arm-none-eabi-gcc") is None,
-    reason="needs gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, gcc-arm-none-eabi, "
+needs = needs_tools(
+    "riscv64-unknown-elf-gcc",
+    "arm-none-eabi-gcc",
+    install="gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, gcc-arm-none-eabi, "
     "libnewlib-arm-none-eabi",
 )
 

