@@ -67,8 +67,8 @@ def quantise_for_export(
         if precision == "int4" and cfg.get("qat_epochs_int4") is not None:
             epochs = cfg.qat_epochs_int4  # 4-bit weights need longer fine-tuning
         quality["qat_epochs"] = int(epochs)
-        tuned = finetune(fm, qm, z_cal, y_cal, epochs, cfg.qat_lr, seed=cfg.seed)
-        qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass, bits)
+        tuned, steps = finetune(fm, qm, z_cal, y_cal, epochs, cfg.qat_lr, seed=cfg.seed)
+        qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass, bits, steps)
         quality[qat] = scorer.acc(scorer.int8(qm_tuned))
         if quality[qat] >= quality[ptq]:
             qm = qm_tuned  # else the post-training model ships: fine-tuning did not help
