@@ -17,9 +17,7 @@ that flips under the straight-through estimator sends the run elsewhere).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, QuantModel, Steps, w_max
+from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, QuantModel, Steps, one_thread, w_max
 from tinycvae.deploy.stages import FloatModel, run_stages
 
 
@@ -105,17 +103,6 @@ def fake_forward(
     return x.reshape(x.shape[0], *fm.out_shape)
 
 
-@contextlib.contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def finetune(
     fm: FloatModel,
     qm: QuantModel,
@@ -145,7 +132,7 @@ def finetune(
     n_steps = epochs * max(1, len(z) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_steps)
     gen = torch.Generator().manual_seed(seed)
-    with _one_thread(fm.device):
+    with one_thread(fm.device):
         for _ in range(epochs):
             order = torch.randperm(len(z), generator=gen)
             for k in range(0, len(z) - batch_size + 1, batch_size):

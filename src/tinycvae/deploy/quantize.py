@@ -12,7 +12,9 @@ is the int4 weights' layout in flash (two per byte, low nibble first).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -187,13 +189,26 @@ def _weights(
     return q.to(torch.int64).numpy().astype(np.int8), scale.numpy()
 
 
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """Torch on one CPU thread inside (on the CPU): sums in one order, so that scales and
+    fine-tuning come out the same on every run and machine, whatever the thread count."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def calibration_ranges(
     fm: FloatModel, z: Tensor, labels: Tensor, batch_size: int = 2048
 ) -> list[float]:
     """Per stage: the largest output the calibration inputs produce (after the ReLU;
     the last stage: the largest |logit|). Computed where ``fm`` is."""
     peaks = [0.0] * len(fm.stages)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread(fm.device):
         for i in range(0, len(z), batch_size):
             outs: list[Tensor] = []
             zb, yb = z[i : i + batch_size], labels[i : i + batch_size]
