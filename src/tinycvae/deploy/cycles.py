@@ -240,7 +240,7 @@ def timing_report(segments: list[list[Executed]], isa: str) -> dict:
             "mcu": p.mcu, "part": p.part, "core": p.core.name, "clock_mhz": p.clock_mhz,
             "flash_wait_states": p.wait_states, "cycles_per_image": round(total),
             "us_per_image": round(total / p.clock_mhz, 1),
-            "cycles_per_stage": [round(cycles(seg, p)) for seg in segments[1:-1]],
+            "cycles_per_stage": [round(cycles(seg, p)) for seg in segments[1:-1]],  # [] unsplit
         })  # fmt: skip
     return {
         "model": "tinycvae.deploy.cycles (docs/incoming/22-cycles.md)",

@@ -129,12 +129,13 @@ def plugin_args(
     split: str | None = "cvae_stage_hook",
 ) -> str:
     """The plugin's arguments: count from ``window[1]`` (once ``window[0]`` has run) to
-    ``window[2]``, a new segment at each ``split``; flash = the read-only sections."""
+    ``window[2]``, a new segment at each ``split`` (if ``elf`` has it); flash = the
+    read-only sections."""
     syms = symbols(emu, elf)
-    need = [*window, *([split] if split else [])]
-    missing = [s for s in need if s not in syms]
+    missing = [s for s in window if s not in syms]
     if missing:
         raise toolchain.ToolchainError(f"{elf} has no {', '.join(missing)}")
+    split = split if split in syms else None  # a runtime without stage hooks: one segment
     args = [f"out={out}"] + [f"{k}={syms[s]:x}" for k, s in zip(("arm", "on", "off"), window)]
     args += [f"split={syms[split]:x}"] if split else []
     args += [f"ro={lo:x}-{hi:x}" for lo, hi in readonly_ranges(emu, elf)]
