@@ -6,7 +6,10 @@ against the fp32 reference path (soft float + expf) built from the same export.
     python bench/firmware.py [--model deploy/model] [--baseline 7158036]
 
 QEMU counts instructions, not cycles: ARMv6-M (Cortex-M0+) code on mps2-an385
-(-icount shift=0) and the CH32V003's rv32ec code on virt (minstret). The baseline is
+(-icount shift=0) and the CH32V003's rv32ec code on virt (minstret). Beside each count,
+cycles and microseconds per image on every part in conf/mcu that runs that code, from the
+executed instruction mix (a QEMU plugin, tinycvae.deploy.insn_mix) and the timing model
+of tinycvae.deploy.cycles (docs/incoming/22-cycles.md). The baseline is
 ``deploy/`` (runtime, boards, Makefile) at the git revision ``--baseline`` (default: the
 gather-form runtime before the scatter kernels), built against the same model files.
 """
@@ -24,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tinycvae.deploy import toolchain  # noqa: E402
+from tinycvae.deploy import insn_mix, toolchain  # noqa: E402
+from tinycvae.deploy.cycles import timing_report  # noqa: E402
 
 BASELINE = "7158036"  # deploy/cvae.c before the scatter kernels (gather form, tap lists)
 CORES = (("check-qemu", "ARMv6-M"), ("check-qemu-rv32", "rv32ec"))
@@ -42,6 +46,22 @@ def count(goal: str, model: Path, build: Path, deploy: Path | None = None) -> in
     if ok != n:
         raise SystemExit(f"make {goal}: {ok}/{n} golden vectors")
     return toolchain.instructions_per_image(out)
+
+
+def cycle_lines(goal: str, model: Path, build: Path) -> list[str]:
+    """Cycles and microseconds per image on each part that runs ``goal``'s code."""
+    target = goal.removeprefix("check-")
+    text, executed = insn_mix.run_with_mix(target, model, build)
+    report = timing_report(executed.segments, executed.isa)
+    n = toolchain.instructions_per_image(text)
+    lines = [f"    mix of {report['instructions_per_image']:,} instructions (board: {n:,}): "
+             + ", ".join(f"{k} {v:,}" for k, v in report["mix"].items())]  # fmt: skip
+    for p in report["parts"]:
+        c = p["cycles_per_image"]
+        lines.append(f"    {p['part']:12s} {p['core']:13s} {p['clock_mhz']:5.0f} MHz "
+                     f"{p['flash_wait_states']} WS: {c:>11,} cycles ({c / n:.2f} per "
+                     f"instruction), {p['us_per_image'] / 1000:8.2f} ms per image")  # fmt: skip
+    return lines
 
 
 def for_older_runtime(model: Path, into: Path) -> Path:
@@ -64,6 +84,12 @@ def for_older_runtime(model: Path, into: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="deploy/model", help="an export's model folder")
+    parser.add_argument(
+        "--precision",
+        default="int8",
+        choices=["int8", "int4"],
+        help="the integer model folder to time (the export's precision)",
+    )
     parser.add_argument("--baseline", default=BASELINE,
                         help="git revision of the runtime to compare with ('' : none)")  # fmt: skip
     args = parser.parse_args()
@@ -77,18 +103,20 @@ def main() -> None:
                                      capture_output=True, check=True).stdout  # fmt: skip
             subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
             old_deploy = tmp / "deploy"
-            old_model = for_older_runtime(model / "int8", tmp / "old_model")
-        print(f"int8 model {model / 'int8'}: instructions per image (QEMU)")
+            old_model = for_older_runtime(model / args.precision, tmp / "old_model")
+        print(f"{args.precision} model {model / args.precision}: instructions per image (QEMU)")
         for goal, core in CORES:
-            new = count(goal, model / "int8", tmp / "new")
+            new = count(goal, model / args.precision, tmp / "new")
             line = f"  {core:8s} {new:>11,}"
             if old_deploy:
                 old = count(goal, old_model, tmp / "old", old_deploy)
                 line += f"   runtime {args.baseline}: {old:>11,}   {old / new:.2f}x fewer"
             print(line)
+            print("\n".join(cycle_lines(goal, model / args.precision, tmp / "new")))
         fp32 = count("check-qemu", model / "fp32", tmp / "fp32")
-        int8 = count("check-qemu", model / "int8", tmp / "new")
-        print(f"  fp32 reference path, ARMv6-M: {fp32:,} ({fp32 / int8:.1f}x the int8 runtime)")
+        fixed = count("check-qemu", model / args.precision, tmp / "new")
+        print(f"  fp32 reference path, ARMv6-M: {fp32:,} ({fp32 / fixed:.1f}x the "
+              f"{args.precision} runtime)")  # fmt: skip
 
 
 if __name__ == "__main__":

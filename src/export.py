@@ -21,7 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from tinycvae.cli import check_group_choices, exit_on_error  # noqa: E402
 from tinycvae.deploy.export import export  # noqa: E402
-from tinycvae.deploy.report import format_layers  # noqa: E402
+from tinycvae.deploy.report import format_layers, format_timing  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
@@ -30,6 +30,7 @@ def main(cfg: DictConfig) -> None:
         report = export(cfg)
         print(json.dumps(report, indent=2))
         print(format_layers(report["layers"]))
+        print(format_timing(report["targets"]))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from torch import nn
 
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen
+from tinycvae.deploy.equalize import equalize
 from tinycvae.deploy.qat import _fake_weight, finetune
 from tinycvae.deploy.quantize import (
     A_LIMIT,
@@ -199,7 +200,7 @@ def test_fine_tuning_runs_on_fewer_latents_than_a_batch():
     fm = extract(m.decoder, 1, K)
     z, y = inputs(m, 100)
     qm = quantize(fm, z, y, bypass=True)
-    tuned = finetune(fm, qm, z, y, epochs=2, batch_size=256)
+    tuned, _ = finetune(fm, qm, z, y, epochs=2, batch_size=256)
     assert not torch.equal(tuned.stages[1].weight, fm.stages[1].weight)
     assert not fm.stages[1].weight.requires_grad  # the original is left alone
 
@@ -302,7 +303,7 @@ def test_int4_fine_tuning_fake_quantises_at_4_bits():
         assert max(per_channel) <= levels
     z, y = inputs(m, 100)
     qm = quantize(fm, z, y, bypass=True, bits=4)
-    tuned = finetune(fm, qm, z, y, epochs=1, batch_size=256)
+    tuned, _ = finetune(fm, qm, z, y, epochs=1, batch_size=256)
     assert not torch.equal(tuned.stages[1].weight, fm.stages[1].weight)
 
 
@@ -326,3 +327,27 @@ def test_unknown_weight_width_is_refused():
     z, y = inputs(m, 64)
     with pytest.raises(ValueError, match="allowed: 8, 4"):
         quantize(fm, z, y, bypass=True, bits=5)
+
+
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+def test_equalisation_keeps_the_decoder_and_balances_its_channels(arch):
+    m = model(arch)
+    fm = extract(m.decoder, 1, K)
+    st = fm.stages[1]
+    with torch.no_grad():  # channel 0 of stage 1's output: 50x too large, read 50x too small
+        st.weight[:1] *= 50
+        st.bias[:1] *= 50
+        nxt = fm.stages[2].weight
+        if fm.stages[2].kind == "linear":
+            nxt[:, : nxt.shape[1] // fm.stages[2].in_shape[0]] /= 50
+        else:
+            nxt[:, :1] /= 50
+    z, y = inputs(m)
+    eq = equalize(fm)
+    with torch.no_grad():
+        assert torch.allclose(eq.forward(z, y), fm.forward(z, y), atol=1e-4)
+    # the 4-bit integer model of the equalised stages is the closer one to the float model
+    ref = run_fp32(fm, z, y).numpy()
+    errs = [np.mean((run_int8(q, q.quantize_z(z), y.numpy()) / 255.0 - ref) ** 2)
+            for q in (quantize(f, z, y, bypass=True, bits=4) for f in (fm, eq))]  # fmt: skip
+    assert errs[1] < errs[0], errs

@@ -91,6 +91,27 @@ def test_host_qemu_and_mcu_builds_verify_the_golden_vectors(exported):
     assert not list(out.glob(".export-*"))  # the scratch folder is gone
 
 
+def test_the_report_models_cycles_and_microseconds_per_part(exported):
+    targets = exported[1]["targets"]
+    for target, want in (("qemu", {"STM32C011F4", "STM32F030F4", "STM32G031K8", "RP2040"}),
+                         ("qemu-rv32", {"CH32V003"})):  # fmt: skip
+        c, board = targets[target]["cycles"], targets[target]["instructions_per_image"]
+        # the plugin's window is the board's less the call around cvae_generate (and the
+        # Arm board counts in SysTick ticks of 40 instructions)
+        assert abs(c["instructions_per_image"] - board) <= 64, (c["instructions_per_image"], board)
+        assert sum(v for k, v in c["mix"].items() if k != "taken") == c["instructions_per_image"]
+        parts = {p["part"]: p for p in c["parts"]}
+        assert set(parts) == want
+        for p in parts.values():
+            # loads, stores and taken branches cost more than one cycle on every core
+            assert board < p["cycles_per_image"] < 4 * board, p
+            assert p["us_per_image"] == round(p["cycles_per_image"] / p["clock_mhz"], 1)
+            total = p["cycles_per_image"]
+            assert 0.97 * total < sum(p["cycles_per_stage"]) <= total
+    arm = {p["part"]: p["cycles_per_image"] for p in targets["qemu"]["cycles"]["parts"]}
+    assert arm["STM32F030F4"] > arm["STM32C011F4"]  # the M0's taken branches cost 3, not 2
+
+
 def test_the_report_breaks_the_decoder_down_per_layer(exported):
     report = exported[1]
     layers = report["layers"]
@@ -108,6 +129,9 @@ def test_the_report_breaks_the_decoder_down_per_layer(exported):
         assert abs(sum(counts) - image) <= 0.01 * image, (counts, image)
     table = format_layers(layers)
     assert "instr. rv32ec" in table and table.splitlines()[-1].startswith("total")
+    assert "cycles rv32ec" in table and "us armv6m" in table
+    for core in ("armv6m", "rv32ec"):
+        assert all(r[f"cycles_{core}"] > r[f"instructions_{core}"] for r in layers[1:-1])
 
 
 def test_the_export_is_a_wandb_run_with_the_firmware_as_an_artifact(exported):
@@ -219,10 +243,11 @@ def test_int4_c_runtime_reproduces_the_python_reference_byte_for_byte(arch, tmp_
 
 @pytest.fixture(scope="module")
 def exported_int4(trained, tmp_path_factory):
-    """The module's trained run exported at int4 (one fine-tuning epoch: the plumbing)."""
+    """The module's trained run exported at int4 (one fine-tuning epoch, always run: the
+    plumbing)."""
     out = tmp_path_factory.mktemp("deploy4")
     cfg = export_cfg(f"run={trained}", "precision=int4", "eval_samples=120",
-                     "qat_epochs_int4=1", out_dir=out)  # fmt: skip
+                     "qat_epochs_int4=1", "qat=true", out_dir=out)  # fmt: skip
     return out, export(cfg)
 
 
@@ -255,8 +280,7 @@ def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(exported
     assert q["precision"] == "int4" and q["c_matches_reference"] is True
     assert "acc_int4_ptq" in q and "acc_c_int4" in q and "acc_c_int8" not in q
     assert q["samples"] == 120
-    assert q["qat"] == (q["acc_pytorch"] - q["acc_int4_ptq"] > 0.01)  # qat=auto
-    assert ("acc_int4_qat" in q) == q["qat"]  # fine-tuned at 4 bits when int4 cost too much
+    assert q["qat"] is True and "acc_int4_qat" in q  # qat=true: fine-tuned at 4 bits
     assert q.get("qat_epochs", 1) == 1  # qat_epochs_int4, not qat_epochs
     # the C images are the shipped reference's: they score what it scored (int4 may cost
     # this small decoder more than a point even after fine-tuning; the export warns)
@@ -267,6 +291,24 @@ def test_int4_export_builds_verifies_and_is_estimated_within_10_percent(exported
     assert "int4/cvae_model.c" in report["files"] and "int8/cvae_model.c" not in report["files"]
     project = (out / "model" / "ch32fun" / "cvae_model.h").read_text()
     assert "#define CVAE_INT4 1" in project  # the projects carry the shipped model
+
+
+def test_two_int4_exports_of_the_same_run_write_the_same_bytes(exported_int4, trained, tmp_path):
+    """Fine-tuning included (qat=true), and with another torch thread count: the same
+    seed gives the same firmware."""
+    cfg = export_cfg(f"run={trained}", "precision=int4", "eval_samples=120",
+                     "qat_epochs_int4=1", "qat=true", "targets=[host]", "projects=[]",
+                     out_dir=tmp_path)  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        again = export(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    first = exported_int4[0] / "model" / "int4"
+    for name in ("cvae_model.c", "cvae_model.h", "cvae_golden.h"):
+        assert (tmp_path / "model" / "int4" / name).read_bytes() == (first / name).read_bytes()
+    assert again["quality"]["acc_int4_qat"] == exported_int4[1]["quality"]["acc_int4_qat"]
 
 
 def test_int4_ch32v003_image_has_no_float_code(exported_int4, tmp_path):
@@ -436,6 +478,7 @@ def test_unknown_mcu_names_the_choices(tmp_path):
      (["checkpoint=x.ckpt", "wandb.mode=loud"], "wandb.mode=loud is invalid"),
      (["checkpoint=x.ckpt", "precision=int5"], "precision=int5 is unknown; allowed: int8, int4"),
      (["checkpoint=x.ckpt", "qat_epochs_int4=0"], "qat_epochs_int4=0 is invalid"),
+     (["checkpoint=x.ckpt", "qat_batch_size_int4=0"], "qat_batch_size_int4=0 is invalid"),
      (["checkpoint=x.ckpt", "device=tpu"], "device=tpu is unknown; allowed: auto, cpu"),
      (["artifact=me/tinycvae/model-abc:best"], "needs W&B online")],
 )  # fmt: skip

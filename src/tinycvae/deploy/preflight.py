@@ -27,8 +27,11 @@ def check_settings(cfg: DictConfig) -> torch.device:
     for key, least in (("golden_count", 1), ("eval_samples", 1), ("calib_samples", 1),
                        ("qat_epochs", 1)):  # fmt: skip
         require_int(cfg[key], key, least)
-    if cfg.get("qat_epochs_int4") is not None:
-        require_int(cfg.qat_epochs_int4, "qat_epochs_int4", 1)
+    for key in ("qat_epochs_int4", "qat_batch_size", "qat_batch_size_int4"):
+        if cfg.get(key) is not None:
+            require_int(cfg[key], key, 1)
+    if cfg.get("qat_lr_int4") is not None:
+        require_number(cfg.qat_lr_int4, "qat_lr_int4", 0.0, exclusive=True)
     require_int(cfg.seed, "seed", 0)
     if cfg.get("wandb"):
         from tinycvae.tracking import resolve_mode

@@ -1,7 +1,9 @@
 """The integer decoder an export ships (``precision``: int8, or int4 weights): post-training
 quantisation, calibrated on the latents the decoder sees, and quantisation-aware
 fine-tuning at the same weight width when post-training costs too much evaluator accuracy
-(``qat=auto`` and ``max_acc_drop``; ``qat=true`` always tries it).
+(``qat=auto`` and ``max_acc_drop``; ``qat=true`` always tries it). int4 starts from the
+cross-layer equalised stages (:mod:`tinycvae.deploy.equalize`: the same decoder, weights
+that 4-bit codes per output channel can hold).
 
 Calibration and fine-tuning run where the float stages are (the export's device); the
 latents are drawn on the CPU with fixed seeds, so they are the same on every device.
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from tinycvae.deploy.equalize import equalize
 from tinycvae.deploy.qat import finetune
 from tinycvae.deploy.quantize import BITS, QuantModel, quantize
 from tinycvae.deploy.score import Scorer
@@ -47,6 +50,8 @@ def quantise_for_export(
     bits = BITS[precision]
     z_cal, y_cal = calibration_latents(model, dm, cfg.calib_samples, cfg.seed)
     z_cal, y_cal = z_cal.to(fm.device), y_cal.to(fm.device)
+    if bits == 4:  # the same function, input channels of one scale (4-bit codes need it)
+        fm = equalize(fm)
     qm = quantize(fm, z_cal, y_cal, model.bypass, bits)
     ptq, qat = f"acc_{precision}_ptq", f"acc_{precision}_qat"
     quality: dict[str, Any] = {
@@ -63,14 +68,24 @@ def quantise_for_export(
             "%s post-training costs %.1f points: quantisation-aware fine-tuning",
             precision, 100 * drop,
         )  # fmt: skip
-        epochs = cfg.qat_epochs
-        if precision == "int4" and cfg.get("qat_epochs_int4") is not None:
-            epochs = cfg.qat_epochs_int4  # 4-bit weights need longer fine-tuning
+        epochs, lr, batch = _schedule(cfg, precision)
         quality["qat_epochs"] = int(epochs)
-        tuned = finetune(fm, qm, z_cal, y_cal, epochs, cfg.qat_lr, seed=cfg.seed)
-        qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass, bits)
+        tuned, steps = finetune(fm, qm, z_cal, y_cal, epochs, lr, batch, seed=cfg.seed)
+        qm_tuned = quantize(tuned, z_cal, y_cal, model.bypass, bits, steps)
         quality[qat] = scorer.acc(scorer.int8(qm_tuned))
         if quality[qat] >= quality[ptq]:
             qm = qm_tuned  # else the post-training model ships: fine-tuning did not help
-    quality["shipped"] = "qat" if qm.float_model is not fm else "ptq"
+    quality["shipped"] = "qat" if quality.get(qat, -1) >= quality[ptq] else "ptq"
     return qm, quality, len(y_cal)
+
+
+def _schedule(cfg: DictConfig, precision: str) -> tuple[int, float, int]:
+    """Fine-tuning's epochs, learning rate and batch size: ``qat_*``, or for int4 the
+    ``qat_*_int4`` settings where given (4-bit weights need more and smaller steps)."""
+    keys = ("qat_epochs", "qat_lr", "qat_batch_size")
+    values = [cfg.get(k) for k in keys]
+    if precision == "int4":
+        values = [v if cfg.get(f"{k}_int4") is None else cfg.get(f"{k}_int4")
+                  for k, v in zip(keys, values)]  # fmt: skip
+    epochs, lr, batch = values
+    return int(epochs), float(lr), int(batch or 256)

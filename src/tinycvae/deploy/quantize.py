@@ -12,7 +12,9 @@ is the int4 weights' layout in flash (two per byte, low nibble first).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +53,15 @@ class QuantStage:
     w_scale: np.ndarray  # float, per output channel
     in_scale: float
     out_scale: float
+
+
+@dataclass
+class Steps:
+    """Step sizes to quantise at instead of calibrating them (what quantisation-aware
+    fine-tuning learned): per stage, its weight channels' scales and its output's."""
+
+    weight: list[np.ndarray]
+    out: list[float]
 
 
 @dataclass
@@ -143,19 +154,52 @@ def unpack_nibbles(packed: np.ndarray, n: int) -> np.ndarray:
     return out[:n].astype(np.int8)
 
 
+SEARCH = np.linspace(0.5, 1.0, 26)  # int4 scale search: fractions of the largest |w|
+
+
+def _search_scales(flat: Tensor, top: int) -> Tensor:
+    """Per channel, the scale among ``SEARCH`` x max|w| / top whose rounding (with
+    clipping) leaves the least squared error: at 4 bits, clipping the largest weight
+    a little buys finer steps for all the others."""
+    amax = flat.abs().amax(dim=1, keepdim=True)
+    cand = amax * torch.from_numpy(SEARCH)[None, :] / top  # [C, S]
+    q = torch.round(flat[:, None, :] / cand[..., None]).clamp(-top, top) * cand[..., None]
+    err = ((q - flat[:, None, :]) ** 2).sum(-1)
+    return cand.gather(1, err.argmin(1, keepdim=True)).squeeze(1)
+
+
 def _weights(
-    w: Tensor, floor: Tensor | None = None, bits: int = 8
+    w: Tensor, floor: Tensor | None = None, bits: int = 8, scale: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel symmetric weights of ``bits`` and their scales (at least
-    ``floor``)."""
+    ``floor``): ``scale`` where given, else int8's largest |w| over 127, int4's searched
+    (:func:`_search_scales`)."""
     top = w_max(bits)
     flat = w.detach().cpu().reshape(w.shape[0], -1).double()
-    scale = flat.abs().amax(dim=1) / top
+    if scale is not None:
+        scale = torch.from_numpy(np.asarray(scale, dtype=np.float64))
+    elif bits == 4:
+        scale = _search_scales(flat, top)
+    else:
+        scale = flat.abs().amax(dim=1) / top
     if floor is not None:
         scale = torch.maximum(scale, floor)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.round(flat / scale[:, None]).clamp(-top, top).reshape(w.shape)
     return q.to(torch.int64).numpy().astype(np.int8), scale.numpy()
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """Torch on one CPU thread inside (on the CPU): sums in one order, so that scales and
+    fine-tuning come out the same on every run and machine, whatever the thread count."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def calibration_ranges(
@@ -164,7 +208,7 @@ def calibration_ranges(
     """Per stage: the largest output the calibration inputs produce (after the ReLU;
     the last stage: the largest |logit|). Computed where ``fm`` is."""
     peaks = [0.0] * len(fm.stages)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread(fm.device):
         for i in range(0, len(z), batch_size):
             outs: list[Tensor] = []
             zb, yb = z[i : i + batch_size], labels[i : i + batch_size]
@@ -174,12 +218,21 @@ def calibration_ranges(
     return peaks
 
 
-def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool, bits: int = 8) -> QuantModel:
+def quantize(
+    fm: FloatModel,
+    z: Tensor,
+    labels: Tensor,
+    bypass: bool,
+    bits: int = 8,
+    steps: Steps | None = None,
+) -> QuantModel:
     """Post-training quantisation calibrated on ``(z, labels)``: the latents the decoder
     sees for the training set (posterior means, or the known factors) and the sampler's
     draws. Bypass factors are uniform in [-1, 1]: z = 1.0 is code 127. Weights are int8
     (``bits=8``) or int4 (``bits=4``); everything else is the same at both widths.
-    Calibration runs where ``fm`` is; the integer model is built on the CPU.
+    With ``steps`` (learned by fine-tuning) the weight and output scales are those, not
+    calibrated ones. Calibration runs where ``fm`` is; the integer model is built on the
+    CPU.
 
     An accumulator that could pass int32 is refused (one line: the stage, its worst
     channel and the bound |table or bias| + sum |w| x input peak, against 2^31 - 1)."""
@@ -187,9 +240,12 @@ def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool, bits: int 
     precision = f"int{bits}"
     zmax = 1.0 if bypass else max(float(z.abs().max()), 1e-6)
     z_scale = zmax / Z_MAX
-    peaks = calibration_ranges(fm, z, labels)
-    act_scales = [max(p, 1e-6) / ACT_MAX for p in peaks[:-1]]
-    logit_scale = min(max(peaks[-1], 1e-3), LOGIT_CLIP) / LOGIT_MAX
+    if steps is None:
+        peaks = calibration_ranges(fm, z, labels)
+        act_scales = [max(p, 1e-6) / ACT_MAX for p in peaks[:-1]]
+        logit_scale = min(max(peaks[-1], 1e-3), LOGIT_CLIP) / LOGIT_MAX
+    else:
+        act_scales, logit_scale = [float(v) for v in steps.out[:-1]], float(steps.out[-1])
     out_scales = act_scales + [logit_scale]
     table = fm.table.detach().cpu().double()
 
@@ -203,7 +259,7 @@ def quantize(fm: FloatModel, z: Tensor, labels: Tensor, bypass: bool, bits: int 
         # so that its entries fit int16 (the table's step then stays far below one
         # output step, and CVAE_TABLE_SHIFT stays 0).
         floor = table.abs().amax(dim=0) / ((TABLE_MAX - 1) * z_scale) if i == 0 else None
-        wq, ws = _weights(st.weight, floor, bits)
+        wq, ws = _weights(st.weight, floor, bits, None if steps is None else steps.weight[i])
         acc_scale = in_scale * ws  # per output channel
         wabs = np.abs(wq.astype(np.int64)).reshape(len(ws), -1).sum(axis=1)
         in_peak = Z_MAX if i == 0 else ACT_MAX

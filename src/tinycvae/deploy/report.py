@@ -113,7 +113,18 @@ def layer_breakdown(
         if counts and len(counts) == len(rows) - 2:
             for row, n in zip(rows, [None, *counts, None]):
                 row[f"instructions_{core}"] = n
+        parts = (targets or {}).get(target, {}).get("cycles", {}).get("parts") or []
+        if parts and len(parts[0]["cycles_per_stage"]) == len(rows) - 2:
+            part = parts[0]
+            for row, c in zip(rows[1:-1], part["cycles_per_stage"]):
+                row[f"cycles_{core}"] = c
+                row[f"us_{core}"] = round(c / part["clock_mhz"], 1)
     return rows
+
+
+def _total(rows: list[dict[str, Any]], key: str) -> str:
+    total = sum(r.get(key) or 0 for r in rows)
+    return f"{total:.1f}" if key.startswith("us_") else str(total)
 
 
 def format_layers(rows: list[dict[str, Any]]) -> str:
@@ -123,11 +134,15 @@ def format_layers(rows: list[dict[str, Any]]) -> str:
     total = ["total", "", "", "", str(sum(r["macs"] for r in rows)),
              str(sum(r["weight_bytes"] for r in rows)), ""]  # fmt: skip
     for core in CORES.values():
-        key = f"instructions_{core}"
-        if any(r.get(key) is not None for r in rows):
-            head.append(f"instr. {core}")
-            keys.append(key)
-            total.append(str(sum(r.get(key) or 0 for r in rows)))
+        for key, title in (
+            (f"instructions_{core}", f"instr. {core}"),
+            (f"cycles_{core}", f"cycles {core}"),
+            (f"us_{core}", f"us {core}"),
+        ):
+            if any(r.get(key) is not None for r in rows):
+                head.append(title)
+                keys.append(key)
+                total.append(_total(rows, key))
     body = [["" if r.get(k) is None else str(r[k]) for k in keys] for r in rows]
     table = [list(head), *body, total]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
@@ -139,3 +154,18 @@ def format_layers(rows: list[dict[str, Any]]) -> str:
     rule = "-" * len(line(table[0]))
     lines = [line(table[0]), rule, *map(line, body), rule, line(total)]
     return "\n".join(ln.rstrip() for ln in lines)
+
+
+def format_timing(targets: dict[str, Any]) -> str:
+    """One line per part that runs an emulator target's code: the modelled cycles and
+    microseconds per image (the table's cycle columns are the first part's)."""
+    lines = []
+    for target, core in CORES.items():
+        block = (targets.get(target) or {}).get("cycles") or {}
+        for p in block.get("parts", []):
+            lines.append(
+                f"{core} on {p['part']} ({p['core']}, {p['clock_mhz']:g} MHz, "
+                f"{p['flash_wait_states']} flash wait states): {p['cycles_per_image']:,} cycles, "
+                f"{p['us_per_image']:,.1f} us per image (modelled from QEMU's instruction mix)"
+            )
+    return "\n".join(lines)

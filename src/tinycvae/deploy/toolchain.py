@@ -91,9 +91,16 @@ def check_targets(names: list[str]) -> list[Target]:
     return targets
 
 
-def make(goal: str, model_dir: Path, build_dir: Path, timeout: float = 600) -> str:
-    """Run ``make -C deploy <goal>`` for ``model_dir``; its output, or ToolchainError with
-    the lines that say why (e.g. the linker's region overflow)."""
+def make(
+    goal: str,
+    model_dir: Path,
+    build_dir: Path,
+    timeout: float = 600,
+    variables: dict[str, str] | None = None,
+) -> str:
+    """Run ``make -C deploy <goal>`` for ``model_dir`` (plus ``variables``, e.g. another
+    QEMU); its output, or ToolchainError with the lines that say why (e.g. the linker's
+    region overflow)."""
     cmd = [
         "make",
         "-s",
@@ -101,6 +108,7 @@ def make(goal: str, model_dir: Path, build_dir: Path, timeout: float = 600) -> s
         str(DEPLOY_SRC),
         f"MODEL_DIR={model_dir}",
         f"BUILD={build_dir}",
+        *(f"{k}={v}" for k, v in (variables or {}).items()),
         goal,
     ]
     try:
@@ -110,7 +118,7 @@ def make(goal: str, model_dir: Path, build_dir: Path, timeout: float = 600) -> s
     out = done.stdout + done.stderr
     if done.returncode != 0:
         lines = [ln for ln in out.splitlines() if ln.strip()]
-        says_why = r"overflow|error|Error|FAIL|differ|expected"  # golden mismatches too
+        says_why = r"overflow|error|Error|FAIL|differ|expected|plugin"  # golden mismatches too
         why = [ln for ln in lines if re.search(says_why, ln)] or lines
         raise ToolchainError(f"make {goal} failed: {' | '.join(why[-4:])[:600]}")
     return out

@@ -103,9 +103,12 @@ class MCUProfile:
     fpu: bool
     reserve_ram_bytes: int
     notes: str = ""
+    # each part's clock and flash, for the cycle model (tinycvae.deploy.cycles.part_timings)
+    timing: tuple = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parts", tuple(self.parts))  # a YAML list
+        object.__setattr__(self, "timing", tuple(self.timing))
         checks = {
             "flash_kb": (_positive(self.flash_kb), "> 0"),
             "ram_kb": (_positive(self.ram_kb), "> 0"),
