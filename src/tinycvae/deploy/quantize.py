@@ -237,15 +237,9 @@ def quantize(
     An accumulator that could pass int32 is refused (one line: the stage, its worst
     channel and the bound |table or bias| + sum |w| x input peak, against 2^31 - 1)."""
     w_max(bits)  # refuses another width
-    precision = f"int{bits}"
     zmax = 1.0 if bypass else max(float(z.abs().max()), 1e-6)
     z_scale = zmax / Z_MAX
-    if steps is None:
-        peaks = calibration_ranges(fm, z, labels)
-        act_scales = [max(p, 1e-6) / ACT_MAX for p in peaks[:-1]]
-        logit_scale = min(max(peaks[-1], 1e-3), LOGIT_CLIP) / LOGIT_MAX
-    else:
-        act_scales, logit_scale = [float(v) for v in steps.out[:-1]], float(steps.out[-1])
+    act_scales, logit_scale = _output_scales(fm, z, labels, steps)
     out_scales = act_scales + [logit_scale]
     table = fm.table.detach().cpu().double()
 
@@ -264,26 +258,13 @@ def quantize(
         wabs = np.abs(wq.astype(np.int64)).reshape(len(ws), -1).sum(axis=1)
         in_peak = Z_MAX if i == 0 else ACT_MAX
         if i == 0:
-            t_acc = table.numpy() / acc_scale[None, :]
-            table_shift = 0
-            while np.abs(t_acc).max() / 2.0**table_shift > TABLE_MAX:
-                table_shift += 1
-            table_q = np.clip(np.round(t_acc / 2.0**table_shift), -TABLE_MAX, TABLE_MAX)
-            table_q = table_q.astype(np.int16)
-            const = np.abs(table_q.astype(np.int64)).max(axis=0) << table_shift
+            table_q, table_shift, const = _class_table(table, acc_scale)
             bias_q = None
         else:
             bias_f = np.round(st.bias.detach().cpu().double().numpy() / acc_scale)
             const = np.abs(bias_f)  # float: a bias far out of scale may not fit int64
         bound = const + in_peak * wabs.astype(np.float64)
-        if bound.max() > INT32_MAX:
-            o = int(np.argmax(bound))
-            raise UnsupportedModelError(
-                f"precision={precision}: stage {i} ({fm.stages[i].kind}) can overflow its "
-                f"int32 accumulator: channel {o}'s worst case |sum| = "
-                f"{'|table|' if i == 0 else '|bias|'} + sum |w| x {in_peak} = {bound[o]:.0f} > "
-                f"2^31 - 1 = {INT32_MAX} (weights or biases far out of scale)"
-            )
+        _check_accumulator(bound, i, fm, bits, in_peak)
         if i > 0:
             bias_q = bias_f.astype(np.int64).astype(np.int32)
         bound = np.round(bound).astype(np.int64)
@@ -291,9 +272,52 @@ def quantize(
         stages.append(QuantStage(st, wq, bias_q, rq, ws, in_scale, out_scales[i]))
         in_scale = out_scales[i]
 
-    codes = np.arange(-128, 128, dtype=np.float64) * logit_scale
-    lut = np.round(255.0 / (1.0 + np.exp(-codes))).astype(np.uint8)
+    lut = _sigmoid_table(logit_scale)
     return QuantModel(fm, stages, table_q, table_shift, z_scale, logit_scale, lut, act_scales, bits)
+
+
+def _output_scales(
+    fm: FloatModel, z: Tensor, labels: Tensor, steps: Steps | None
+) -> tuple[list[float], float]:
+    """Each stage's output scale (uint8 activations, then the int8 logits): calibrated on
+    ``(z, labels)``, or the steps fine-tuning learned."""
+    if steps is not None:
+        return [float(v) for v in steps.out[:-1]], float(steps.out[-1])
+    peaks = calibration_ranges(fm, z, labels)
+    act_scales = [max(p, 1e-6) / ACT_MAX for p in peaks[:-1]]
+    return act_scales, min(max(peaks[-1], 1e-3), LOGIT_CLIP) / LOGIT_MAX
+
+
+def _class_table(table, acc_scale: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """The class table as int16 entries on the first stage's accumulator scale (shifted
+    right by ``table_shift`` bits where it would not fit), and each channel's largest
+    |entry| in accumulator units (for the overflow bound)."""
+    t_acc = table.numpy() / acc_scale[None, :]
+    table_shift = 0
+    while np.abs(t_acc).max() / 2.0**table_shift > TABLE_MAX:
+        table_shift += 1
+    table_q = np.clip(np.round(t_acc / 2.0**table_shift), -TABLE_MAX, TABLE_MAX)
+    table_q = table_q.astype(np.int16)
+    const = np.abs(table_q.astype(np.int64)).max(axis=0) << table_shift
+    return table_q, table_shift, const
+
+
+def _check_accumulator(bound: np.ndarray, i: int, fm: FloatModel, bits: int, in_peak: int):
+    """One line when stage ``i``'s worst case could pass int32."""
+    if bound.max() > INT32_MAX:
+        o = int(np.argmax(bound))
+        raise UnsupportedModelError(
+            f"precision=int{bits}: stage {i} ({fm.stages[i].kind}) can overflow its "
+            f"int32 accumulator: channel {o}'s worst case |sum| = "
+            f"{'|table|' if i == 0 else '|bias|'} + sum |w| x {in_peak} = {bound[o]:.0f} > "
+            f"2^31 - 1 = {INT32_MAX} (weights or biases far out of scale)"
+        )
+
+
+def _sigmoid_table(logit_scale: float) -> np.ndarray:
+    """The 256-entry uint8 sigmoid of every int8 logit code at ``logit_scale``."""
+    codes = np.arange(-128, 128, dtype=np.float64) * logit_scale
+    return np.round(255.0 / (1.0 + np.exp(-codes))).astype(np.uint8)
 
 
 def _apply_requant(acc: Tensor, rq: Requant, channel_dim: int, relu: bool) -> Tensor:
