@@ -9,7 +9,7 @@ QEMU counts instructions, not cycles: ARMv6-M (Cortex-M0+) code on mps2-an385
 (-icount shift=0) and the CH32V003's rv32ec code on virt (minstret). Beside each count,
 cycles and microseconds per image on every part in conf/mcu that runs that code, from the
 executed instruction mix (a QEMU plugin, tinycvae.deploy.insn_mix) and the timing model
-of tinycvae.deploy.cycles (docs/incoming/22-cycles.md). The baseline is
+of tinycvae.deploy.cycles (docs/firmware.md). The baseline is
 ``deploy/`` (runtime, boards, Makefile) at the git revision ``--baseline`` (default: the
 gather-form runtime before the scatter kernels), built against the same model files.
 """

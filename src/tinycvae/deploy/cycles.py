@@ -3,7 +3,7 @@ often it branched away, how many of its accesses read flash; see
 :mod:`tinycvae.deploy.insn_mix`) is classified from its disassembly and costed by a
 documented timing model of the core and of the part's flash (``timing:`` in
 ``conf/mcu/<name>.yaml``). The model and how far it can be trusted:
-``docs/incoming/22-cycles.md``.
+``docs/firmware.md``.
 
 Per instruction: ``max(execute, fetch)`` cycles, where ``execute`` is the core's cost of
 its class when it does not branch and ``fetch`` the flash time of its bytes
@@ -263,7 +263,7 @@ def timing_report(segments: list[list[Executed]], isa: str) -> dict:
             "cycles_per_stage": [round(cycles(seg, p)) for seg in segments[1:-1]],  # [] unsplit
         })  # fmt: skip
     return {
-        "model": "tinycvae.deploy.cycles (docs/incoming/22-cycles.md)",
+        "model": "tinycvae.deploy.cycles (docs/firmware.md)",
         "instructions_per_image": sum(r.count for r in rows),
         "mix": mix(rows, isa),
         "parts": parts,
