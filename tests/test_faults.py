@@ -331,5 +331,7 @@ def test_export_names_an_unwritable_out_dir_and_a_bad_summary(tmp_path):
     )  # fmt: skip
     lines = proc.stderr.strip().splitlines()
     assert lines[0].startswith(f"warning: {bad} is unreadable") and "skipped" in lines[0]
-    # the other run was read and selected (it has no checkpoint: that is the next line)
-    assert proc.returncode == 2 and lines[-1].startswith("error: the selected run a has no")
+    # the other run was read and selected (it has no checkpoint: that is the next line); a
+    # run is the folder its summary was found in (issue 20 item 6), not the path it names
+    selected = tmp_path / "s" / "0"
+    assert proc.returncode == 2 and lines[-1].startswith(f"error: the selected run {selected} has")
