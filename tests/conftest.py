@@ -98,3 +98,17 @@ def run_train(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comp
         text=True,
         timeout=timeout,
     )
+
+
+# An Optuna search over TINY jobs: no evaluator or pictures, objectives every tiny job has
+# (the footprint and val/loss), a heartbeat fast enough that a killed trial is found stale
+# in seconds, and TINY without its widths (the search draws model.dim1..dim4 itself).
+FAST_SEARCH = [
+    "logger=none",
+    "metrics=none",
+    "objective=[mcu/int8/flash_bytes,val/loss]",
+    "hydra.sweeper.direction=[minimize,minimize]",
+    "hydra.sweeper.heartbeat_interval=1",
+    "hydra.sweeper.grace_period=3",
+    *[o for o in TINY if not o.startswith("model.dim")],
+]

@@ -27,24 +27,14 @@ from tinycvae.errors import ConfigError
 from tinycvae.search.storage import open_storage
 from tinycvae.search.sweeper import SURPLUS_ATTR, open_study, search_space
 
-from conftest import CONF, TINY, TRAIN, run_train
+from conftest import CONF, FAST_SEARCH, TINY, TRAIN, run_train
 
 SEARCH = "hparams_search=dice_optuna"
 STUDY = "dice_dims_pareto"
 # TINY without its widths: the search draws model.dim1..dim4 itself.
 TINY_SEARCH = [o for o in TINY if not o.startswith("model.dim")]
 TWO_TRIALS = ["-m", SEARCH, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
-# No evaluator, no pictures: objectives every tiny job has (the footprint and val/loss),
-# and a heartbeat fast enough that a killed trial is found stale in seconds.
-FAST = [
-    "logger=none",
-    "metrics=none",
-    "objective=[mcu/int8/flash_bytes,val/loss]",
-    "hydra.sweeper.direction=[minimize,minimize]",
-    "hydra.sweeper.heartbeat_interval=1",
-    "hydra.sweeper.grace_period=3",
-    *TINY_SEARCH,
-]
+FAST = FAST_SEARCH
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 

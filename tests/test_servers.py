@@ -27,22 +27,16 @@ from optuna.trial import TrialState
 from tinycvae.errors import ConfigError
 from tinycvae.search.storage import open_storage
 
-from conftest import TINY, TRAIN
+from conftest import FAST_SEARCH, TRAIN
 
 SERVERS = {
     "postgres": ("TINYCVAE_TEST_POSTGRES", "psycopg"),
     "redis": ("TINYCVAE_TEST_REDIS", "redis"),
 }
 FAST = [
-    "logger=none",
-    "metrics=none",
-    "objective=[mcu/int8/flash_bytes,val/loss]",
-    "hydra.sweeper.direction=[minimize,minimize]",
-    "hydra.sweeper.heartbeat_interval=1",
-    "hydra.sweeper.grace_period=3",
+    *FAST_SEARCH,
     # the URL from the environment: Hydra's own records keep the interpolation, not it
     "hydra.sweeper.storage=${oc.env:OPTUNA_STORAGE}",
-    *[o for o in TINY if not o.startswith("model.dim")],
 ]
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
