@@ -28,7 +28,8 @@ start_slurm() {
     cpus=$(nproc)
     mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
     mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
-    chown munge:munge /run/munge
+    mkdir -p /var/log/munge
+    chown munge:munge /run/munge /var/log/munge
     if [ ! -s /etc/munge/munge.key ]; then
         dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
         chown munge:munge /etc/munge/munge.key
@@ -135,8 +136,9 @@ start_redis() {
     say "redis: 127.0.0.1:6379 (password set)"
 }
 
-start_slurm
-start_postgres
-start_redis
+# Only the variables may reach stdout (the caller evals it): the daemons' own chatter
+# (pg_ctlcluster's "Removed stale pid file", redis, munged) goes to stderr. No extra
+# descriptor is opened for this: a daemon that inherited it would hold "$(...)" open.
+{ start_slurm; start_postgres; start_redis; } >&2
 mv "$ENV_FILE.tmp" "$ENV_FILE"
 cat "$ENV_FILE"
