@@ -134,7 +134,7 @@ def test_the_narrow_search_draws_each_width_on_its_own():
     from hydra import compose, initialize_config_dir
     from optuna.distributions import IntDistribution
 
-    from tinycvae.search.sweeper import search_space
+    from tinycvae.search.space import search_space
 
     from conftest import CONF
 

@@ -24,8 +24,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from tinycvae.errors import ConfigError
+from tinycvae.search.space import search_space
 from tinycvae.search.storage import open_storage
-from tinycvae.search.sweeper import SURPLUS_ATTR, open_study, search_space
+from tinycvae.search.study import open_study
+from tinycvae.search.trials import SURPLUS_ATTR
 
 from conftest import CONF, FAST_SEARCH, TINY, TRAIN, run_train
 
@@ -369,7 +371,7 @@ def test_optuna_dashboard_serves_a_study_file(tmp_path):
 def _sweeper(tmp_path, **settings):
     from omegaconf import OmegaConf
 
-    from tinycvae.search.sweeper import StudySweeper
+    from tinycvae.search.loop import StudySweeper
 
     base = dict(
         sampler=None,

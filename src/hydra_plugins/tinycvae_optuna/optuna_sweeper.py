@@ -55,10 +55,10 @@ ConfigStore.instance().store(
 
 
 class OptunaSweeper(Sweeper):
-    """Delegates to ``tinycvae.search.sweeper.StudySweeper`` (imported when used)."""
+    """Delegates to ``tinycvae.search.loop.StudySweeper`` (imported when used)."""
 
     def __init__(self, **settings: Any) -> None:
-        from tinycvae.search.sweeper import StudySweeper
+        from tinycvae.search.loop import StudySweeper
 
         self.sweeper = StudySweeper(**settings)
 
