@@ -6,8 +6,9 @@
     python src/evaluate.py ckpt_path=... +sampler=class_gaussian   ... with another sampler
     python src/evaluate.py ckpt_path=... +sample_std=0.5           ... a narrower prior
 
-Uses the training config (conf/train.yaml), so every data / evaluator / metrics override
-works as it does for training. Prints one JSON object.
+conf/evaluate.yaml lists the groups a training job is checked with (data, model, evaluator,
+metrics, trainer, ...), so every data / evaluator / metrics override works as it does for
+training. Prints one JSON object.
 """
 
 from __future__ import annotations
