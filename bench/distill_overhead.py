@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from tinycvae.train import build  # noqa: E402
+from tinycvae.job import build  # noqa: E402
 
 BYPASS = ["model.latent_mode=bypass", "model.latent=1", "logger=none", "metrics=none"]
 

@@ -24,7 +24,8 @@ JOB = ["debug=smoke", "logger=none", "metrics=none", "trainer.max_epochs=1"]
 
 
 def main(repeats: int = 5) -> None:
-    from tinycvae.train import preflight, run
+    from tinycvae.commands.train import run
+    from tinycvae.job import preflight
 
     from conftest import compose_train  # the real configs, folders in a scratch dir
 

@@ -29,8 +29,8 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
+from tinycvae.job import build  # noqa: E402
 from tinycvae.losses import elbo_terms  # noqa: E402
-from tinycvae.train import build  # noqa: E402
 
 
 def job_config(overrides: list[str], out: Path, epochs: int, device: str):
@@ -60,7 +60,7 @@ def sync(device: torch.device) -> None:
 
 
 def harness(cfg) -> float:
-    from tinycvae.train import _callbacks, make_trainer
+    from tinycvae.trainer import _callbacks, make_trainer
 
     cfg = cfg.copy()
     with open_dict(cfg):  # a fresh run folder each time: runs never overwrite checkpoints

@@ -6,8 +6,9 @@
     python src/evaluate.py ckpt_path=... +sampler=class_gaussian   ... with another sampler
     python src/evaluate.py ckpt_path=... +sample_std=0.5           ... a narrower prior
 
-Uses the training config (conf/train.yaml), so every data / evaluator / metrics override
-works as it does for training. Prints one JSON object.
+conf/evaluate.yaml lists the groups a training job is checked with (data, model, evaluator,
+metrics, trainer, ...), so every data / evaluator / metrics override works as it does for
+training. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tinycvae.cli import check_group_choices, exit_on_error  # noqa: E402
-from tinycvae.evaluate import evaluate  # noqa: E402
+from tinycvae.commands.evaluate import evaluate  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

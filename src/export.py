@@ -10,7 +10,6 @@ per-layer breakdown (kind, shapes, MACs, flash and activation bytes) as a table.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,17 +19,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tinycvae.cli import check_group_choices, exit_on_error  # noqa: E402
-from tinycvae.deploy.export import export  # noqa: E402
-from tinycvae.deploy.report import format_layers, format_timing  # noqa: E402
+from tinycvae.commands.export import run  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     with exit_on_error():
-        report = export(cfg)
-        print(json.dumps(report, indent=2))
-        print(format_layers(report["layers"]))
-        print(format_timing(report["targets"]))
+        run(cfg)
 
 
 if __name__ == "__main__":

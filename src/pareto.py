@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", default="tinycvae", help="W&B project to log the front to")
     args = parser.parse_args(argv)
     with exit_on_error():
-        from tinycvae import pareto  # after parsing: --help stays quick
+        from tinycvae.commands import pareto  # after parsing: --help stays quick
 
         pareto.run(**vars(args))
     return 0

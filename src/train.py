@@ -11,7 +11,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tinycvae.cli import check_group_choices, exit_on_error, objective  # noqa: E402
-from tinycvae.train import run  # noqa: E402
+from tinycvae.commands.train import run  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from tinycvae.checkpoints import DATA_MODULES, load_model, rebuild_data
+from tinycvae.commands.train import run
 from tinycvae.errors import ConfigError
-from tinycvae.train import run
 
 from conftest import ROOT, TINY, compose_train, run_train
 

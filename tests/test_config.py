@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from tinycvae.errors import ConfigError
 from tinycvae.evaluator import EvaluatorError
-from tinycvae.train import build
+from tinycvae.job import build
 
 from conftest import CONF, compose_train
 

@@ -12,7 +12,8 @@ import sys
 import pytest
 import torch
 
-from tinycvae import devices, train
+from tinycvae import devices, quality_stage
+from tinycvae.commands import train
 from tinycvae.errors import ConfigError
 
 from conftest import ROOT, TINY, run_train
@@ -100,7 +101,7 @@ def test_out_of_memory_fails_the_job_and_keeps_its_checkpoints(tiny_cfg, monkeyp
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
 
-    monkeypatch.setattr(train, "evaluate_quality", oom)
+    monkeypatch.setattr(quality_stage, "evaluate_quality", oom)
     summary = train.run(tiny_cfg(metrics="default"))
     assert summary["status"].startswith("failed: metrics: CUDA out of memory")
     assert set(summary["checkpoints"]) == {"best", "last"}

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from tinycvae.checkpoints import load_model
+from tinycvae.commands.train import run
 from tinycvae.errors import ConfigError
-from tinycvae.train import build, run
+from tinycvae.job import build
 
 from conftest import TINY, compose_train, run_train
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tinycvae.checkpoints import load_model
+from tinycvae.commands.train import run
 from tinycvae.errors import ConfigError
-from tinycvae.train import run
 
 from conftest import ROOT, TINY
 

@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from tinycvae.cache import CacheWarning
+from tinycvae.commands.train import run
 from tinycvae.data.dice import DiceSettings, load_dice
 from tinycvae.errors import ConfigError
 from tinycvae.front.core import mark_fronts
 from tinycvae.front.summaries import collect_runs
+from tinycvae.job import build
 from tinycvae.summary import read_summary
-from tinycvae.train import build, run
 
 from conftest import ROOT, TINY, run_train
 

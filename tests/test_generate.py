@@ -15,14 +15,15 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from tinycvae.checkpoints import load_model
+from tinycvae.commands.generate import Vocabulary, generate, words
+from tinycvae.commands.train import run
 from tinycvae.data.base import DataError
 from tinycvae.data.dice import dice_spec
 from tinycvae.data.torchvision_sets import TORCHVISION_SPECS
 from tinycvae.deploy.source import load_data
 from tinycvae.errors import ConfigError
-from tinycvae.generate import Vocabulary, generate, words
+from tinycvae.job import build
 from tinycvae.pictures import SEP, tile, upscale
-from tinycvae.train import build, run
 
 from conftest import CONF, ROOT, TINY, compose_train
 

@@ -13,8 +13,8 @@ import warnings
 import pytest
 
 from tinycvae.errors import ConfigError, ConfigWarning
+from tinycvae.job import build
 from tinycvae.known_keys import known_keys, warn_unknown_keys
-from tinycvae.train import build
 
 from conftest import CONF, ROOT, TINY, run_train
 

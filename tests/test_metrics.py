@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 
 import tinycvae.evaluator
-import tinycvae.train
+import tinycvae.quality_stage
+from tinycvae.commands.train import run
 from tinycvae.data.dice import DiceSettings, dice_spec, render_dice
 from tinycvae.errors import ConfigError
 from tinycvae.evaluator import EvaluatorError, EvaluatorSettings, load_or_train
 from tinycvae.metrics import PairMetrics, QualitySettings, generation_accuracy
 from tinycvae.metrics.fidelity import fidelity_metrics, inception_weights
 from tinycvae.sampling import balanced_labels
-from tinycvae.train import run
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_a_metrics_failure_keeps_the_checkpoints(tiny_cfg, tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("feature network exploded")
 
-    monkeypatch.setattr(tinycvae.train, "evaluate_quality", broken)
+    monkeypatch.setattr(tinycvae.quality_stage, "evaluate_quality", broken)
     summary = run(tiny_cfg(metrics="default"))
     assert summary["status"] == "failed: metrics: RuntimeError: feature network exploded"
     assert set(summary["checkpoints"]) == {"best", "last"}

@@ -18,8 +18,8 @@ import tinycvae.models.size as size
 from tinycvae.cache import load_or_build
 from tinycvae.data.dice import dice_spec
 from tinycvae.errors import ConfigError
+from tinycvae.job import build
 from tinycvae.models import build_cvae
-from tinycvae.train import build
 
 from conftest import ROOT, TINY, run_train
 

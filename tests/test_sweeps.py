@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from tinycvae.train import build
+from tinycvae.job import build
 
 from conftest import CONF, ROOT, compose_train
 

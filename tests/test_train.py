@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import tinycvae.losses
+from tinycvae.commands.train import run
 from tinycvae.errors import ConfigError
+from tinycvae.job import build
 from tinycvae.summary import read_summary
-from tinycvae.train import build, run
 
 
 def test_a_job_trains_checkpoints_and_summarises(tiny_cfg, tmp_path):

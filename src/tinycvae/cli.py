@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from tinycvae.errors import TinyCVAEError
 from tinycvae.outcome import EXIT_BAD_INPUT, EXIT_FAILED
-from tinycvae.repo import CONF_DIR
+from tinycvae.repo import CONF_DIR, is_multirun
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -59,13 +59,6 @@ def _discard_run_folder() -> None:
     output_dir = HydraConfig.get().runtime.get("output_dir")
     if output_dir:
         discard_if_unused(Path(output_dir), () if is_multirun() else REFUSED_JOB)
-
-
-def is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str] | None:

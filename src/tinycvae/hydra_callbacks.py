@@ -87,7 +87,7 @@ class RunGuard(Callback):
         if kwargs.get("config_name") != TRAIN_CONFIG:
             return
         from tinycvae.cli import exit_on_error
-        from tinycvae.train import preflight
+        from tinycvae.job import preflight
 
         with exit_on_error(discard=False), quiet():
             preflight(task_config(config, Path(config.hydra.run.dir)))
@@ -130,7 +130,7 @@ class SweepGuard(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         from tinycvae.errors import TinyCVAEError
-        from tinycvae.train import preflight
+        from tinycvae.job import preflight
 
         try:
             for overrides, job in sweep_job_configs(config):

@@ -2,9 +2,9 @@
 naming the key, its value and the settings it does read.
 
 The settings a command reads are the top-level keys and config groups of its primary
-config (``conf/<command>.yaml``, and of the primary configs it builds on: generate and
-evaluate start from train), plus the ``+key=`` extras it documents (``+sampler=``,
-``+sample_std=``).
+config (``conf/<command>.yaml``, and of any primary config its defaults list builds on;
+each command's lists its own groups), plus the ``+key=`` extras it documents
+(``+sampler=``, ``+sample_std=``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tinycvae.errors import ConfigWarning
 from tinycvae.repo import CONF_DIR
 
 # Read with +key=... (not in the command's yaml, so that + adds them): by src/evaluate.py
-# and src/generate.py (tinycvae.models.samplers.choose_sampler).
+# and src/generate.py (tinycvae.sampling.choose_sampler).
 EXTRA_KEYS = {"evaluate": ("sampler", "sample_std"), "generate": ("sampler", "sample_std")}
 
 

@@ -8,7 +8,7 @@
 * :mod:`tinycvae.front.outputs`: ``pareto.csv``, ``pareto.md``, ``pareto.png`` and the
   W&B table.
 
-``src/pareto.py`` (:mod:`tinycvae.pareto`) is the command that puts them together.
+``src/pareto.py`` (:mod:`tinycvae.commands.pareto`) is the command that puts them together.
 
 A run is on the front when no other run is at least as small (decoder flash at the
 chosen precision) and at least as good (evaluator accuracy; separately, FID) and strictly

@@ -12,9 +12,10 @@ from omegaconf import DictConfig, open_dict
 from tinycvae import devices
 from tinycvae.checkpoints import load_model
 from tinycvae.errors import ConfigError
+from tinycvae.job import build
 from tinycvae.metrics import evaluate_quality
+from tinycvae.quality_stage import prepare_evaluator
 from tinycvae.sampling import choose_sampler, fit_sampler
-from tinycvae.train import build, prepare_evaluator
 
 
 def evaluate(cfg: DictConfig) -> dict:

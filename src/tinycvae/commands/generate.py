@@ -136,7 +136,7 @@ class Vocabulary:
 
 
 def _data_chosen() -> bool:
-    """Whether the command line chose ``data=`` (else it is train.yaml's default)."""
+    """Whether the command line chose ``data=`` (else it is generate.yaml's default)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
