@@ -8,7 +8,11 @@ in this process, in alternating pairs; the ratio is the median over ``--repeats`
 (the pairs cancel most of the machine's drift). The harness runs
 as users run it (Lightning Trainer, checkpoints, progress bar) but without validation
 and without W&B, whose costs are not training throughput. Prints images/s for both and
-the ratio harness / plain. ``--device cuda`` runs both on the GPU (the harness with
+two ratios harness / plain, each the median over the pairs with the pairs' range: of
+images per wall-clock second, and of images per CPU-second of this process
+(``time.process_time``: plain / harness CPU time per image), which a loaded, shared
+machine disturbs far less than the wall clock. Both paths run on the job's torch CPU
+threads (``threads=``, as a training job sets them). ``--device cuda`` runs both on the GPU (the harness with
 ``trainer.accelerator=gpu``, the plain loop with the model and the splits on cuda; the
 clock stops after a CUDA synchronise).
 """
@@ -16,6 +20,7 @@ clock stops after a CUDA synchronise).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -59,7 +64,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def harness(cfg) -> float:
+def harness(cfg) -> tuple[float, float]:
     from tinycvae.trainer import _callbacks, make_trainer
 
     cfg = cfg.copy()
@@ -69,13 +74,13 @@ def harness(cfg) -> float:
     trainer = make_trainer(job, False, _callbacks(cfg, False))
     job.datamodule.setup()
     n = len(job.datamodule.splits.train) * cfg.trainer.max_epochs
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(job.module, datamodule=job.datamodule)  # fit ends with a sync (teardown)
     sync(job.device)
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
-def plain(cfg) -> float:
+def plain(cfg) -> tuple[float, float]:
     job = build(cfg)
     job.datamodule.setup()
     job.datamodule.to(job.device)
@@ -86,7 +91,7 @@ def plain(cfg) -> float:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.optimizer.lr, total_steps=steps)
     model.train()
     sync(job.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         order = torch.randperm(len(tr)).to(job.device)
         for i in range(0, len(tr), bs):
@@ -99,7 +104,8 @@ def plain(cfg) -> float:
             opt.step()
             sched.step()
     sync(job.device)
-    return len(tr) * epochs / (time.perf_counter() - start)
+    n = len(tr) * epochs
+    return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
 def main() -> None:
@@ -112,6 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = job_config(args.overrides, Path(tmp), args.epochs, args.device)
         probe = build(cfg)
+        torch.set_num_threads(probe.threads)  # threads=: both paths, as a training job sets them
         probe.datamodule.prepare_data()  # render / cache the data outside the timing
         where = torch.cuda.get_device_name(probe.device) if probe.device.type == "cuda" else "CPU"
         pairs = []
@@ -121,17 +128,33 @@ def main() -> None:
                 pairs.append((plain(cfg), h))
             else:
                 pairs.append((plain(cfg), harness(cfg)))
-    ratios = sorted(h / p for p, h in pairs)
+            (pw, pc), (hw, hc) = pairs[-1]
+            print(
+                f"pair {i}: images/s plain {pw:.0f} harness {hw:.0f} (x{hw / pw:.3f}); "
+                f"images/CPU-s plain {pc:.0f} harness {hc:.0f} (x{hc / pc:.3f})",
+                file=sys.stderr,
+                flush=True,
+            )
     print(
         f"device: {where}  threads: {torch.get_num_threads()}  epochs: {args.epochs}  "
-        f"overrides: {args.overrides}"
+        f"overrides: {args.overrides}  load average: {load_average()}"
     )
-    print(f"plain PyTorch loop: {max(p for p, _ in pairs):8.0f} images/s (best)")
-    print(f"tinycvae harness:   {max(h for _, h in pairs):8.0f} images/s (best)")
-    print(
-        f"ratio harness/plain: {statistics.median(ratios):.3f} (median of {len(ratios)} pairs; "
-        f"range {ratios[0]:.3f}-{ratios[-1]:.3f})"
-    )
+    for i, what in enumerate(("images/s", "images/CPU-s")):
+        print(f"plain PyTorch loop: {max(p[i] for p, _ in pairs):8.0f} {what} (best)")
+        print(f"tinycvae harness:   {max(h[i] for _, h in pairs):8.0f} {what} (best)")
+    for i, what in enumerate(("wall", "CPU ")):
+        ratios = sorted(h[i] / p[i] for p, h in pairs)
+        print(
+            f"ratio harness/plain, {what}: {statistics.median(ratios):.3f} (median of "
+            f"{len(ratios)} pairs; range {ratios[0]:.3f}-{ratios[-1]:.3f})"
+        )
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 if __name__ == "__main__":
