@@ -12,9 +12,9 @@ two ratios harness / plain, each the median over the pairs with the pairs' range
 images per wall-clock second, and of images per CPU-second of this process
 (``time.process_time``: plain / harness CPU time per image), which a loaded, shared
 machine disturbs far less than the wall clock. Both paths run on the job's torch CPU
-threads (``threads=``, as a training job sets them). ``--device cuda`` runs both on the GPU (the harness with
-``trainer.accelerator=gpu``, the plain loop with the model and the splits on cuda; the
-clock stops after a CUDA synchronise).
+threads (``threads=``, as a training job sets them). ``--device cuda`` runs both on
+the GPU (the harness with ``trainer.accelerator=gpu``, the plain loop with the model and
+the splits on cuda; the clock stops after a CUDA synchronise).
 """
 
 from __future__ import annotations
