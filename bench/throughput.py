@@ -65,13 +65,13 @@ def sync(device: torch.device) -> None:
 
 
 def harness(cfg) -> tuple[float, float]:
-    from tinycvae.trainer import _callbacks, make_trainer
+    from tinycvae.trainer import make_callbacks, make_trainer
 
     cfg = cfg.copy()
     with open_dict(cfg):  # a fresh run folder each time: runs never overwrite checkpoints
         cfg.paths.output_dir = tempfile.mkdtemp(dir=cfg.paths.output_dir)
     job = build(cfg)
-    trainer = make_trainer(job, False, _callbacks(cfg, False))
+    trainer = make_trainer(job, False, make_callbacks(cfg, False))
     job.datamodule.setup()
     n = len(job.datamodule.splits.train) * cfg.trainer.max_epochs
     start, cpu = time.perf_counter(), time.process_time()

@@ -68,7 +68,7 @@ def test_the_job_places_model_data_and_evaluator_after_lightning_hands_them_back
     """Lightning returns the module on the CPU after fit/test (the GPU failure of every
     sweep job): the quality stage must find model, data and evaluator on the job's device."""
     seen = {}
-    real_stage = train._quality_stage
+    real_stage = train.score_quality
 
     def spy(job, evaluator, best, loggers, summary):
         seen["model"] = devices.device_of(job.module.model)
@@ -76,7 +76,7 @@ def test_the_job_places_model_data_and_evaluator_after_lightning_hands_them_back
         seen["evaluator"] = devices.device_of(evaluator.evaluator)
         return real_stage(job, evaluator, best, loggers, summary)
 
-    monkeypatch.setattr(train, "_quality_stage", spy)
+    monkeypatch.setattr(train, "score_quality", spy)
     summary = train.run(tiny_cfg(metrics="default"))
     assert summary["status"] == "ok", summary["status"]
     assert summary["device"] == "cpu" and summary["threads"] >= 1

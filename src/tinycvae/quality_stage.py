@@ -1,7 +1,7 @@
 """A job's evaluator and quality stage: the data set's evaluator, trained on first need
 and cached, above its floor (:func:`prepare_evaluator`, also what ``src/evaluate.py``
 scores with), then after training the sampler fitted on the best weights, the quality
-metrics and the pictures (:func:`_quality_stage`). A failure there is a
+metrics and the pictures (:func:`score_quality`). A failure there is a
 :class:`~tinycvae.outcome.MetricsStageError`: the run keeps its checkpoints and records
 it."""
 
@@ -39,7 +39,7 @@ def prepare_evaluator(job: Job):
     return record
 
 
-def _quality_stage(job: Job, evaluator, best: str | None, loggers, summary) -> dict[str, float]:
+def score_quality(job: Job, evaluator, best: str | None, loggers, summary) -> dict[str, float]:
     """Sampler fit, metrics and pictures on the best weights (already loaded by test)."""
     from tinycvae.pictures import make_pictures
 

@@ -44,7 +44,7 @@ def make_trainer(job: Job, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
     )
 
 
-def _loggers(cfg: DictConfig, run_dir: Path, group, run_id: str, summary: RunSummary) -> list:
+def make_loggers(cfg: DictConfig, run_dir: Path, group, run_id: str, summary: RunSummary) -> list:
     loggers = []
     for key, node in (cfg.get("logger") or {}).items():
         if not node:
@@ -65,7 +65,7 @@ def _loggers(cfg: DictConfig, run_dir: Path, group, run_id: str, summary: RunSum
     return loggers
 
 
-def _callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
+def make_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
     if not has_logger:  # Lightning refuses a learning-rate monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]

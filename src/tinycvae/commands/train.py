@@ -28,13 +28,13 @@ from tinycvae.metrics import param_counts
 from tinycvae.metrics.callback import PeriodicQuality
 from tinycvae.models import CVAE
 from tinycvae.outcome import SignalWatch, recorded
-from tinycvae.quality_stage import _quality_stage, prepare_evaluator
+from tinycvae.quality_stage import prepare_evaluator, score_quality
 from tinycvae.repo import sweep_group
 from tinycvae.resume import checkpoint_files, previous_summary
 from tinycvae.run_folder import writer_lock
 from tinycvae.summary import RunSummary
 from tinycvae.sweep_signals import in_pool_worker, remember_signals
-from tinycvae.trainer import _callbacks, _loggers, make_trainer
+from tinycvae.trainer import make_callbacks, make_loggers, make_trainer
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -90,8 +90,8 @@ def _train_and_score(
     evaluator = prepare_evaluator(job)
     if evaluator is not None:
         summary.update(evaluator={"test_acc": evaluator.test_acc, "path": evaluator.path})
-    loggers = _loggers(cfg, run_dir, group, run_id, summary)
-    callbacks = _callbacks(cfg, has_logger=bool(loggers))
+    loggers = make_loggers(cfg, run_dir, group, run_id, summary)
+    callbacks = make_callbacks(cfg, has_logger=bool(loggers))
     if evaluator is not None and cfg.metrics.get("every_n_epochs", 0) > 0:
         callbacks.append(
             PeriodicQuality(cfg.metrics.every_n_epochs, evaluator.evaluator, job.quality)
@@ -110,7 +110,7 @@ def _train_and_score(
         # Lightning hands the module back on the CPU: every stage after it runs on the
         # job's device again, next to its data and evaluator.
         devices.place(job.device, job.module, job.datamodule, evaluator.evaluator)
-        metrics.update(_quality_stage(job, evaluator, best, loggers, summary))
+        metrics.update(score_quality(job, evaluator, best, loggers, summary))
     summary.update(status="ok", metrics=metrics)
 
 
