@@ -13,6 +13,7 @@ from optuna.distributions import CategoricalDistribution
 
 from tinycvae.data.base import DataSpec
 from tinycvae.deploy.report import record_in_run
+from tinycvae.front.rows import need
 from tinycvae.front.smallest import scored
 from tinycvae.front.summaries import collect_runs
 from tinycvae.mcu.footprint import all_mcus, summary_dict
@@ -82,6 +83,20 @@ def test_the_smallest_run_meeting_x_on_a_finished_sweep(tmp_path, capsys):
     # Without --min-acc, --select keeps its meaning: the most accurate run that fits.
     code, out, _ = pareto([str(tmp_path), "--select", "ch32v003"], capsys)
     assert code == 0 and "checkpoint: " + str(folders[(8, 8, 8, 8)]) in out
+
+
+def test_the_answer_prints_what_select_prints_the_chip_needs(tmp_path, capsys):
+    """--min-acc's line and --select's line give one flash and one RAM figure for a run:
+    what the decoder needs on the chip, reserve included (not the streamed activations)."""
+    folders = fake_sweep(tmp_path)
+    row = next(r for r in collect_runs([folders[(8, 8, 8, 8)]]))
+    needs = need(row, "ch32v003")
+    assert needs["ram_bytes"] > row.ram_bytes  # the reserve is on top of the activations
+    figures = f"flash {needs['flash_bytes']:.0f} B, RAM {needs['ram_bytes']:.0f} B"
+    code, out, _ = pareto([str(tmp_path), "--select", "ch32v003"], capsys)
+    assert code == 0 and figures in out[out.index("selected for ch32v003") :]
+    code, out, _ = pareto([str(tmp_path), "--select", "ch32v003", "--min-acc", "1"], capsys)
+    assert code == 0 and figures in out[out.index("smallest for ch32v003") :]
 
 
 def test_an_exported_run_is_judged_by_its_c_accuracy(tmp_path, capsys):

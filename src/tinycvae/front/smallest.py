@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from tinycvae.errors import ConfigError
 from tinycvae.front.core import SelectError
-from tinycvae.front.rows import RunRow
+from tinycvae.front.rows import RunRow, need
 from tinycvae.repo import CONF_DIR
 
 EXPORT_YAML = CONF_DIR / "export.yaml"
@@ -82,11 +82,13 @@ def _fitting(rows: list[RunRow], mcu: str, precision: str) -> list[Scored]:
     return fitting
 
 
-def describe(s: Scored, precision: str) -> str:
-    r = s.row
+def describe(s: Scored, precision: str, mcu: str) -> str:
+    """One run's line: its accuracy and what it needs on ``mcu``, the figures ``--select``
+    and the export print (RAM with the chip's reserve, not the streamed activations)."""
+    r, needs = s.row, need(s.row, mcu)
     line = (
         f"{r.name} (dims {r.dims}, {r.params_decoder} weights): gen/acc {s.acc:.3f} from "
-        f"{s.source}, flash {r.flash_bytes:.0f} B, RAM {r.ram_bytes:.0f} B"
+        f"{s.source}, flash {needs['flash_bytes']:.0f} B, RAM {needs['ram_bytes']:.0f} B"
     )
     if s.source == "PyTorch":
         line += (
@@ -106,7 +108,7 @@ def smallest_meeting(rows: list[RunRow], mcu: str, min_acc: float, precision: st
         print(f"no run that fits {mcu} reaches gen/acc >= {min_acc:g}; the closest:")
         for s in closest:
             short = 100 * (min_acc - s.acc)
-            print(f"  {short:.1f} points short: {describe(s, precision)} ({s.row.run_dir})")
+            print(f"  {short:.1f} points short: {describe(s, precision, mcu)} ({s.row.run_dir})")
         best = closest[0]
         raise SelectError(
             f"no run that fits {mcu} reaches gen/acc >= {min_acc:g}: the closest, "
@@ -116,6 +118,6 @@ def smallest_meeting(rows: list[RunRow], mcu: str, min_acc: float, precision: st
     best = min(meeting, key=lambda s: (s.row.flash_bytes, s.row.ram_bytes, -s.acc))
     print(
         f"smallest for {mcu} ({precision}) at gen/acc >= {min_acc:g}: "
-        f"{describe(best, precision)}\nrun: {best.row.run_dir}\ncheckpoint: {best.row.checkpoint}"
+        f"{describe(best, precision, mcu)}\nrun: {best.row.run_dir}\ncheckpoint: {best.row.checkpoint}"
     )
     return best
