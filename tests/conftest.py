@@ -20,30 +20,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["WANDB_MODE"] = "offline"  # never call the W&B service from the tests
 
 
-def _share_cores_among_workers() -> None:
-    """Under pytest-xdist each worker gets its own cores, as a SLURM job gets its
-    allocation: its affinity mask is its share, torch in the worker runs that many
-    threads, and every command a test starts inherits the mask, so ``threads=auto``
-    counts it (:func:`tinycvae.devices.allocated_cpus`). Without this every worker and
-    every job took all the cores, and torch's threads spun against each other: on 2
-    cores an in-process export fixture took 638 s instead of 60 s."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
-        return
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < count:
-        return
-    mine = cpus[int(worker[2:]) % count :: count]
-    os.sched_setaffinity(0, mine)
-    import torch
-
-    torch.set_num_threads(len(mine))
-
-
-_share_cores_among_workers()
-
-
 def compose_train(overrides: list[str], tmp_path: Path | None = None) -> DictConfig:
     """The composed job config for ``overrides``; with ``tmp_path``, its folders there."""
     with initialize_config_dir(str(CONF), version_base="1.3"):
