@@ -118,6 +118,7 @@ def smallest_meeting(rows: list[RunRow], mcu: str, min_acc: float, precision: st
     best = min(meeting, key=lambda s: (s.row.flash_bytes, s.row.ram_bytes, -s.acc))
     print(
         f"smallest for {mcu} ({precision}) at gen/acc >= {min_acc:g}: "
-        f"{describe(best, precision, mcu)}\nrun: {best.row.run_dir}\ncheckpoint: {best.row.checkpoint}"
+        f"{describe(best, precision, mcu)}\nrun: {best.row.run_dir}\n"
+        f"checkpoint: {best.row.checkpoint}"
     )
     return best
