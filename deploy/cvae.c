@@ -295,29 +295,6 @@ static arm_krow_fn *arm_krow(const cvae_stage_t *s)
     return in_w <= ARM_S2_MAX ? cvae_arm_krow_s2 : NULL;
 }
 
-/* convt_row() by the ARMv6-M kernels: per output channel, the accumulator row set
- * to the bias, every kernel row of every input channel added by one call, then the
- * row requantised. 0 (nothing done) where the rows do not fit the kernels. */
-static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
-                         uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step, acc_t *acc,
-                         unsigned last)
-{
-    arm_krow_fn *const krow = arm_krow(s);
-    void (*const finish)(const acc_t *, uint32_t, const cvae_requant_t *, cvae_act_t *) =
-        last ? cvae_arm_finish_last : cvae_arm_finish_hidden;
-    const unsigned in_c = s->in_c, in_w = s->in_w, out_w = s->out_w;
-    const cvae_weight_t *w = s->weight;
-    unsigned o;
-
-    if (!krow)
-        return 0;
-    for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
-        cvae_arm_fill(acc, out_w + 2u, s->bias[o]);
-        krow(acc, w, rows, in_c, in_chan_step, in_w);
-        finish(acc + 1, out_w, &s->requant[o], out);
-    }
-    return 1;
-}
 #endif
 
 /* The accumulators acc .. end-1 of output channel chan (plus its bias) into y:
@@ -369,6 +346,25 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
 #endif
 }
 
+#ifdef ARM_KERNELS
+/* ARMv6-M: the requantisation in Thumb-1 (cvae_arm_finish_*); its rows hold their
+ * bias already (a linear stage's accumulator, a convT row from start_acc_row). */
+static void finish_row_hidden(const acc_t *acc, const acc_t *end, acc_t bias, const cvae_stage_t *s,
+                              unsigned chan, cvae_act_t *y)
+{
+    assert(bias == 0);
+    (void)bias;
+    cvae_arm_finish_hidden(acc, (uint32_t)(end - acc), &s->requant[chan], y);
+}
+
+static void finish_row_last(const acc_t *acc, const acc_t *end, acc_t bias, const cvae_stage_t *s,
+                            unsigned chan, cvae_act_t *y)
+{
+    assert(bias == 0);
+    (void)bias;
+    cvae_arm_finish_last(acc, (uint32_t)(end - acc), &s->requant[chan], y);
+}
+#else
 static NOINLINE void finish_row_hidden(const acc_t *acc, const acc_t *end, acc_t bias,
                                        const cvae_stage_t *s, unsigned chan, cvae_act_t *y)
 {
@@ -380,6 +376,7 @@ static NOINLINE void finish_row_last(const acc_t *acc, const acc_t *end, acc_t b
 {
     finish_row(acc, end, bias, s, chan, y, 1);
 }
+#endif
 
 /* Dot products: stage 0 reads z (int8_t on int8), later stages activations. */
 #ifdef CVAE_INT4
@@ -504,8 +501,17 @@ static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
 #endif
 }
 
-/* The accumulators acc of one output row of a convT (and its two edge slots) to
- * 0; returns the slot after the last. */
+/* The accumulators acc of one output row of a convT (and its two edge slots) at
+ * the start of the row: 0, and finish_row adds ROW_BIAS(bias); on ARMv6-M the
+ * bias, and finish_row adds 0. Returns the slot after the last. */
+#ifdef ARM_KERNELS
+static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
+{
+    cvae_arm_fill(acc, out_w + 2u, bias);
+    return acc + out_w + 2;
+}
+#define ROW_BIAS(bias) 0
+#else
 static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
 {
     acc_t *const end = acc + out_w + 2;
@@ -513,6 +519,9 @@ static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
         *acc++ = 0;
     return end;
 }
+#define start_acc_row(acc, out_w, bias) clear_acc_row((acc), (out_w))
+#define ROW_BIAS(bias) (bias)
+#endif
 
 /* Adds kernel row ky of the weights of output channel 0 ([in_c][ky][kx], from
  * FIRST_WEIGHT(s)) over input row x (channel 0; channels in_chan_step apart) to the
@@ -534,6 +543,32 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
         scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
 }
 
+#ifdef ARM_KERNELS
+/* convt_row() by the ARMv6-M kernels: per output channel, the accumulator row set
+ * to the bias, every kernel row of every input channel added by one call, then the
+ * row requantised. 0 (nothing done) where the rows do not fit the kernels. */
+static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
+                         uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step, acc_t *acc,
+                         unsigned last)
+{
+    arm_krow_fn *const krow = arm_krow(s);
+    void (*const finish)(const acc_t *, uint32_t, const cvae_requant_t *, cvae_act_t *) =
+        last ? cvae_arm_finish_last : cvae_arm_finish_hidden;
+    const unsigned in_c = s->in_c, in_w = s->in_w, out_w = s->out_w;
+    const cvae_weight_t *w = s->weight;
+    unsigned o;
+
+    if (!krow)
+        return 0;
+    for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
+        start_acc_row(acc, out_w, s->bias[o]);
+        krow(acc, w, rows, in_c, in_chan_step, in_w);
+        finish(acc + 1, out_w, &s->requant[o], out);
+    }
+    return 1;
+}
+#endif
+
 /* One output row of a convT (all channels): rows[ky] is the input row (channel 0)
  * that kernel row ky reads, or NULL; channels lie in_chan_step apart in the input
  * and out_chan_step apart in the output. */
@@ -551,7 +586,7 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
         return;
 #endif
     for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
-        acc_t *const a_end = clear_acc_row(acc, s->out_w);
+        acc_t *const a_end = start_acc_row(acc, s->out_w, s->bias[o]);
         unsigned ky = CVAE_KERNEL, i;
         while (ky--) { /* the order of convt_single_channel_row: the same float sums */
             const cvae_act_t *x = rows[ky];
@@ -563,7 +598,7 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
                 scatter_row(acc, WEIGHTS(s, w + i * KERNEL_TAPS + ky * CVAE_KERNEL), x, x + in_w,
                             stride);
         }
-        (last ? finish_row_last : finish_row_hidden)(acc + 1, a_end - 1, s->bias[o], s, o, out);
+        (last ? finish_row_last : finish_row_hidden)(acc + 1, a_end - 1, ROW_BIAS(s->bias[o]), s, o, out);
     }
 }
 
@@ -849,7 +884,7 @@ static cvae_act_t *place_stream_buffers(unsigned first, uint32_t in_elems)
 static void convt_single_channel_row(unsigned y, cvae_act_t *row)
 {
     const cvae_stage_t *s = LAST_STAGE;
-    acc_t *const a_end = clear_acc_row(LAST_ACC_ROW, s->out_w);
+    acc_t *const a_end = start_acc_row(LAST_ACC_ROW, s->out_w, s->bias[0]);
     int iy[CVAE_KERNEL];
     unsigned ky = CVAE_KERNEL;
 
@@ -860,7 +895,7 @@ static void convt_single_channel_row(unsigned y, cvae_act_t *row)
         ring_fill(N_STAGES - 2, (unsigned)iy[ky]);
         scatter_kernel_row(LAST_ACC_ROW, s, ky, ring_row(N_STAGES - 2, (unsigned)iy[ky]), s->in_w);
     }
-    finish_row_last(LAST_ACC_ROW + 1, a_end - 1, s->bias[0], s, 0, row);
+    finish_row_last(LAST_ACC_ROW + 1, a_end - 1, ROW_BIAS(s->bias[0]), s, 0, row);
 }
 
 /* Output row y of a last convT (the output row's channels a row apart). */
