@@ -109,35 +109,46 @@ static union {
 #define LAST_ACC_ROW ACC_ROW
 #endif
 
-/* ARMv6-M kernels (Cortex-M0/M0+: Thumb-1, int8 weights). Hand-written, because
- * MULS overwrites one operand and only r0-r7 reach MULS, LDRB and the flag-setting
- * ALU forms: gcc's code for scatter_row spends 8-9 instructions per MAC there.
- * Each adds one kernel row of every input channel to the accumulator row, as
- * scatter_row does channel by channel, but in gather form: weight-stationary (the
- * kernel row's three taps sign-extended into r2-r4 once per channel), one output
- * column at a time, the accumulator loaded and stored once per column, every
- * activation load serving as MULS's copy: LDRB t,[x,#k]; MULS t,w; ADDS a,t is one
- * MAC, 3 instructions. The columns are unrolled with immediate offsets (no loop
- * inside a row): a row enters the unrolled body so many columns from its start
- * that it ends at the body's end (MOV PC into the body, once per channel), which
- * bounds the row's width (ARM_S1_MAX, ARM_S2_MAX; wider rows take scatter_row).
+/* ARMv6-M kernels (Cortex-M0/M0+: Thumb-1; int8 and int4 weights). Hand-written,
+ * because MULS overwrites one operand and only r0-r7 reach MULS, LDRB and the
+ * flag-setting ALU forms: gcc's code for scatter_row spends 8-9 instructions per
+ * MAC there. cvae_arm_krow_s1/s2 add every kernel row that has an input row, of
+ * every input channel, to the accumulator row, as scatter_row does row by row and
+ * channel by channel, but in gather form: weight-stationary (a kernel row's three
+ * taps sign-extended into r2-r4 once per channel), one output column at a time,
+ * its accumulator loaded and stored once per column, every activation load
+ * serving as MULS's copy: LDRB t,[x,#k]; MULS t,w; ADDS a,t is one MAC, 3
+ * instructions. The columns are unrolled with immediate offsets (no loop inside a
+ * row): a row enters the unrolled body so many columns from its start that it ends
+ * at the body's end (MOV PC into the body, once per channel), which bounds the
+ * row's width (ARM_S1_MAX, ARM_S2_MAX; wider rows take scatter_row). Per kernel
+ * row and input channel (int8; int4 adds 10 to unpack the three nibbles):
  *   stride 1: acc[ox] += w2 x[ox-1] + w1 x[ox] + w0 x[ox+1]: 11 instructions per
- *             3 MACs inside the row, the two edge columns 8 per 2 MACs, 24 per
- *             channel (taps, entry, loop): 198 for a 16-wide row (46 MACs);
+ *             3 MACs inside the row, the two edge columns 8 per 2 MACs, 23 for
+ *             taps, entry and loop: 185 for a 16-wide row (46 MACs, 4.0 per MAC);
  *   stride 2: acc[2m] += w1 x[m]; acc[2m+1] += w2 x[m] + w0 x[m+1]: 13 per 3 MACs,
- *             the last input 10 per 2, 20 per channel: 225 for a 16-wide input row.
- * Arguments: acc (slot -1 of the accumulator row), the three taps of channel 0
- * (the next channel's 9 bytes on), x (channel 0's input row), in_c >= 1, the
- * channels' distance in the input and in_w. Integer sums do not depend on their
- * order: the bytes are scatter_row's. */
-#if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8) && !defined(CVAE_INT4)
+ *             the last input 10 per 2, 14 for taps, entry and loop: 219 for a
+ *             16-wide input row (47 MACs, 4.7 per MAC);
+ *   and about 45 per call (one per output channel and output row).
+ * The requantisation (cvae_arm_finish_*) and the accumulator row's start at the
+ * bias (cvae_arm_fill, 3 words per STM) are Thumb-1 too. Integer sums do not
+ * depend on their order: the bytes are scatter_row's and finish_row's. */
+#if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8)
 #define ARM_KERNELS 1
 #define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */
 #define ARM_S2_MAX 16u /* stride 2: in_w - 1 inputs in the body of 15 */
-void cvae_arm_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const rows[CVAE_KERNEL],
-                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w);
-void cvae_arm_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const rows[CVAE_KERNEL],
-                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w);
+/* int4: the stage's weights, a 7th argument, for the nibble indices */
+#ifdef CVAE_INT4
+#define ARM_BASE_PARAM , const cvae_weight_t *weights
+#define ARM_BASE(s) , (s)->weight
+#else
+#define ARM_BASE_PARAM
+#define ARM_BASE(s)
+#endif
+void cvae_arm_krow_s1(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
+                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
+void cvae_arm_krow_s2(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
+                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
 
 /* Saves r4-r11 and lr, then: r11 = the channels' distance, r5 = in_w, r0 = acc, and
  * a frame of 5 words: [sp] (stride 1: column 0's accumulator), [sp+4] the next
@@ -153,22 +164,36 @@ void cvae_arm_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *cons
     "ldr r4, [sp, #56]\n mov r11, r4\n ldr r5, [sp, #60]\n"                    \
     "str r2, [sp, #4]\n movs r4, r2\n adds r4, #12\n str r4, [sp, #8]\n str r1, [sp, #12]\n" \
     "movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n"
-/* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r12 on to the next. */
+/* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r7 on to the next
+ * channel's. int8: r7 points at them. int4: r7 is their nibble index in the
+ * stage's weights ([sp+64]); the two bytes that hold the three nibbles are read
+ * as one 16-bit value, shifted down a nibble when the first is a high one, and
+ * each nibble sign-extended by LSLS/ASRS (10 instructions more per channel). */
+#ifdef CVAE_INT4
 #define ARM_TAPS                                                               \
-    "mov r5, r12\n ldrb r2, [r5, #0]\n ldrb r3, [r5, #1]\n ldrb r4, [r5, #2]\n" \
-    "sxtb r2, r2\n sxtb r3, r3\n sxtb r4, r4\n adds r5, #9\n mov r12, r5\n"
-/* The body's bases for this channel (r0, r1), then into the body (r10). */
-#define ARM_ENTER "mov r0, r9\n mov r1, r7\n add r1, r8\n mov pc, r10\n"
-/* After a channel's row: on to the next channel (r7 its input row, r12 its taps,
+    "lsrs r5, r7, #1\n ldr r6, [sp, #64]\n adds r6, r5\n"                      \
+    "ldrb r2, [r6, #0]\n ldrb r5, [r6, #1]\n lsls r5, #8\n orrs r2, r5\n"     \
+    "lsls r5, r7, #31\n beq 5f\n lsrs r2, #4\n5:\n"                           \
+    "lsls r3, r2, #24\n asrs r3, #28\n lsls r4, r2, #20\n asrs r4, #28\n"      \
+    "lsls r2, #28\n asrs r2, #28\n adds r7, #9\n"
+#else
+#define ARM_TAPS                                                               \
+    "ldrb r2, [r7, #0]\n ldrb r3, [r7, #1]\n ldrb r4, [r7, #2]\n"              \
+    "sxtb r2, r2\n sxtb r3, r3\n sxtb r4, r4\n adds r7, #9\n"
+#endif
+/* The body's bases for this channel (r0, r1 from the input row in r1), then into
+ * the body (r10). */
+#define ARM_ENTER "mov r0, r9\n add r1, r8\n mov pc, r10\n"
+/* After a channel's row: on to the next channel (r12 its input row, r7 its taps,
  * lr the end of the kernel row's taps; then back into the body), or out. */
-#define ARM_NEXT "add r7, r11\n1:\n cmp r12, lr\n beq 3f\n"
+#define ARM_NEXT "add r12, r11\n1:\n cmp r7, lr\n beq 3f\n"
 /* The next kernel row with an input row (rows[ky] != NULL), or restore and return. */
 #define ARM_EPILOGUE(name)                                                     \
     "3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n"          \
-    "ldr r7, [r4]\n adds r4, #4\n str r4, [sp, #4]\n"                          \
-    "ldr r5, [sp, #12]\n adds r6, r5, #3\n str r6, [sp, #12]\n"                \
-    "cmp r7, #0\n beq 3b\n"                                                    \
-    "mov r12, r5\n ldr r6, [sp, #16]\n adds r6, r5\n mov lr, r6\n b 1b\n"      \
+    "ldr r5, [r4]\n adds r4, #4\n str r4, [sp, #4]\n"                          \
+    "ldr r7, [sp, #12]\n adds r6, r7, #3\n str r6, [sp, #12]\n"                \
+    "cmp r5, #0\n beq 3b\n"                                                    \
+    "mov r12, r5\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
     "9:\n add sp, #20\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
     "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
     ".size " name ", .-" name "\n.popsection\n"
@@ -195,8 +220,8 @@ __asm__(".syntax unified\n.thumb\n"
         "ldrb r5, [r1, #17]\n muls r5, r3\n adds r6, r5\n str r6, [r0, #64]\n"
         ARM_NEXT ARM_TAPS
         /* column 0: w1 x[0] + w0 x[1] */
-        "ldr r0, [sp]\n ldr r6, [r0]\n ldrb r5, [r7, #0]\n muls r5, r3\n adds r6, r5\n"
-        "ldrb r5, [r7, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
+        "ldr r0, [sp]\n mov r1, r12\n ldr r6, [r0]\n ldrb r5, [r1, #0]\n muls r5, r3\n"
+        "adds r6, r5\n ldrb r5, [r1, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
         ARM_ENTER
         ARM_EPILOGUE("cvae_arm_krow_s1")
 
@@ -216,7 +241,7 @@ __asm__(".syntax unified\n.thumb\n"
         /* the last input: columns 2 in_w - 2 (w1) and 2 in_w - 1 (w2) */
         "ldr r6, [r0, #120]\n ldrb r5, [r1, #15]\n muls r5, r3\n adds r6, r5\n str r6, [r0, #120]\n"
         "ldr r6, [r0, #124]\n ldrb r5, [r1, #15]\n muls r5, r4\n adds r6, r5\n str r6, [r0, #124]\n"
-        ARM_NEXT ARM_TAPS ARM_ENTER
+        ARM_NEXT ARM_TAPS "mov r1, r12\n" ARM_ENTER
         ARM_EPILOGUE("cvae_arm_krow_s2"));
 
 /* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
@@ -282,8 +307,8 @@ __asm__(".syntax unified\n.thumb\n"
         "3:\n pop {r4, pc}\n"
         ".size cvae_arm_fill, .-cvae_arm_fill\n.popsection\n");
 
-typedef void arm_krow_fn(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const rows[CVAE_KERNEL],
-                         uint32_t in_c, uint32_t in_chan_step, uint32_t in_w);
+typedef void arm_krow_fn(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
+                         uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
 
 /* The ARMv6-M kernel for convT s's rows, or NULL where they do not fit it
  * (scatter_row then). */
@@ -535,7 +560,7 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
 #ifdef ARM_KERNELS
     if (arm_krow(s)) {
         const cvae_act_t *const one_row[CVAE_KERNEL] = {x, NULL, NULL};
-        arm_krow(s)(acc, w, one_row, in_c, in_chan_step, in_w);
+        arm_krow(s)(acc, w, one_row, in_c, in_chan_step, in_w ARM_BASE(s));
         return;
     }
 #endif
@@ -555,14 +580,14 @@ static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVA
     void (*const finish)(const acc_t *, uint32_t, const cvae_requant_t *, cvae_act_t *) =
         last ? cvae_arm_finish_last : cvae_arm_finish_hidden;
     const unsigned in_c = s->in_c, in_w = s->in_w, out_w = s->out_w;
-    const cvae_weight_t *w = s->weight;
+    weight_pos_t w = FIRST_WEIGHT(s);
     unsigned o;
 
     if (!krow)
         return 0;
     for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
         start_acc_row(acc, out_w, s->bias[o]);
-        krow(acc, w, rows, in_c, in_chan_step, in_w);
+        krow(acc, w, rows, in_c, in_chan_step, in_w ARM_BASE(s));
         finish(acc + 1, out_w, &s->requant[o], out);
     }
     return 1;
