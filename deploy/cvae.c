@@ -258,7 +258,7 @@ CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) 
                    arm_requant_layout);
 
 /* r0 acc, r1 -n (the index, up to 0), r3 y + n, r4 pre, r5 shift, r6 m, r8 the
- * rounding term, r9 INT16_MAX, r10 INT16_MIN. */
+ * rounding term, r9 INT16_MAX, r7 32768 (the last stage: r10 INT16_MIN from it). */
 #define ARM_FINISH_SETUP(name)                                                 \
     ".pushsection .text." name ",\"ax\",%progbits\n"                           \
     ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
@@ -267,7 +267,6 @@ CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) 
     "ldrb r4, [r2, #2]\n ldrb r5, [r2, #3]\n ldrh r6, [r2, #0]\n"              \
     "subs r7, r5, #1\n movs r2, #1\n lsls r2, r7\n mov r8, r2\n"               \
     "movs r7, #128\n lsls r7, #8\n subs r2, r7, #1\n mov r9, r2\n"             \
-    "rsbs r7, r7, #0\n mov r10, r7\n"                                          \
     "adds r3, r1\n rsbs r1, r1, #0\n"
 #define ARM_FINISH_END(name)                                                   \
     "9:\n pop {r4-r6}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n pop {r4-r7, pc}\n" \
@@ -286,7 +285,7 @@ __asm__(".syntax unified\n.thumb\n"
         ARM_FINISH_END("cvae_arm_finish_hidden")
 
         ARM_FINISH_SETUP("cvae_arm_finish_last")
-        "ldr r2, =cvae_sigmoid_lut\n"
+        "rsbs r7, r7, #0\n mov r10, r7\n ldr r2, =cvae_sigmoid_lut\n"
         "1:\n ldm r0!, {r7}\n asrs r7, r4\n"
         "cmp r7, r9\n bgt 5f\n cmp r7, r10\n blt 6f\n"
         "2:\n muls r7, r6\n add r7, r8\n asrs r7, r5\n adds r7, #128\n cmp r7, #255\n bhi 7f\n"
