@@ -22,6 +22,10 @@
  * pixels. Integer sums do not depend on their order: the bytes are those of the
  * gather form CONTRACT.md defines.
  *
+ * On ARMv6-M (Cortex-M0/M0+) the int8 and int4 transposed convolutions and the
+ * requantisation run hand-written Thumb-1 kernels instead, with the same contract
+ * and the same bytes ("ARMv6-M kernels" below); every other target runs the C.
+ *
  * Checks of the model and of the arena sizes use assert(): active on host and
  * QEMU builds, compiled out with -DNDEBUG on the MCU boards.
  */
