@@ -274,11 +274,40 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
     }
 }
 
+#ifdef RV_QSQ
+/* rv32ec: one pass, acc[ix * S + k] += w_k * x[ix] for k < 3 (S = 1, 2), each product
+ * w * x = qsq(x + w) - qsq(x - w) from the quarter-square table: per non-zero input
+ * 2 instructions for its table address, 5 per product (two address adds, two loads, a
+ * subtraction), 3 to add it (load, add, store). Arguments: acc, x, end, w0, w1, w2. */
+void cvae_rv_pass_s1(acc_t *acc, const cvae_act_t *x, const cvae_act_t *end, int32_t w0,
+                     int32_t w1, int32_t w2);
+void cvae_rv_pass_s2(acc_t *acc, const cvae_act_t *x, const cvae_act_t *end, int32_t w0,
+                     int32_t w1, int32_t w2);
+#define RV_TAP(W, OFF)                                                         \
+    "add t2, t1, " W "\n lhu t2, 0(t2)\n sub s0, t1, " W "\n lhu s0, 0(s0)\n"  \
+    "sub t2, t2, s0\n lw s0, " OFF "(a0)\n add s0, s0, t2\n sw s0, " OFF "(a0)\n"
+#define RV_PASS(name, step)                                                    \
+    ".pushsection .text." name ",\"ax\",@progbits\n"                          \
+    ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
+    "bgeu a1, a2, 9f\n addi sp, sp, -4\n sw s0, 0(sp)\n"                        \
+    "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n"             \
+    "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n"                       \
+    "1:\n lbu t1, 0(a1)\n addi a1, a1, 1\n beqz t1, 2f\n"                      \
+    "slli t1, t1, 1\n add t1, t1, t0\n"                                        \
+    RV_TAP("a3", "0") RV_TAP("a4", "4") RV_TAP("a5", "8")                      \
+    "2:\n addi a0, a0, " step "\n bltu a1, a2, 1b\n"                           \
+    "lw s0, 0(sp)\n addi sp, sp, 4\n"                                          \
+    "9:\n ret\n.size " name ", .-" name "\n.popsection\n"
+__asm__(RV_PASS("cvae_rv_pass_s1", "4") RV_PASS("cvae_rv_pass_s2", "8"));
+#endif
+
 /* scatter() with the stride a constant: one register fewer in the loop. */
 static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
                                  const cvae_act_t *end, unsigned stride)
 {
-#ifdef CVAE_INT4
+#ifdef RV_QSQ
+    (stride == 1 ? cvae_rv_pass_s1 : cvae_rv_pass_s2)(acc, x, end, TAP(0), TAP(1), TAP(2));
+#elif defined(CVAE_INT4)
     /* the three taps unpacked once, before the loops */
     const tap_t w0 = TAP(0), w1 = TAP(1), w2 = TAP(2);
     if (stride == 1)
@@ -417,6 +446,10 @@ static inline __attribute__((always_inline)) int arm_kernel_row(acc_t *acc, cons
 
 /* The accumulators acc of one output row of a convT (and its two edge slots) to
  * 0; returns the slot after the last. */
+#ifdef RV_QSQ
+/* rv32ec: a word loop, not gcc's call to picolibc's memset (10-16 instructions a word) */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
 {
     acc_t *const end = acc + out_w + 2;

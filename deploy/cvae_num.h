@@ -23,32 +23,67 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
     return (acc_t)p;
 }
 #define MUL(w, x) mul8((w), (x))
-/* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
- * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances
- * between them (static, not on the stack), MUL_REQUANT(a, m) adds a shifted by
- * each. No call to __mulsi3, so finish_row() is a leaf (a smaller frame). */
+/* a * m for the requantisation (0 <= m <= INT16_MAX) by Horner's rule over the set
+ * bits of m, from the top one down: p = a, then p = (p << d) + a for each next set bit
+ * d places lower, then p << (the lowest set bit's position). REQUANT_SETUP(m) lists
+ * once per output row the n - 1 distances, right-aligned in m_steps[1..14] so that the
+ * unrolled steps below are entered at case n and end at one place (3 instructions a
+ * set bit, no loop), the final shift in m_steps[15]; it returns n, the set bits. Static,
+ * not on the stack. No call to __mulsi3, so finish_row() is a leaf. */
 static uint8_t m_steps[16];
 static inline __attribute__((always_inline)) unsigned requant_setup(uint32_t m)
 {
     unsigned n = 0, pos = 0, prev = 0;
+    uint8_t *d = m_steps + 15; /* from the lowest set bit up: the top pair's distance last */
     for (; m; m >>= 1, pos++)
         if (m & 1) {
-            m_steps[n++] = (uint8_t)(pos - prev);
+            if (n++)
+                *--d = (uint8_t)(pos - prev);
+            else
+                m_steps[15] = (uint8_t)pos;
             prev = pos;
         }
     return n;
 }
+/* m_steps[k] as the step of case 16 - k */
+#define RQ_STEP(k) p = (p << m_steps[k]) + u; __attribute__((fallthrough));
 static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsigned n)
 {
-    uint32_t p = 0, u = (uint32_t)a;
-    const uint8_t *d = m_steps, *end = m_steps + n;
-    for (; d < end; d++) {
-        u <<= *d;
-        p += u;
+    const uint32_t u = (uint32_t)a;
+    uint32_t p = u;
+    switch (n) {
+    case 0:
+        return 0;
+    case 15: RQ_STEP(1)
+    case 14: RQ_STEP(2)
+    case 13: RQ_STEP(3)
+    case 12: RQ_STEP(4)
+    case 11: RQ_STEP(5)
+    case 10: RQ_STEP(6)
+    case 9: RQ_STEP(7)
+    case 8: RQ_STEP(8)
+    case 7: RQ_STEP(9)
+    case 6: RQ_STEP(10)
+    case 5: RQ_STEP(11)
+    case 4: RQ_STEP(12)
+    case 3: RQ_STEP(13)
+    case 2: RQ_STEP(14)
+    default:
+        break;
     }
-    return (int32_t)p;
+    return (int32_t)(p << m_steps[15]);
 }
 #define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
+/* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
+ * (x + w and x - w have the same parity, so both floors drop the same quarter). qsq[n +
+ * 128] = floor(n^2 / 4) for n = -128 .. 383 covers x in 0..255 and w in -128..127. */
+#define QSQ1(n) (uint16_t)(((n) * (n)) / 4)
+#define QSQ4(n) QSQ1(n), QSQ1((n) + 1), QSQ1((n) + 2), QSQ1((n) + 3)
+#define QSQ16(n) QSQ4(n), QSQ4((n) + 4), QSQ4((n) + 8), QSQ4((n) + 12)
+#define QSQ64(n) QSQ16(n), QSQ16((n) + 16), QSQ16((n) + 32), QSQ16((n) + 48)
+#define QSQ256(n) QSQ64(n), QSQ64((n) + 64), QSQ64((n) + 128), QSQ64((n) + 192)
+const uint16_t cvae_qsq[512] = {QSQ256(-128), QSQ256(128)};
+#define RV_QSQ 1
 #define MUL_REQUANT(a, m) mul_requant((a), (m))
 /* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
  * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
