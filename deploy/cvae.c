@@ -286,19 +286,26 @@ void cvae_rv_pass_s2(acc_t *acc, const cvae_act_t *x, const cvae_act_t *end, int
 #define RV_TAP(W, OFF)                                                         \
     "add t2, t1, " W "\n lhu t2, 0(t2)\n sub s0, t1, " W "\n lhu s0, 0(s0)\n"  \
     "sub t2, t2, s0\n lw s0, " OFF "(a0)\n add s0, s0, t2\n sw s0, " OFF "(a0)\n"
-#define RV_PASS(name, step)                                                    \
+/* input j of the unrolled pair: x[j], its accumulators from acc + j * step */
+#define RV_UNIT(X, A0, A1, A2, skip)                                            \
+    "lbu t1, " X "(a1)\n beqz t1, " skip "\n slli t1, t1, 1\n add t1, t1, t0\n"  \
+    RV_TAP("a3", A0) RV_TAP("a4", A1) RV_TAP("a5", A2)
+/* two inputs a loop step; an odd count enters at the second (pointers one back) */
+#define RV_PASS(name, step, a0, a1, a2, b0, b1, b2)                             \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \
     ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
     "bgeu a1, a2, 9f\n addi sp, sp, -4\n sw s0, 0(sp)\n"                        \
     "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n"             \
     "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n"                       \
-    "1:\n lbu t1, 0(a1)\n addi a1, a1, 1\n beqz t1, 2f\n"                      \
-    "slli t1, t1, 1\n add t1, t1, t0\n"                                        \
-    RV_TAP("a3", "0") RV_TAP("a4", "4") RV_TAP("a5", "8")                      \
-    "2:\n addi a0, a0, " step "\n bltu a1, a2, 1b\n"                           \
+    "sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"                           \
+    "addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"                         \
+    "1:\n" RV_UNIT("0", a0, a1, a2, "2f")                                       \
+    "2:\n" RV_UNIT("1", b0, b1, b2, "3f")                                       \
+    "3:\n addi a1, a1, 2\n addi a0, a0, 2*" step "\n bltu a1, a2, 1b\n"         \
     "lw s0, 0(sp)\n addi sp, sp, 4\n"                                          \
     "9:\n ret\n.size " name ", .-" name "\n.popsection\n"
-__asm__(RV_PASS("cvae_rv_pass_s1", "4") RV_PASS("cvae_rv_pass_s2", "8"));
+__asm__(RV_PASS("cvae_rv_pass_s1", "4", "0", "4", "8", "4", "8", "12")
+        RV_PASS("cvae_rv_pass_s2", "8", "0", "4", "8", "8", "12", "16"));
 #endif
 
 /* scatter() with the stride a constant: one register fewer in the loop. */
