@@ -23,6 +23,40 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
     return (acc_t)p;
 }
 #define MUL(w, x) mul8((w), (x))
+/* CVAE_RV_QSQ (default 1): the quarter-square MAC (a 1 KB table in flash) and the
+ * unrolled Horner requantisation; 0: the table-free kernels (shift-and-add over x's bits,
+ * a loop over m's bits), about 1.5 KB less flash and slower (docs/firmware.md). The
+ * ch32v003 build falls back to 0 where the model leaves no room for the table. */
+#ifndef CVAE_RV_QSQ
+#define CVAE_RV_QSQ 1
+#endif
+#if !CVAE_RV_QSQ
+/* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
+ * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances
+ * between them (static, not on the stack), MUL_REQUANT(a, m) adds a shifted by
+ * each. No call to __mulsi3, so finish_row() is a leaf (a smaller frame). */
+static uint8_t m_steps[16];
+static inline __attribute__((always_inline)) unsigned requant_setup(uint32_t m)
+{
+    unsigned n = 0, pos = 0, prev = 0;
+    for (; m; m >>= 1, pos++)
+        if (m & 1) {
+            m_steps[n++] = (uint8_t)(pos - prev);
+            prev = pos;
+        }
+    return n;
+}
+static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsigned n)
+{
+    uint32_t p = 0, u = (uint32_t)a;
+    const uint8_t *d = m_steps, *end = m_steps + n;
+    for (; d < end; d++) {
+        u <<= *d;
+        p += u;
+    }
+    return (int32_t)p;
+}
+#else
 /* a * m for the requantisation (0 <= m <= INT16_MAX) by Horner's rule over the set
  * bits of m, from the top one down: p = a, then p = (p << d) + a for each next set bit
  * d places lower, then p << (the lowest set bit's position). REQUANT_SETUP(m) lists
@@ -73,7 +107,6 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
     }
     return (int32_t)(p << m_steps[15]);
 }
-#define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
 /* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
  * (x + w and x - w have the same parity, so both floors drop the same quarter). qsq[n +
  * 128] = floor(n^2 / 4) for n = -128 .. 383 covers x in 0..255 and w in -128..127. */
@@ -84,6 +117,8 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 #define QSQ256(n) QSQ64(n), QSQ64((n) + 64), QSQ64((n) + 128), QSQ64((n) + 192)
 const uint16_t cvae_qsq[512] = {QSQ256(-128), QSQ256(128)};
 #define RV_QSQ 1
+#endif /* CVAE_RV_QSQ */
+#define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
 #define MUL_REQUANT(a, m) mul_requant((a), (m))
 /* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
  * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
