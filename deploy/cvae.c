@@ -275,46 +275,103 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
 }
 
 #ifdef RV_QSQ
-/* rv32ec: one pass, acc[ix * S + k] += w_k * x[ix] for k < 3 (S = 1, 2), each product
- * w * x = qsq(x + w) - qsq(x - w) from the quarter-square table: per non-zero input
- * 2 instructions for its table address, 5 per product (two address adds, two loads, a
- * subtraction), 3 to add it (load, add, store). Arguments: acc, x, end, w0, w1, w2. */
-void cvae_rv_pass_s1(acc_t *acc, const cvae_act_t *x, const cvae_act_t *end, int32_t w0,
-                     int32_t w1, int32_t w2);
-void cvae_rv_pass_s2(acc_t *acc, const cvae_act_t *x, const cvae_act_t *end, int32_t w0,
-                     int32_t w1, int32_t w2);
-#define RV_TAP(W, OFF)                                                         \
-    "add t2, t1, " W "\n lhu t2, 0(t2)\n sub s0, t1, " W "\n lhu s0, 0(s0)\n"  \
-    "sub t2, t2, s0\n lw s0, " OFF "(a0)\n add s0, s0, t2\n sw s0, " OFF "(a0)\n"
-/* input j of the unrolled pair: x[j], its accumulators from acc + j * step */
-#define RV_UNIT(X, A0, A1, A2, skip)                                            \
-    "lbu t1, " X "(a1)\n beqz t1, " skip "\n slli t1, t1, 1\n add t1, t1, t0\n"  \
-    RV_TAP("a3", A0) RV_TAP("a4", A1) RV_TAP("a5", A2)
-/* two inputs a loop step; an odd count enters at the second (pointers one back) */
-#define RV_PASS(name, step, a0, a1, a2, b0, b1, b2)                             \
+/* rv32ec kernels (no multiply instruction): kernel row ky of every input channel over
+ * its input row, as scatter_row does channel by channel, in RV32E assembly. A product
+ * is w * x = qsq[x + w] - qsq[x - w] (cvae_num.h's quarter squares, in flash): with B =
+ * &qsq[x] (2 instructions per non-zero input) and W = 2w per tap (once per channel),
+ * add, lhu, sub, lhu, sub: 5 instructions, no table built at run time. Zero inputs are
+ * skipped (2 instructions); inputs go two a loop step (an odd row enters at the second).
+ *   stride 1: acc[ix] += P0 + w0 x[ix]; P0 = P1 + w1 x[ix]; P1 = w2 x[ix] (the two
+ *             pending sums in s1 and ra, flushed after the row): 24 instructions per
+ *             non-zero input (3 MACs), the accumulator loaded and stored once;
+ *   stride 2: acc[2ix + k] += w_k x[ix]: 28 per non-zero input.
+ * Per channel about 20 (the taps, the row's pointers, the entry). Arguments: acc (slot
+ * -1 of the accumulator row), w (int8: the taps of channel 0; int4: the weights' bytes),
+ * x (channel 0's input row), in_c >= 1, the channels' distance in the input, in_w >= 1,
+ * and on int4 t (the nibble index of channel 0's first tap). The frame (40 B): ra, s0,
+ * s1, acc, x of the next channel, in_chan_step, in_w, the taps (int8 pointer, int4
+ * nibble index), the int4 weights, channels left. */
+/* p = w * x into R, for B in t1 and W (2w) in register W; s0 and t2 scratch */
+#define RV_PROD(R, W) "add t2, t1, " W "\n lhu t2, 0(t2)\n sub s0, t1, " W "\n lhu s0, 0(s0)\n" \
+                      "sub " R ", t2, s0\n"
+#define RV_ADD(OFF, R) "lw s0, " OFF "(a0)\n add s0, s0, " R "\n sw s0, " OFF "(a0)\n"
+/* x = input X of the pair; zero: to label Z; B = &qsq[x] in t1 */
+#define RV_LOAD(X, Z) "lbu t1, " X "(a1)\n beqz t1, " Z "\n slli t1, t1, 1\n add t1, t1, t0\n"
+#define RV_UNIT_S1(X, A, Z)                                                    \
+    RV_LOAD(X, Z) RV_PROD("t2", "a3") "lw s0, " A "(a0)\n add s0, s0, s1\n add s0, s0, t2\n" \
+    "sw s0, " A "(a0)\n" RV_PROD("t2", "a4") "add s1, ra, t2\n" RV_PROD("ra", "a5")
+/* a zero input: acc[ix] += P0; P0 = P1; P1 = 0 (nothing when both are 0), back to N */
+#define RV_ZERO_S1(A, N)                                                       \
+    "or t2, s1, ra\n beqz t2, " N "\n" RV_ADD(A, "s1") "mv s1, ra\n li ra, 0\n j " N "\n"
+#define RV_UNIT_S2(X, A0, A1, A2, N)                                           \
+    RV_LOAD(X, N) RV_PROD("t2", "a3") RV_ADD(A0, "t2") RV_PROD("t2", "a4") RV_ADD(A1, "t2") \
+    RV_PROD("t2", "a5") RV_ADD(A2, "t2")
+#ifdef CVAE_INT4
+#define RV_T_PARAM , uint32_t t
+/* tap K of the channel: nibble t + K of the weights (t in t1, the bytes in t2) into R */
+#define RV_NIB(R, K)                                                           \
+    "addi s0, t1, " K "\n srli a0, s0, 1\n add a0, a0, t2\n lbu a0, 0(a0)\n andi s0, s0, 1\n" \
+    "slli s0, s0, 2\n li a1, 28\n sub s0, a1, s0\n sll a0, a0, s0\n srai " R ", a0, 28\n"
+#define RV_SAVE_W "lw t1, 40(sp)\n sw t1, 28(sp)\n sw a1, 32(sp)\n"
+#define RV_TAPS "lw t1, 28(sp)\n lw t2, 32(sp)\n" RV_NIB("a3", "0") RV_NIB("a4", "1") \
+                RV_NIB("a5", "2") "addi t1, t1, 9\n sw t1, 28(sp)\n"
+#else
+#define RV_T_PARAM
+#define RV_SAVE_W "sw a1, 28(sp)\n"
+#define RV_TAPS "lw t1, 28(sp)\n lb a3, 0(t1)\n lb a4, 1(t1)\n lb a5, 2(t1)\n addi t1, t1, 9\n" \
+                "sw t1, 28(sp)\n"
+#endif
+void cvae_rv_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
+                     uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
+                     uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+#define RV_KROW_ENTER(name)                                                    \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \
     ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
-    "bgeu a1, a2, 9f\n addi sp, sp, -4\n sw s0, 0(sp)\n"                        \
-    "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n"             \
-    "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n"                       \
-    "sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"                           \
-    "addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"                         \
-    "1:\n" RV_UNIT("0", a0, a1, a2, "2f")                                       \
-    "2:\n" RV_UNIT("1", b0, b1, b2, "3f")                                       \
-    "3:\n addi a1, a1, 2\n addi a0, a0, 2*" step "\n bltu a1, a2, 1b\n"         \
-    "lw s0, 0(sp)\n addi sp, sp, 4\n"                                          \
-    "9:\n ret\n.size " name ", .-" name "\n.popsection\n"
-__asm__(RV_PASS("cvae_rv_pass_s1", "4", "0", "4", "8", "4", "8", "12")
-        RV_PASS("cvae_rv_pass_s2", "8", "0", "4", "8", "8", "12", "16"));
+    "addi sp, sp, -40\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a0, 12(sp)\n"     \
+    "sw a2, 16(sp)\n sw a4, 20(sp)\n sw a5, 24(sp)\n sw a3, 36(sp)\n" RV_SAVE_W    \
+    "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n"
+/* a channel: its taps (W = 2w), its row (a1 .. a2), the accumulators (a0); an odd row
+ * enters at the pair's second input, pointers one input back */
+#define RV_CHANNEL(step)                                                       \
+    "8:\n" RV_TAPS "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n"         \
+    "lw a1, 16(sp)\n lw t1, 20(sp)\n add t1, a1, t1\n sw t1, 16(sp)\n"          \
+    "lw t1, 24(sp)\n add a2, a1, t1\n lw a0, 12(sp)\n li s1, 0\n li ra, 0\n"      \
+    "andi t1, t1, 1\n beqz t1, 1f\n addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"
+#define RV_KROW_LEAVE(name)                                                    \
+    "lw t1, 36(sp)\n addi t1, t1, -1\n sw t1, 36(sp)\n bnez t1, 8b\n"           \
+    "lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 40\n ret\n"     \
+    ".size " name ", .-" name "\n.popsection\n"
+#define RV_LOOP(step) "3:\n addi a1, a1, 2\n addi a0, a0, 2*" step "\n bltu a1, a2, 1b\n"
+__asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("4")
+        "1:\n" RV_UNIT_S1("0", "0", "4f") "2:\n" RV_UNIT_S1("1", "4", "5f") RV_LOOP("4")
+        RV_ADD("0", "s1") RV_ADD("4", "ra") "j 9f\n" /* the pending sums, past the row */
+        "4:\n" RV_ZERO_S1("0", "2b") "5:\n" RV_ZERO_S1("4", "3b")
+        "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s1")
+        RV_KROW_ENTER("cvae_rv_krow_s2") RV_CHANNEL("8")
+        "1:\n" RV_UNIT_S2("0", "0", "4", "8", "2f") "2:\n" RV_UNIT_S2("1", "8", "12", "16", "3f")
+        RV_LOOP("8") RV_KROW_LEAVE("cvae_rv_krow_s2"));
+
+/* Kernel row ky of every input channel (weights from w, channel 0's taps; nibble t on
+ * int4) over input row x (channel 0; channels in_chan_step apart) into acc. */
+static inline __attribute__((always_inline)) void rv_kernel_row(acc_t *acc, const cvae_stage_t *s,
+                                                               weight_pos_t w, const cvae_act_t *x,
+                                                               uint32_t in_chan_step)
+{
+#ifdef CVAE_INT4
+#define RV_KROW_ARGS(s, w) (s)->weight, x, (s)->in_c, in_chan_step, (s)->in_w, (w)
+#else
+#define RV_KROW_ARGS(s, w) (w), x, (s)->in_c, in_chan_step, (s)->in_w
+#endif
+    (s->stride == 1 ? cvae_rv_krow_s1 : cvae_rv_krow_s2)(acc, RV_KROW_ARGS(s, w));
+}
 #endif
 
 /* scatter() with the stride a constant: one register fewer in the loop. */
 static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
                                  const cvae_act_t *end, unsigned stride)
 {
-#ifdef RV_QSQ
-    (stride == 1 ? cvae_rv_pass_s1 : cvae_rv_pass_s2)(acc, x, end, TAP(0), TAP(1), TAP(2));
-#elif defined(CVAE_INT4)
+#ifdef CVAE_INT4
     /* the three taps unpacked once, before the loops */
     const tap_t w0 = TAP(0), w1 = TAP(1), w2 = TAP(2);
     if (stride == 1)
@@ -478,6 +535,10 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
     if (arm_kernel_row(acc, s, w, x, in_chan_step))
         return;
 #endif
+#ifdef RV_QSQ
+    rv_kernel_row(acc, s, w, x, in_chan_step);
+    return;
+#endif
     for (i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
         scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
 }
@@ -504,6 +565,10 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
 #ifdef ARM_KERNELS
             if (arm_kernel_row(acc, s, w + ky * CVAE_KERNEL, x, in_chan_step))
                 continue;
+#endif
+#ifdef RV_QSQ
+            rv_kernel_row(acc, s, w + ky * CVAE_KERNEL, x, in_chan_step);
+            continue;
 #endif
             /* scatter_kernel_row's loop, written out: calling it (even inlined) costs
              * 1.4% more instructions per image on ARMv6-M (8_8_8_8, measured) */
