@@ -308,38 +308,44 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
     RV_PROD("t2", "a5") RV_ADD(A2, "t2")
 #ifdef CVAE_INT4
 #define RV_T_PARAM , uint32_t t
-/* tap K of the channel: nibble t + K of the weights (t in t1, the bytes in t2) into R */
-#define RV_NIB(R, K)                                                           \
-    "addi s0, t1, " K "\n srli a0, s0, 1\n add a0, a0, t2\n lbu a0, 0(a0)\n andi s0, s0, 1\n" \
-    "slli s0, s0, 2\n li a1, 28\n sub s0, a1, s0\n sll a0, a0, s0\n srai " R ", a0, 28\n"
-#define RV_SAVE_W "lw t1, 40(sp)\n sw t1, 28(sp)\n sw a1, 32(sp)\n"
-#define RV_TAPS "lw t1, 28(sp)\n lw t2, 32(sp)\n" RV_NIB("a3", "0") RV_NIB("a4", "1") \
-                RV_NIB("a5", "2") "addi t1, t1, 9\n sw t1, 28(sp)\n"
+/* the taps of the channel at nibble t (24(sp)) of the weights (32(sp)): the two bytes
+ * that hold nibbles t .. t + 2, as one 16-bit value shifted down by 4 (t & 1), each
+ * nibble sign-extended by a shift up and back down */
+#define RV_END_W "slli t2, a3, 3\n add t2, t2, a3\n lw t1, 40(sp)\n add t2, t2, t1\n"         \
+                 "sw t1, 24(sp)\n sw t2, 28(sp)\n sw a1, 32(sp)\n"
+#define RV_TAPS                                                                \
+    "lw t1, 24(sp)\n lw t2, 32(sp)\n srli s0, t1, 1\n add s0, s0, t2\n lbu a3, 0(s0)\n"   \
+    "lbu a4, 1(s0)\n slli a4, a4, 8\n or a3, a3, a4\n andi s0, t1, 1\n slli s0, s0, 2\n"  \
+    "srl a3, a3, s0\n slli a4, a3, 24\n srai a4, a4, 28\n slli a5, a3, 20\n srai a5, a5, 28\n" \
+    "slli a3, a3, 28\n srai a3, a3, 28\n addi t1, t1, 9\n sw t1, 24(sp)\n"
 #else
 #define RV_T_PARAM
-#define RV_SAVE_W "sw a1, 28(sp)\n"
-#define RV_TAPS "lw t1, 28(sp)\n lb a3, 0(t1)\n lb a4, 1(t1)\n lb a5, 2(t1)\n addi t1, t1, 9\n" \
-                "sw t1, 28(sp)\n"
+#define RV_END_W "slli t2, a3, 3\n add t2, t2, a3\n add t2, t2, a1\n sw a1, 24(sp)\n sw t2, 28(sp)\n"
+#define RV_TAPS "lw t1, 24(sp)\n lb a3, 0(t1)\n lb a4, 1(t1)\n lb a5, 2(t1)\n addi t1, t1, 9\n" \
+                "sw t1, 24(sp)\n"
 #endif
 void cvae_rv_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
                      uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
 void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
                      uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+/* The frame (40 B): ra, s0, s1, acc, in_chan_step, in_w, the next channel's taps (int8:
+ * pointer, int4: nibble index), the end of the taps, the int4 weights. The row: a1 .. a2. */
 #define RV_KROW_ENTER(name)                                                    \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \
     ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
     "addi sp, sp, -40\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a0, 12(sp)\n"     \
-    "sw a2, 16(sp)\n sw a4, 20(sp)\n sw a5, 24(sp)\n sw a3, 36(sp)\n" RV_SAVE_W    \
+    "sw a4, 16(sp)\n sw a5, 20(sp)\n" RV_END_W "mv a1, a2\n add a2, a2, a5\n"           \
     "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n"
-/* a channel: its taps (W = 2w), its row (a1 .. a2), the accumulators (a0); an odd row
- * enters at the pair's second input, pointers one input back */
+/* a channel: its taps (W = 2w), the accumulators (a0); an odd row enters at the pair's
+ * second input, pointers one input back */
 #define RV_CHANNEL(step)                                                       \
-    "8:\n" RV_TAPS "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n"         \
-    "lw a1, 16(sp)\n lw t1, 20(sp)\n add t1, a1, t1\n sw t1, 16(sp)\n"          \
-    "lw t1, 24(sp)\n add a2, a1, t1\n lw a0, 12(sp)\n li s1, 0\n li ra, 0\n"      \
-    "andi t1, t1, 1\n beqz t1, 1f\n addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"
+    "8:\n" RV_TAPS "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n lw a0, 12(sp)\n"   \
+    "li s1, 0\n li ra, 0\n sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"               \
+    "addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"
+/* the next channel's row, or out */
 #define RV_KROW_LEAVE(name)                                                    \
-    "lw t1, 36(sp)\n addi t1, t1, -1\n sw t1, 36(sp)\n bnez t1, 8b\n"           \
+    "lw t2, 16(sp)\n add a2, a2, t2\n lw t2, 20(sp)\n sub a1, a2, t2\n"            \
+    "lw t1, 24(sp)\n lw t2, 28(sp)\n bltu t1, t2, 8b\n"                            \
     "lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 40\n ret\n"     \
     ".size " name ", .-" name "\n.popsection\n"
 #define RV_LOOP(step) "3:\n addi a1, a1, 2\n addi a0, a0, 2*" step "\n bltu a1, a2, 1b\n"
