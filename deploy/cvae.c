@@ -109,6 +109,56 @@ static union {
 #define LAST_ACC_ROW ACC_ROW
 #endif
 
+#ifdef RV_QSQ
+/* rv32ec requantisation of a row, in RV32E assembly: finish_row's arithmetic with the
+ * multiply as Horner's rule over m's set bits (cvae_num.h), entered once per row at its
+ * n - 1 steps (a jump into the unrolled chain, 12 bytes a step), m's trailing zeros f
+ * folded into the rounding and the shift ((a m + 2^(s-1)) >> s = (a (m >> f) +
+ * 2^(s-1-f)) >> (s - f) for f < s): 16 + 3 (n - 1) instructions per output of a hidden
+ * stage (8 for one that the ReLU zeroes), 21 + 3 (n - 1) per pixel. Arguments: acc,
+ * end, y, pre, (s - f) | n << 8 (n >= 1), bias. Frame: ra, s0, s1. */
+void cvae_rv_finish_hidden(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t pre,
+                           uint32_t shift_n, acc_t bias);
+void cvae_rv_finish_last(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t pre,
+                         uint32_t shift_n, acc_t bias);
+#define RV_RQ_STEP(k) "lbu s0, " #k "(s1)\n sll t2, t2, s0\n add t2, t2, t1\n"
+#define RV_RQ_ENTER(name)                                                      \
+    ".pushsection .text." name ",\"ax\",@progbits\n"                          \
+    ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
+    "addi sp, sp, -12\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n"            \
+    "srli t0, a4, 8\n andi a4, a4, 255\n li ra, 1\n addi s0, a4, -1\n sll ra, ra, s0\n" \
+    "lui s1, %hi(cvae_m_steps)\n addi s1, s1, %lo(cvae_m_steps)\n lla t2, 7f\n"  \
+    "addi t0, t0, -1\n slli s0, t0, 3\n slli t0, t0, 2\n add t0, t0, s0\n sub t0, t2, t0\n" \
+    "bgeu a0, a1, 9f\n"
+/* the chain: p = a (t1) into t2, n - 1 steps, then + round, >> shift */
+#define RV_RQ_CHAIN                                                            \
+    "mv t2, t1\n jr t0\n .option push\n .option norvc\n"                       \
+    RV_RQ_STEP(1) RV_RQ_STEP(2) RV_RQ_STEP(3) RV_RQ_STEP(4) RV_RQ_STEP(5) RV_RQ_STEP(6) \
+    RV_RQ_STEP(7) RV_RQ_STEP(8) RV_RQ_STEP(9) RV_RQ_STEP(10) RV_RQ_STEP(11) RV_RQ_STEP(12) \
+    RV_RQ_STEP(13) RV_RQ_STEP(14) ".option pop\n 7:\n add t2, t2, ra\n sra t2, t2, a4\n"
+#define RV_RQ_LEAVE(name)                                                      \
+    "9:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 12\n ret\n"  \
+    ".size " name ", .-" name "\n.popsection\n"
+__asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
+        "1:\n lw t1, 0(a0)\n addi a0, a0, 4\n add t1, t1, a5\n sra t1, t1, a3\n blez t1, 4f\n"
+        "srai s0, t1, 15\n bnez s0, 5f\n 2:\n" RV_RQ_CHAIN
+        "srli s0, t2, 8\n bnez s0, 6f\n 3:\n sb t2, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n"
+        "4:\n sb zero, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n" /* the ReLU's 0 */
+        "5:\n lui t1, 8\n addi t1, t1, -1\n j 2b\n"                        /* a > 32767 */
+        "6:\n li t2, 255\n j 3b\n"                                          /* y > 255 */
+        RV_RQ_LEAVE("cvae_rv_finish_hidden")
+        RV_RQ_ENTER("cvae_rv_finish_last")
+        "1:\n lw t1, 0(a0)\n addi a0, a0, 4\n add t1, t1, a5\n sra t1, t1, a3\n"
+        "srai s0, t1, 15\n addi s0, s0, 1\n sltiu s0, s0, 2\n beqz s0, 5f\n 2:\n" RV_RQ_CHAIN
+        "addi t2, t2, 128\n sltiu s0, t2, 256\n beqz s0, 6f\n"
+        "3:\n lui s0, %hi(cvae_sigmoid_lut)\n add s0, s0, t2\n lbu t2, %lo(cvae_sigmoid_lut)(s0)\n"
+        "sb t2, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n"
+        "5:\n slti s0, t1, 0\n lui t1, 8\n addi t1, t1, -1\n beqz s0, 2b\n" /* a > 32767 */
+        "lui t1, 1048568\n j 2b\n"                                       /* a < -32768 */
+        "6:\n srai t2, t2, 31\n not t2, t2\n andi t2, t2, 255\n j 3b\n" /* logit past -128..127 */
+        RV_RQ_LEAVE("cvae_rv_finish_last"));
+#endif
+
 /* The accumulators acc .. end-1 of output channel chan (plus its bias) into y:
  * activations (hidden stage: requant + ReLU) or pixels (last stage: requant to an
  * int8 logit, then the sigmoid LUT); the channel's constants are read once. Inlined into one function
@@ -123,6 +173,13 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
     const unsigned pre = r->pre, shift = r->shift;
     /* the multiplier; without a multiply instruction, the count of its set bits */
     const int32_t m = REQUANT_SETUP(r->m), round = (int32_t)1 << (shift - 1);
+#ifdef RV_QSQ
+    if (m && cvae_m_steps[15] < shift) { /* m > 0 and its trailing zeros below the shift */
+        (last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(
+            acc, end, y, pre, (shift - cvae_m_steps[15]) | (uint32_t)m << 8, bias);
+        return;
+    }
+#endif
     for (; acc < end; acc++) {
         int32_t a = (*acc + bias) >> pre; /* arithmetic shift with gcc */
         if (!last && a <= 0) { /* a * m + round < 2^shift: y <= 0, so 0 after the ReLU */

@@ -60,27 +60,27 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 /* a * m for the requantisation (0 <= m <= INT16_MAX) by Horner's rule over the set
  * bits of m, from the top one down: p = a, then p = (p << d) + a for each next set bit
  * d places lower, then p << (the lowest set bit's position). REQUANT_SETUP(m) lists
- * once per output row the n - 1 distances, right-aligned in m_steps[1..14] so that the
+ * once per output row the n - 1 distances, right-aligned in cvae_m_steps[1..14] so that the
  * unrolled steps below are entered at case n and end at one place (3 instructions a
- * set bit, no loop), the final shift in m_steps[15]; it returns n, the set bits. Static,
+ * set bit, no loop), the final shift in cvae_m_steps[15]; it returns n, the set bits. Static,
  * not on the stack. No call to __mulsi3, so finish_row() is a leaf. */
-static uint8_t m_steps[16];
+uint8_t cvae_m_steps[16]; /* read by cvae.c's assembly too */
 static inline __attribute__((always_inline)) unsigned requant_setup(uint32_t m)
 {
     unsigned n = 0, pos = 0, prev = 0;
-    uint8_t *d = m_steps + 15; /* from the lowest set bit up: the top pair's distance last */
+    uint8_t *d = cvae_m_steps + 15; /* from the lowest set bit up: the top pair's distance last */
     for (; m; m >>= 1, pos++)
         if (m & 1) {
             if (n++)
                 *--d = (uint8_t)(pos - prev);
             else
-                m_steps[15] = (uint8_t)pos;
+                cvae_m_steps[15] = (uint8_t)pos;
             prev = pos;
         }
     return n;
 }
-/* m_steps[k] as the step of case 16 - k */
-#define RQ_STEP(k) p = (p << m_steps[k]) + u; __attribute__((fallthrough));
+/* cvae_m_steps[k] as the step of case 16 - k */
+#define RQ_STEP(k) p = (p << cvae_m_steps[k]) + u; __attribute__((fallthrough));
 static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsigned n)
 {
     const uint32_t u = (uint32_t)a;
@@ -105,7 +105,7 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
     default:
         break;
     }
-    return (int32_t)(p << m_steps[15]);
+    return (int32_t)(p << cvae_m_steps[15]);
 }
 /* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
  * (x + w and x - w have the same parity, so both floors drop the same quarter). qsq[n +
