@@ -358,8 +358,14 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
     RV_LOAD(X, Z) RV_PROD("t2", "a3") "lw s0, " A "(a0)\n add s0, s0, s1\n add s0, s0, t2\n" \
     "sw s0, " A "(a0)\n" RV_PROD("t2", "a4") "add s1, ra, t2\n" RV_PROD("ra", "a5")
 /* a zero input: acc[ix] += P0; P0 = P1; P1 = 0 (nothing when both are 0), back to N */
-#define RV_ZERO_S1(A, N)                                                       \
-    "or t2, s1, ra\n beqz t2, " N "\n" RV_ADD(A, "s1") "mv s1, ra\n li ra, 0\n j " N "\n"
+/* the same input while P0 = P1 = 0: acc[ix] += w0 x[ix]; P0 = w1 x[ix]; P1 = w2 x[ix],
+ * then on at N (pending) */
+#define RV_CLEAN_S1(X, A, Z, N)                                                \
+    RV_LOAD(X, Z) RV_PROD("t2", "a3") RV_ADD(A, "t2") RV_PROD("s1", "a4") RV_PROD("ra", "a5") \
+    "j " N "\n"
+/* a zero input with sums pending: both into acc[ix], acc[ix + 1], then on at N (clean,
+ * which sets P0 and P1 before it reads them) */
+#define RV_ZERO_S1(A0, A1, N) RV_ADD(A0, "s1") RV_ADD(A1, "ra") "j " N "\n"
 #define RV_UNIT_S2(X, A0, A1, A2, N)                                           \
     RV_LOAD(X, N) RV_PROD("t2", "a3") RV_ADD(A0, "t2") RV_PROD("t2", "a4") RV_ADD(A1, "t2") \
     RV_PROD("t2", "a5") RV_ADD(A2, "t2")
@@ -397,7 +403,7 @@ void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, ui
  * second input, pointers one input back */
 #define RV_CHANNEL(step)                                                       \
     "8:\n" RV_TAPS "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n lw a0, 12(sp)\n"   \
-    "li s1, 0\n li ra, 0\n sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"               \
+    "sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"                                    \
     "addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"
 /* the next channel's row, or out */
 #define RV_KROW_LEAVE(name)                                                    \
@@ -406,10 +412,17 @@ void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, ui
     "lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 40\n ret\n"     \
     ".size " name ", .-" name "\n.popsection\n"
 #define RV_LOOP(step) "3:\n addi a1, a1, 2\n addi a0, a0, 2*" step "\n bltu a1, a2, 1b\n"
+/* stride 1: two copies of the pair loop, one while no sums are pending (labels 1-3:
+ * a zero input costs 2 instructions there) and one while they are (4-6); a zero input
+ * with sums pending adds them (7, 10) and goes on in the first, a non-zero one without
+ * goes on in the second */
 __asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("4")
-        "1:\n" RV_UNIT_S1("0", "0", "4f") "2:\n" RV_UNIT_S1("1", "4", "5f") RV_LOOP("4")
+        "1:\n" RV_CLEAN_S1("0", "0", "2f", "5f") "2:\n" RV_CLEAN_S1("1", "4", "3f", "6f")
+        "3:\n addi a1, a1, 2\n addi a0, a0, 8\n bltu a1, a2, 1b\n j 9f\n"
+        "4:\n" RV_UNIT_S1("0", "0", "7f") "5:\n" RV_UNIT_S1("1", "4", "10f")
+        "6:\n addi a1, a1, 2\n addi a0, a0, 8\n bltu a1, a2, 4b\n"
         RV_ADD("0", "s1") RV_ADD("4", "ra") "j 9f\n" /* the pending sums, past the row */
-        "4:\n" RV_ZERO_S1("0", "2b") "5:\n" RV_ZERO_S1("4", "3b")
+        "7:\n" RV_ZERO_S1("0", "4", "2b") "10:\n" RV_ZERO_S1("4", "8", "3b")
         "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s1")
         RV_KROW_ENTER("cvae_rv_krow_s2") RV_CHANNEL("8")
         "1:\n" RV_UNIT_S2("0", "0", "4", "8", "2f") "2:\n" RV_UNIT_S2("1", "8", "12", "16", "3f")
