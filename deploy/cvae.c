@@ -121,6 +121,19 @@ void cvae_rv_finish_hidden(const acc_t *acc, const acc_t *end, cvae_act_t *y, ui
                            uint32_t shift_n, acc_t bias);
 void cvae_rv_finish_last(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t pre,
                          uint32_t shift_n, acc_t bias);
+/* cvae_m_steps from m (a0): from the lowest set bit up, each set bit b stores b - the
+ * previous one (the first: b itself, in [15]) one byte lower; returns n (the set bits) */
+#define RV_SETUP_BIT(b, mask) "andi t0, a0, " #mask "\n beqz t0, 1f\n addi t1, a2, " #b "\n" \
+    "sb t1, 0(a1)\n addi a1, a1, -1\n li a2, -" #b "\n 1:\n"
+__asm__(".pushsection .text.cvae_rv_requant_setup,\"ax\",@progbits\n"
+        ".balign 2\n.global cvae_rv_requant_setup\n.type cvae_rv_requant_setup, @function\n"
+        "cvae_rv_requant_setup:\n lui a1, %hi(cvae_m_steps+15)\n addi a1, a1, %lo(cvae_m_steps+15)\n"
+        "mv a3, a1\n li a2, 0\n"
+        RV_SETUP_BIT(0, 1) RV_SETUP_BIT(1, 2) RV_SETUP_BIT(2, 4) RV_SETUP_BIT(3, 8)
+        RV_SETUP_BIT(4, 16) RV_SETUP_BIT(5, 32) RV_SETUP_BIT(6, 64) RV_SETUP_BIT(7, 128)
+        RV_SETUP_BIT(8, 256) RV_SETUP_BIT(9, 512) RV_SETUP_BIT(10, 1024) "srli a0, a0, 11\n"
+        RV_SETUP_BIT(11, 1) RV_SETUP_BIT(12, 2) RV_SETUP_BIT(13, 4) RV_SETUP_BIT(14, 8)
+        "sub a0, a3, a1\n ret\n.size cvae_rv_requant_setup, .-cvae_rv_requant_setup\n.popsection\n");
 #define RV_RQ_STEP(k) "lbu s0, " #k "(s1)\n sll t2, t2, s0\n add t2, t2, t1\n"
 #define RV_RQ_ENTER(name)                                                      \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \

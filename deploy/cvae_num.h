@@ -65,19 +65,11 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
  * set bit, no loop), the final shift in cvae_m_steps[15]; it returns n, the set bits. Static,
  * not on the stack. No call to __mulsi3, so finish_row() is a leaf. */
 uint8_t cvae_m_steps[16]; /* read by cvae.c's assembly too */
+/* the listing, in RV32E assembly (cvae.c): 2 instructions a bit of m, 4 more a set bit */
+unsigned cvae_rv_requant_setup(uint32_t m);
 static inline __attribute__((always_inline)) unsigned requant_setup(uint32_t m)
 {
-    unsigned n = 0, pos = 0, prev = 0;
-    uint8_t *d = cvae_m_steps + 15; /* from the lowest set bit up: the top pair's distance last */
-    for (; m; m >>= 1, pos++)
-        if (m & 1) {
-            if (n++)
-                *--d = (uint8_t)(pos - prev);
-            else
-                cvae_m_steps[15] = (uint8_t)pos;
-            prev = pos;
-        }
-    return n;
+    return cvae_rv_requant_setup(m);
 }
 /* cvae_m_steps[k] as the step of case 16 - k */
 #define RQ_STEP(k) p = (p << cvae_m_steps[k]) + u; __attribute__((fallthrough));
