@@ -379,9 +379,16 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
 /* a zero input with sums pending: both into acc[ix], acc[ix + 1], then on at N (clean,
  * which sets P0 and P1 before it reads them) */
 #define RV_ZERO_S1(A0, A1, N) RV_ADD(A0, "s1") RV_ADD(A1, "ra") "j " N "\n"
-#define RV_UNIT_S2(X, A0, A1, A2, N)                                           \
-    RV_LOAD(X, N) RV_PROD("t2", "a3") RV_ADD(A0, "t2") RV_PROD("t2", "a4") RV_ADD(A1, "t2") \
-    RV_PROD("t2", "a5") RV_ADD(A2, "t2")
+/* stride 2: x[ix] adds w0 x, w1 x to acc[2ix], acc[2ix + 1] and leaves C = w2 x (in s1)
+ * pending for acc[2ix + 2], which the next input's w0 x also reaches; the same two
+ * copies of the pair loop as stride 1 (C pending or not) */
+#define RV_CLEAN_S2(X, A0, A1, Z, N)                                           \
+    RV_LOAD(X, Z) RV_PROD("t2", "a3") RV_ADD(A0, "t2") RV_PROD("t2", "a4") RV_ADD(A1, "t2") \
+    RV_PROD("s1", "a5") "j " N "\n"
+#define RV_UNIT_S2(X, A0, A1, Z)                                               \
+    RV_LOAD(X, Z) RV_PROD("t2", "a3") "lw s0, " A0 "(a0)\n add s0, s0, s1\n add s0, s0, t2\n" \
+    "sw s0, " A0 "(a0)\n" RV_PROD("t2", "a4") RV_ADD(A1, "t2") RV_PROD("s1", "a5")
+#define RV_ZERO_S2(A0, N) RV_ADD(A0, "s1") "j " N "\n"
 #ifdef CVAE_INT4
 #define RV_T_PARAM , uint32_t t
 /* the taps of the channel at nibble t (24(sp)) of the weights (32(sp)): the two bytes
@@ -424,7 +431,6 @@ void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, ui
     "lw t1, 24(sp)\n lw t2, 28(sp)\n bltu t1, t2, 8b\n"                            \
     "lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 40\n ret\n"     \
     ".size " name ", .-" name "\n.popsection\n"
-#define RV_LOOP(step) "3:\n addi a1, a1, 2\n addi a0, a0, 2*" step "\n bltu a1, a2, 1b\n"
 /* stride 1: two copies of the pair loop, one while no sums are pending (labels 1-3:
  * a zero input costs 2 instructions there) and one while they are (4-6); a zero input
  * with sums pending adds them (7, 10) and goes on in the first, a non-zero one without
@@ -438,8 +444,13 @@ __asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("4")
         "7:\n" RV_ZERO_S1("0", "4", "2b") "10:\n" RV_ZERO_S1("4", "8", "3b")
         "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s1")
         RV_KROW_ENTER("cvae_rv_krow_s2") RV_CHANNEL("8")
-        "1:\n" RV_UNIT_S2("0", "0", "4", "8", "2f") "2:\n" RV_UNIT_S2("1", "8", "12", "16", "3f")
-        RV_LOOP("8") RV_KROW_LEAVE("cvae_rv_krow_s2"));
+        "1:\n" RV_CLEAN_S2("0", "0", "4", "2f", "5f") "2:\n" RV_CLEAN_S2("1", "8", "12", "3f", "6f")
+        "3:\n addi a1, a1, 2\n addi a0, a0, 16\n bltu a1, a2, 1b\n j 9f\n"
+        "4:\n" RV_UNIT_S2("0", "0", "4", "7f") "5:\n" RV_UNIT_S2("1", "8", "12", "10f")
+        "6:\n addi a1, a1, 2\n addi a0, a0, 16\n bltu a1, a2, 4b\n"
+        RV_ADD("0", "s1") "j 9f\n" /* C, past the row */
+        "7:\n" RV_ZERO_S2("0", "2b") "10:\n" RV_ZERO_S2("8", "3b")
+        "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s2"));
 
 /* Kernel row ky of every input channel (weights from w, channel 0's taps; nibble t on
  * int4) over input row x (channel 0; channels in_chan_step apart) into acc. */
