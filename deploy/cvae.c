@@ -187,9 +187,10 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
     /* the multiplier; without a multiply instruction, the count of its set bits */
     const int32_t m = REQUANT_SETUP(r->m), round = (int32_t)1 << (shift - 1);
 #ifdef RV_QSQ
-    if (m && cvae_m_steps[15] < shift) { /* m > 0 and its trailing zeros below the shift */
+    const unsigned n = cvae_rv_requant_setup((uint32_t)m); /* m's set bits, listed */
+    if (n && cvae_m_steps[15] < shift) { /* m > 0 and its trailing zeros below the shift */
         (last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(
-            acc, end, y, pre, (shift - cvae_m_steps[15]) | (uint32_t)m << 8, bias);
+            acc, end, y, pre, (shift - cvae_m_steps[15]) | n << 8, bias);
         return;
     }
 #endif

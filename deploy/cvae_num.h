@@ -56,49 +56,22 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
     }
     return (int32_t)p;
 }
+#define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
+#define MUL_REQUANT(a, m) mul_requant((a), (m))
 #else
-/* a * m for the requantisation (0 <= m <= INT16_MAX) by Horner's rule over the set
- * bits of m, from the top one down: p = a, then p = (p << d) + a for each next set bit
- * d places lower, then p << (the lowest set bit's position). REQUANT_SETUP(m) lists
- * once per output row the n - 1 distances, right-aligned in cvae_m_steps[1..14] so that the
- * unrolled steps below are entered at case n and end at one place (3 instructions a
- * set bit, no loop), the final shift in cvae_m_steps[15]; it returns n, the set bits. Static,
- * not on the stack. No call to __mulsi3, so finish_row() is a leaf. */
-uint8_t cvae_m_steps[16]; /* read by cvae.c's assembly too */
-/* the listing, in RV32E assembly (cvae.c): 2 instructions a bit of m, 4 more a set bit */
+/* The requantisation's a * m by Horner's rule over the set bits of m, from the top one
+ * down: p = a, then p = (p << d) + a for each next set bit d places lower, then p <<
+ * (the lowest set bit's position): cvae_rv_requant_setup(m) lists once per output row
+ * the n - 1 distances, right-aligned in cvae_m_steps[1..14] (the top pair's first, so
+ * that cvae.c's unrolled chain is entered at its n - 1 last steps and ends at one
+ * place), the lowest set bit's position in cvae_m_steps[15], and returns n, the set
+ * bits (RV32E assembly in cvae.c: 2 instructions a bit of m, 4 more a set bit). Static,
+ * not on the stack. The rows that chain does not take (m = 0, or m's trailing zeros at
+ * least the shift: rare) multiply in C (__mulsi3). */
+uint8_t cvae_m_steps[16];
 unsigned cvae_rv_requant_setup(uint32_t m);
-static inline __attribute__((always_inline)) unsigned requant_setup(uint32_t m)
-{
-    return cvae_rv_requant_setup(m);
-}
-/* cvae_m_steps[k] as the step of case 16 - k */
-#define RQ_STEP(k) p = (p << cvae_m_steps[k]) + u; __attribute__((fallthrough));
-static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsigned n)
-{
-    const uint32_t u = (uint32_t)a;
-    uint32_t p = u;
-    switch (n) {
-    case 0:
-        return 0;
-    case 15: RQ_STEP(1)
-    case 14: RQ_STEP(2)
-    case 13: RQ_STEP(3)
-    case 12: RQ_STEP(4)
-    case 11: RQ_STEP(5)
-    case 10: RQ_STEP(6)
-    case 9: RQ_STEP(7)
-    case 8: RQ_STEP(8)
-    case 7: RQ_STEP(9)
-    case 6: RQ_STEP(10)
-    case 5: RQ_STEP(11)
-    case 4: RQ_STEP(12)
-    case 3: RQ_STEP(13)
-    case 2: RQ_STEP(14)
-    default:
-        break;
-    }
-    return (int32_t)(p << cvae_m_steps[15]);
-}
+#define REQUANT_SETUP(m) (m)
+#define MUL_REQUANT(a, m) ((a) * (m))
 /* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
  * (x + w and x - w have the same parity, so both floors drop the same quarter). qsq[n +
  * 128] = floor(n^2 / 4) for n = -128 .. 383 covers x in 0..255 and w in -128..127. */
@@ -110,8 +83,6 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 const uint16_t cvae_qsq[512] = {QSQ256(-128), QSQ256(128)};
 #define RV_QSQ 1
 #endif /* CVAE_RV_QSQ */
-#define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
-#define MUL_REQUANT(a, m) mul_requant((a), (m))
 /* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
  * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
  * one add and one shift per bit serve both, and each lane's product fits it
