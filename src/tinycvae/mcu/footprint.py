@@ -83,12 +83,13 @@ CODE_INT4_SOFT_MULTIPLY_BYTES = 108  # int4 without a multiplier: the dot produc
 # rv32ec: the inline shift-and-add MACs (three taps at once, unrolled) and requant
 CODE_SOFT_MULTIPLY_BYTES = 448
 # rv32ec, where the model leaves room for it in the part's flash: the quarter-square MAC
-# (a 1024 B table of floor(n^2 / 4) and the RV32E assembly passes), the unrolled Horner
-# requantisation and the word-loop accumulator clear, on top of the table-free kernels:
-# 1748 B (3_3_3_3 and 8_8_8_8 int8), 1696-1720 B (int4), measured December 2026 as the
-# ch32v003 demo with CVAE_RV_QSQ=1 minus the one with 0. Elsewhere the ch32v003 build
-# links the table-free kernels (deploy/Makefile's fallback), and so does the estimate.
-CODE_QSQ_BYTES = 1740
+# (a 1024 B table of floor(n^2 / 4)), the RV32E assembly kernel rows (both strides, int8 or
+# int4 taps) and row requantisation, on top of the table-free kernels: 2648 B (3_3_3_3 and
+# 8_8_8_8 int8), 2640 B (3_3_3_3 and 8_8_8_8 int4), 2576 B (16_16_16_16 int4), measured
+# December 2026 as the ch32v003 demo with CVAE_RV_QSQ=1 minus the one with 0. Elsewhere
+# the ch32v003 build links the table-free kernels (deploy/Makefile's fallback), and so
+# does the estimate (uses_qsq).
+CODE_QSQ_BYTES = 2640
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
