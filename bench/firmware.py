@@ -65,7 +65,8 @@ def cycle_lines(goal: str, model: Path, build: Path) -> list[str]:
 
 
 def for_older_runtime(model: Path, into: Path) -> Path:
-    """A copy of the model folder whose arena constants suit a runtime that streamed fewer
+    """A copy of the model folder whose arena constants suit a runtime (before
+    ``CVAE_LAST_ACC_ROW``; later ones read the export as it is) that streamed fewer
     layers and shared one accumulator row: the streaming arena as large as the whole-image
     one (which covers what such a runtime streamed), the accumulator row as wide as the
     last layer's own (the weights, and so the images, are the same)."""
@@ -103,7 +104,9 @@ def main() -> None:
                                      capture_output=True, check=True).stdout  # fmt: skip
             subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
             old_deploy = tmp / "deploy"
-            old_model = for_older_runtime(model / args.precision, tmp / "old_model")
+            old_model = model / args.precision
+            if "CVAE_LAST_ACC_ROW" not in (old_deploy / "cvae.c").read_text():
+                old_model = for_older_runtime(old_model, tmp / "old_model")
         print(f"{args.precision} model {model / args.precision}: instructions per image (QEMU)")
         for goal, core in CORES:
             new = count(goal, model / args.precision, tmp / "new")

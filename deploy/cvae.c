@@ -172,6 +172,218 @@ __asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
         RV_RQ_LEAVE("cvae_rv_finish_last"));
 #endif
 
+/* ARMv6-M kernels (Cortex-M0/M0+: Thumb-1; int8 and int4 weights). Hand-written,
+ * because MULS overwrites one operand and only r0-r7 reach MULS, LDRB and the
+ * flag-setting ALU forms: gcc's code for scatter_row spends 8-9 instructions per
+ * MAC there. cvae_arm_krow_s1/s2 add every kernel row that has an input row, of
+ * every input channel, to the accumulator row, as scatter_row does row by row and
+ * channel by channel, but in gather form: weight-stationary (a kernel row's three
+ * taps sign-extended into r2-r4 once per channel), one output column at a time,
+ * its accumulator loaded and stored once per column, every activation load
+ * serving as MULS's copy: LDRB t,[x,#k]; MULS t,w; ADDS a,t is one MAC, 3
+ * instructions. The columns are unrolled with immediate offsets (no loop inside a
+ * row): a row enters the unrolled body so many columns from its start that it ends
+ * at the body's end (MOV PC into the body, once per channel), which bounds the
+ * row's width (ARM_S1_MAX, ARM_S2_MAX; wider rows take scatter_row). Per kernel
+ * row and input channel (int8; int4 adds 10 to unpack the three nibbles):
+ *   stride 1: acc[ox] += w2 x[ox-1] + w1 x[ox] + w0 x[ox+1]: 11 instructions per
+ *             3 MACs inside the row, the two edge columns 8 per 2 MACs, 23 for
+ *             taps, entry and loop: 185 for a 16-wide row (46 MACs, 4.0 per MAC);
+ *   stride 2: acc[2m] += w1 x[m]; acc[2m+1] += w2 x[m] + w0 x[m+1]: 13 per 3 MACs,
+ *             the last input 10 per 2, 14 for taps, entry and loop: 219 for a
+ *             16-wide input row (47 MACs, 4.7 per MAC);
+ *   and about 45 per call (one per output channel and output row).
+ * The requantisation (cvae_arm_finish_*) and the accumulator row's start at the
+ * bias (cvae_arm_fill, 3 words per STM) are Thumb-1 too. Integer sums do not
+ * depend on their order: the bytes are scatter_row's and finish_row's. */
+#if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8)
+#define ARM_KERNELS 1
+#define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */
+#define ARM_S2_MAX 16u /* stride 2: in_w - 1 inputs in the body of 15 */
+/* int4: the stage's weights, a 7th argument, for the nibble indices */
+#ifdef CVAE_INT4
+#define ARM_BASE_PARAM , const cvae_weight_t *weights
+#define ARM_BASE(s) , (s)->weight
+#else
+#define ARM_BASE_PARAM
+#define ARM_BASE(s)
+#endif
+void cvae_arm_krow_s1(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
+                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
+void cvae_arm_krow_s2(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
+                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
+
+/* Saves r4-r11 and lr, then: r11 = the channels' distance, r5 = in_w, r0 = acc, and
+ * a frame of 5 words: [sp] (stride 1: column 0's accumulator), [sp+4] the next
+ * entry of rows, [sp+8] rows + 3, [sp+12] that kernel row's taps, [sp+16] 9 in_c
+ * (the taps of all channels). Arguments: r0 acc, r1 taps, r2 rows, r3 in_c,
+ * [sp+56] in_chan_step, [sp+60] in_w once the frame is made. */
+#define ARM_PROLOGUE(name)                                                     \
+    ".pushsection .text." name ",\"ax\",%progbits\n"                           \
+    ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
+    name ":\n"                                                                 \
+    "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n" \
+    "push {r4-r7}\n sub sp, #20\n"                                             \
+    "ldr r4, [sp, #56]\n mov r11, r4\n ldr r5, [sp, #60]\n"                    \
+    "str r2, [sp, #4]\n movs r4, r2\n adds r4, #12\n str r4, [sp, #8]\n str r1, [sp, #12]\n" \
+    "movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n"
+/* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r7 on to the next
+ * channel's. int8: r7 points at them. int4: r7 is their nibble index in the
+ * stage's weights ([sp+64]); the two bytes that hold the three nibbles are read
+ * as one 16-bit value, shifted down a nibble when the first is a high one, and
+ * each nibble sign-extended by LSLS/ASRS (10 instructions more per channel). */
+#ifdef CVAE_INT4
+#define ARM_TAPS                                                               \
+    "lsrs r5, r7, #1\n ldr r6, [sp, #64]\n adds r6, r5\n"                      \
+    "ldrb r2, [r6, #0]\n ldrb r5, [r6, #1]\n lsls r5, #8\n orrs r2, r5\n"     \
+    "lsls r5, r7, #31\n beq 5f\n lsrs r2, #4\n5:\n"                           \
+    "lsls r3, r2, #24\n asrs r3, #28\n lsls r4, r2, #20\n asrs r4, #28\n"      \
+    "lsls r2, #28\n asrs r2, #28\n adds r7, #9\n"
+#else
+#define ARM_TAPS                                                               \
+    "ldrb r2, [r7, #0]\n ldrb r3, [r7, #1]\n ldrb r4, [r7, #2]\n"              \
+    "sxtb r2, r2\n sxtb r3, r3\n sxtb r4, r4\n adds r7, #9\n"
+#endif
+/* The body's bases for this channel (r0, r1 from the input row in r1), then into
+ * the body (r10). */
+#define ARM_ENTER "mov r0, r9\n add r1, r8\n mov pc, r10\n"
+/* After a channel's row: on to the next channel (r12 its input row, r7 its taps,
+ * lr the end of the kernel row's taps; then back into the body), or out. */
+#define ARM_NEXT "add r12, r11\n1:\n cmp r7, lr\n beq 3f\n"
+/* The next kernel row with an input row (rows[ky] != NULL), or restore and return. */
+#define ARM_EPILOGUE(name)                                                     \
+    "3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n"          \
+    "ldr r5, [r4]\n adds r4, #4\n str r4, [sp, #4]\n"                          \
+    "ldr r7, [sp, #12]\n adds r6, r7, #3\n str r6, [sp, #12]\n"                \
+    "cmp r5, #0\n beq 3b\n"                                                    \
+    "mov r12, r5\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
+    "9:\n add sp, #20\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
+    "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
+    ".size " name ", .-" name "\n.popsection\n"
+#define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
+
+__asm__(".syntax unified\n.thumb\n"
+        /* stride 1: body column j is output column ox = 1 + j - j0, j0 = 18 - in_w */
+        ARM_PROLOGUE("cvae_arm_krow_s1")
+        "adds r4, r0, #4\n str r4, [sp]\n" /* column 0's accumulator */
+        "movs r6, #18\n subs r6, r6, r5\n" /* j0 */
+        "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
+        "lsls r4, r6, #2\n subs r4, r0, r4\n adds r4, #8\n mov r9, r4\n" /* acc + 8 - 4 j0 */
+        "movs r4, #22\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 3f\n"
+        ".balign 4\n2:\n"
+        ".irp j, " ARM_UNITS ",15\n"
+        "ldr r6, [r0, #4*\\j]\n"
+        "ldrb r5, [r1, #\\j]\n muls r5, r4\n adds r6, r5\n"
+        "ldrb r5, [r1, #\\j+1]\n muls r5, r3\n adds r6, r5\n"
+        "ldrb r5, [r1, #\\j+2]\n muls r5, r2\n adds r6, r5\n"
+        "str r6, [r0, #4*\\j]\n"
+        ".endr\n"
+        /* column in_w - 1: w2 x[in_w-2] + w1 x[in_w-1] */
+        "ldr r6, [r0, #64]\n ldrb r5, [r1, #16]\n muls r5, r4\n adds r6, r5\n"
+        "ldrb r5, [r1, #17]\n muls r5, r3\n adds r6, r5\n str r6, [r0, #64]\n"
+        ARM_NEXT ARM_TAPS
+        /* column 0: w1 x[0] + w0 x[1] */
+        "ldr r0, [sp]\n mov r1, r12\n ldr r6, [r0]\n ldrb r5, [r1, #0]\n muls r5, r3\n"
+        "adds r6, r5\n ldrb r5, [r1, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
+        ARM_ENTER
+        ARM_EPILOGUE("cvae_arm_krow_s1")
+
+        /* stride 2: body unit j is input m = j - j0, j0 = 16 - in_w, output columns 2m, 2m+1 */
+        ARM_PROLOGUE("cvae_arm_krow_s2")
+        "movs r6, #16\n subs r6, r6, r5\n" /* j0 */
+        "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
+        "lsls r4, r6, #3\n subs r4, r0, r4\n adds r4, #4\n mov r9, r4\n" /* acc + 4 - 8 j0 */
+        "movs r4, #26\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 3f\n"
+        ".balign 4\n2:\n"
+        ".irp j, " ARM_UNITS "\n"
+        "ldr r6, [r0, #8*\\j]\n ldrb r5, [r1, #\\j]\n muls r5, r3\n adds r6, r5\n"
+        "str r6, [r0, #8*\\j]\n"
+        "ldr r6, [r0, #8*\\j+4]\n ldrb r5, [r1, #\\j]\n muls r5, r4\n adds r6, r5\n"
+        "ldrb r5, [r1, #\\j+1]\n muls r5, r2\n adds r6, r5\n str r6, [r0, #8*\\j+4]\n"
+        ".endr\n"
+        /* the last input: columns 2 in_w - 2 (w1) and 2 in_w - 1 (w2) */
+        "ldr r6, [r0, #120]\n ldrb r5, [r1, #15]\n muls r5, r3\n adds r6, r5\n str r6, [r0, #120]\n"
+        "ldr r6, [r0, #124]\n ldrb r5, [r1, #15]\n muls r5, r4\n adds r6, r5\n str r6, [r0, #124]\n"
+        ARM_NEXT ARM_TAPS "mov r1, r12\n" ARM_ENTER
+        ARM_EPILOGUE("cvae_arm_krow_s2"));
+
+/* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
+ * r; the bias is already in the accumulators: fill_acc_row): hidden stages 13
+ * instructions per output, 6 for one the ReLU zeroes; the last stage 16 per pixel
+ * (the sigmoid LUT). Flags: ASRS by a register leaves V as the index's ADDS did
+ * (clear), so BLE after it is "a <= 0". */
+void cvae_arm_finish_hidden(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+void cvae_arm_finish_last(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+/* n >= 1 words of acc to v. */
+void cvae_arm_fill(acc_t *acc, uint32_t n, acc_t v);
+CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) == 2 &&
+                       offsetof(cvae_requant_t, shift) == 3,
+                   arm_requant_layout);
+
+/* r0 acc, r1 -n (the index, up to 0), r3 y + n, r4 pre, r5 shift, r6 m, r8 the
+ * rounding term, r9 INT16_MAX, r7 32768 (the last stage: r10 INT16_MIN from it). */
+#define ARM_FINISH_SETUP(name)                                                 \
+    ".pushsection .text." name ",\"ax\",%progbits\n"                           \
+    ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
+    name ":\n"                                                                 \
+    "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n push {r4-r6}\n" \
+    "ldrb r4, [r2, #2]\n ldrb r5, [r2, #3]\n ldrh r6, [r2, #0]\n"              \
+    "subs r7, r5, #1\n movs r2, #1\n lsls r2, r7\n mov r8, r2\n"               \
+    "movs r7, #128\n lsls r7, #8\n subs r2, r7, #1\n mov r9, r2\n"             \
+    "adds r3, r1\n rsbs r1, r1, #0\n"
+#define ARM_FINISH_END(name)                                                   \
+    "9:\n pop {r4-r6}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n pop {r4-r7, pc}\n" \
+    ".size " name ", .-" name "\n.popsection\n"
+
+__asm__(".syntax unified\n.thumb\n"
+        ARM_FINISH_SETUP("cvae_arm_finish_hidden")
+        "movs r2, #0\n"
+        "1:\n ldm r0!, {r7}\n asrs r7, r4\n ble 4f\n"
+        "cmp r7, r9\n bgt 5f\n"
+        "2:\n muls r7, r6\n add r7, r8\n asrs r7, r5\n cmp r7, #255\n bhi 6f\n"
+        "3:\n strb r7, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
+        "4:\n strb r2, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
+        "5:\n mov r7, r9\n b 2b\n"
+        "6:\n movs r7, #255\n b 3b\n"
+        ARM_FINISH_END("cvae_arm_finish_hidden")
+
+        ARM_FINISH_SETUP("cvae_arm_finish_last")
+        "rsbs r7, r7, #0\n mov r10, r7\n ldr r2, =cvae_sigmoid_lut\n"
+        "1:\n ldm r0!, {r7}\n asrs r7, r4\n"
+        "cmp r7, r9\n bgt 5f\n cmp r7, r10\n blt 6f\n"
+        "2:\n muls r7, r6\n add r7, r8\n asrs r7, r5\n adds r7, #128\n cmp r7, #255\n bhi 7f\n"
+        "3:\n ldrb r7, [r2, r7]\n strb r7, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
+        "5:\n mov r7, r9\n b 2b\n"
+        "6:\n mov r7, r10\n b 2b\n"
+        "7:\n asrs r7, r7, #31\n mvns r7, r7\n uxtb r7, r7\n b 3b\n"
+        ".ltorg\n"
+        ARM_FINISH_END("cvae_arm_finish_last")
+
+        ".pushsection .text.cvae_arm_fill,\"ax\",%progbits\n"
+        ".balign 2\n.global cvae_arm_fill\n.type cvae_arm_fill, %function\n.thumb_func\n"
+        "cvae_arm_fill:\n"
+        "push {r4, lr}\n mov r3, r2\n mov r4, r2\n subs r1, #3\n blt 2f\n"
+        "1:\n stm r0!, {r2, r3, r4}\n subs r1, #3\n bge 1b\n"
+        "2:\n adds r1, #3\n beq 3f\n"
+        "4:\n stm r0!, {r2}\n subs r1, #1\n bne 4b\n"
+        "3:\n pop {r4, pc}\n"
+        ".size cvae_arm_fill, .-cvae_arm_fill\n.popsection\n");
+
+typedef void arm_krow_fn(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
+                         uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
+
+/* The ARMv6-M kernel for convT s's rows, or NULL where they do not fit it
+ * (scatter_row then). */
+static arm_krow_fn *arm_krow(const cvae_stage_t *s)
+{
+    const unsigned in_w = s->in_w;
+    if (s->stride == 1)
+        return in_w >= 2u && in_w <= ARM_S1_MAX ? cvae_arm_krow_s1 : NULL;
+    return in_w <= ARM_S2_MAX ? cvae_arm_krow_s2 : NULL;
+}
+
+#endif
+
 /* The accumulators acc .. end-1 of output channel chan (plus its bias) into y:
  * activations (hidden stage: requant + ReLU) or pixels (last stage: requant to an
  * int8 logit, then the sigmoid LUT); the channel's constants are read once. Inlined into one function
@@ -229,6 +441,25 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
 #endif
 }
 
+#ifdef ARM_KERNELS
+/* ARMv6-M: the requantisation in Thumb-1 (cvae_arm_finish_*); its rows hold their
+ * bias already (a linear stage's accumulator, a convT row from start_acc_row). */
+static void finish_row_hidden(const acc_t *acc, const acc_t *end, acc_t bias, const cvae_stage_t *s,
+                              unsigned chan, cvae_act_t *y)
+{
+    assert(bias == 0);
+    (void)bias;
+    cvae_arm_finish_hidden(acc, (uint32_t)(end - acc), &s->requant[chan], y);
+}
+
+static void finish_row_last(const acc_t *acc, const acc_t *end, acc_t bias, const cvae_stage_t *s,
+                            unsigned chan, cvae_act_t *y)
+{
+    assert(bias == 0);
+    (void)bias;
+    cvae_arm_finish_last(acc, (uint32_t)(end - acc), &s->requant[chan], y);
+}
+#else
 static NOINLINE void finish_row_hidden(const acc_t *acc, const acc_t *end, acc_t bias,
                                        const cvae_stage_t *s, unsigned chan, cvae_act_t *y)
 {
@@ -240,6 +471,7 @@ static NOINLINE void finish_row_last(const acc_t *acc, const acc_t *end, acc_t b
 {
     finish_row(acc, end, bias, s, chan, y, 1);
 }
+#endif
 
 /* Dot products: stage 0 reads z (int8_t on int8), later stages activations. */
 #ifdef CVAE_INT4
@@ -487,132 +719,20 @@ static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
 #endif
 }
 
-/* ARMv6-M kernels (Cortex-M0/M0+: Thumb-1, int8 weights). Hand-written, because
- * MULS overwrites one operand and only r0-r7 reach MULS, LDRB and the flag-setting
- * ALU forms: gcc's code for scatter_row spends 8-9 instructions per MAC there.
- * Each adds one kernel row of every input channel to the accumulator row, as
- * scatter_row does channel by channel, but in gather form: weight-stationary (the
- * kernel row's three taps sign-extended into r2-r4 once per channel), one output
- * column at a time, the accumulator loaded and stored once per column, every
- * activation load serving as MULS's copy: LDRB t,[x,#k]; MULS t,w; ADDS a,t is one
- * MAC, 3 instructions. The columns are unrolled with immediate offsets (no loop
- * inside a row): a row enters the unrolled body so many columns from its start
- * that it ends at the body's end (MOV PC into the body, once per channel), which
- * bounds the row's width (ARM_S1_MAX, ARM_S2_MAX; wider rows take scatter_row).
- *   stride 1: acc[ox] += w2 x[ox-1] + w1 x[ox] + w0 x[ox+1]: 11 instructions per
- *             3 MACs inside the row, the two edge columns 8 per 2 MACs, 24 per
- *             channel (taps, entry, loop): 198 for a 16-wide row (46 MACs);
- *   stride 2: acc[2m] += w1 x[m]; acc[2m+1] += w2 x[m] + w0 x[m+1]: 13 per 3 MACs,
- *             the last input 10 per 2, 20 per channel: 225 for a 16-wide input row.
- * Arguments: acc (slot -1 of the accumulator row), the three taps of channel 0
- * (the next channel's 9 bytes on), x (channel 0's input row), in_c >= 1, the
- * channels' distance in the input and in_w. Integer sums do not depend on their
- * order: the bytes are scatter_row's. */
-#if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8) && !defined(CVAE_INT4)
-#define ARM_KERNELS 1
-#define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */
-#define ARM_S2_MAX 16u /* stride 2: in_w - 1 inputs in the body of 15 */
-void cvae_arm_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
-                      uint32_t in_chan_step, uint32_t in_w);
-void cvae_arm_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
-                      uint32_t in_chan_step, uint32_t in_w);
-
-/* Saves r4-r11 and lr, then: r11 = the channels' distance, r12 = the taps, lr =
- * the taps' end, r7 = x; r0 (acc), r1 (taps), r3 (in_c), r5 (in_w) as passed. */
-#define ARM_PROLOGUE(name, frame)                                              \
-    ".pushsection .text." name ",\"ax\",%progbits\n"                           \
-    ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
-    name ":\n"                                                                 \
-    "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n" \
-    "push {r4-r7}\n sub sp, #" #frame "\n"                                     \
-    "ldr r4, [sp, #36+" #frame "]\n mov r11, r4\n"                             \
-    "ldr r5, [sp, #40+" #frame "]\n"                                           \
-    "mov r12, r1\n movs r4, #9\n muls r4, r3\n adds r4, r1\n mov lr, r4\n"     \
-    "mov r7, r2\n"
-/* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r12 on to the next. */
-#define ARM_TAPS                                                               \
-    "mov r5, r12\n ldrb r2, [r5, #0]\n ldrb r3, [r5, #1]\n ldrb r4, [r5, #2]\n" \
-    "sxtb r2, r2\n sxtb r3, r3\n sxtb r4, r4\n adds r5, #9\n mov r12, r5\n"
-/* The body's bases for this channel (r0, r1), then into the body (r10). */
-#define ARM_ENTER "mov r0, r9\n mov r1, r7\n add r1, r8\n mov pc, r10\n"
-/* After a channel's row: on to the next channel (its input row, then its taps
- * below, and back into the body), or out. */
-#define ARM_NEXT "add r7, r11\n1:\n cmp r12, lr\n beq 3f\n"
-/* Restore and return. */
-#define ARM_EPILOGUE(name, frame)                                              \
-    "3:\n add sp, #" #frame "\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
-    "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
-    ".size " name ", .-" name "\n.popsection\n"
-#define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
-
-__asm__(".syntax unified\n.thumb\n"
-        /* stride 1: body column j is output column ox = 1 + j - j0, j0 = 18 - in_w */
-        ARM_PROLOGUE("cvae_arm_krow_s1", 4)
-        "adds r4, r0, #4\n str r4, [sp]\n" /* column 0's accumulator */
-        "movs r6, #18\n subs r6, r6, r5\n" /* j0 */
-        "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
-        "lsls r4, r6, #2\n subs r4, r0, r4\n adds r4, #8\n mov r9, r4\n" /* acc + 8 - 4 j0 */
-        "movs r4, #22\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 1f\n"
-        ".balign 4\n2:\n"
-        ".irp j, " ARM_UNITS ",15\n"
-        "ldr r6, [r0, #4*\\j]\n"
-        "ldrb r5, [r1, #\\j]\n muls r5, r4\n adds r6, r5\n"
-        "ldrb r5, [r1, #\\j+1]\n muls r5, r3\n adds r6, r5\n"
-        "ldrb r5, [r1, #\\j+2]\n muls r5, r2\n adds r6, r5\n"
-        "str r6, [r0, #4*\\j]\n"
-        ".endr\n"
-        /* column in_w - 1: w2 x[in_w-2] + w1 x[in_w-1] */
-        "ldr r6, [r0, #64]\n ldrb r5, [r1, #16]\n muls r5, r4\n adds r6, r5\n"
-        "ldrb r5, [r1, #17]\n muls r5, r3\n adds r6, r5\n str r6, [r0, #64]\n"
-        ARM_NEXT ARM_TAPS
-        /* column 0: w1 x[0] + w0 x[1] */
-        "ldr r0, [sp]\n ldr r6, [r0]\n ldrb r5, [r7, #0]\n muls r5, r3\n adds r6, r5\n"
-        "ldrb r5, [r7, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
-        ARM_ENTER
-        ARM_EPILOGUE("cvae_arm_krow_s1", 4)
-
-        /* stride 2: body unit j is input m = j - j0, j0 = 16 - in_w, output columns 2m, 2m+1 */
-        ARM_PROLOGUE("cvae_arm_krow_s2", 0)
-        "movs r6, #16\n subs r6, r6, r5\n" /* j0 */
-        "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
-        "lsls r4, r6, #3\n subs r4, r0, r4\n adds r4, #4\n mov r9, r4\n" /* acc + 4 - 8 j0 */
-        "movs r4, #26\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 1f\n"
-        ".balign 4\n2:\n"
-        ".irp j, " ARM_UNITS "\n"
-        "ldr r6, [r0, #8*\\j]\n ldrb r5, [r1, #\\j]\n muls r5, r3\n adds r6, r5\n"
-        "str r6, [r0, #8*\\j]\n"
-        "ldr r6, [r0, #8*\\j+4]\n ldrb r5, [r1, #\\j]\n muls r5, r4\n adds r6, r5\n"
-        "ldrb r5, [r1, #\\j+1]\n muls r5, r2\n adds r6, r5\n str r6, [r0, #8*\\j+4]\n"
-        ".endr\n"
-        /* the last input: columns 2 in_w - 2 (w1) and 2 in_w - 1 (w2) */
-        "ldr r6, [r0, #120]\n ldrb r5, [r1, #15]\n muls r5, r3\n adds r6, r5\n str r6, [r0, #120]\n"
-        "ldr r6, [r0, #124]\n ldrb r5, [r1, #15]\n muls r5, r4\n adds r6, r5\n str r6, [r0, #124]\n"
-        ARM_NEXT ARM_TAPS ARM_ENTER
-        ARM_EPILOGUE("cvae_arm_krow_s2", 0));
-
-/* Kernel row ky of every input channel (taps w of channel 0, KERNEL_TAPS apart)
- * over input row x (channel 0; channels in_chan_step apart) into acc by the ARMv6-M
- * kernels, where the row fits them: 1 if done, 0 for scatter_row. */
-static inline __attribute__((always_inline)) int arm_kernel_row(acc_t *acc, const cvae_stage_t *s,
-                                                                const cvae_weight_t *w,
-                                                                const cvae_act_t *x,
-                                                                uint32_t in_chan_step)
+/* The accumulators acc of one output row of a convT (and its two edge slots) at
+ * the start of the row: 0, and finish_row adds ROW_BIAS(bias); on ARMv6-M the
+ * bias, and finish_row adds 0. Returns the slot after the last. */
+#ifdef ARM_KERNELS
+static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
 {
-    const unsigned in_w = s->in_w;
-    if (s->stride == 1 && in_w >= 2u && in_w <= ARM_S1_MAX)
-        cvae_arm_krow_s1(acc, w, x, s->in_c, in_chan_step, in_w);
-    else if (s->stride == 2 && in_w >= 1u && in_w <= ARM_S2_MAX)
-        cvae_arm_krow_s2(acc, w, x, s->in_c, in_chan_step, in_w);
-    else
-        return 0;
-    return 1;
+    cvae_arm_fill(acc, out_w + 2u, bias);
+    return acc + out_w + 2;
 }
-#endif
-
-/* The accumulators acc of one output row of a convT (and its two edge slots) to
- * 0; returns the slot after the last. */
+#define ROW_BIAS(bias) 0
+#else
 #ifdef RV_QSQ
-/* rv32ec: a word loop, not gcc's call to picolibc's memset (10-16 instructions a word) */
+/* rv32ec: two words a step, not gcc's call to picolibc's memset (10-16 instructions a
+ * word) */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
 static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
@@ -629,6 +749,9 @@ static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
 #endif
     return end;
 }
+#define start_acc_row(acc, out_w, bias) clear_acc_row((acc), (out_w))
+#define ROW_BIAS(bias) (bias)
+#endif
 
 /* Adds kernel row ky of the weights of output channel 0 ([in_c][ky][kx], from
  * FIRST_WEIGHT(s)) over input row x (channel 0; channels in_chan_step apart) to the
@@ -640,8 +763,11 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
     weight_pos_t w = FIRST_WEIGHT(s) + ky * CVAE_KERNEL;
     unsigned i;
 #ifdef ARM_KERNELS
-    if (arm_kernel_row(acc, s, w, x, in_chan_step))
+    if (arm_krow(s)) {
+        const cvae_act_t *const one_row[CVAE_KERNEL] = {x, NULL, NULL};
+        arm_krow(s)(acc, w, one_row, in_c, in_chan_step, in_w ARM_BASE(s));
         return;
+    }
 #endif
 #ifdef RV_QSQ
     rv_kernel_row(acc, s, w, x, in_chan_step);
@@ -650,6 +776,32 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
     for (i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
         scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
 }
+
+#ifdef ARM_KERNELS
+/* convt_row() by the ARMv6-M kernels: per output channel, the accumulator row set
+ * to the bias, every kernel row of every input channel added by one call, then the
+ * row requantised. 0 (nothing done) where the rows do not fit the kernels. */
+static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
+                         uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step, acc_t *acc,
+                         unsigned last)
+{
+    arm_krow_fn *const krow = arm_krow(s);
+    void (*const finish)(const acc_t *, uint32_t, const cvae_requant_t *, cvae_act_t *) =
+        last ? cvae_arm_finish_last : cvae_arm_finish_hidden;
+    const unsigned in_c = s->in_c, in_w = s->in_w, out_w = s->out_w;
+    weight_pos_t w = FIRST_WEIGHT(s);
+    unsigned o;
+
+    if (!krow)
+        return 0;
+    for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
+        start_acc_row(acc, out_w, s->bias[o]);
+        krow(acc, w, rows, in_c, in_chan_step, in_w ARM_BASE(s));
+        finish(acc + 1, out_w, &s->requant[o], out);
+    }
+    return 1;
+}
+#endif
 
 /* One output row of a convT (all channels): rows[ky] is the input row (channel 0)
  * that kernel row ky reads, or NULL; channels lie in_chan_step apart in the input
@@ -663,17 +815,17 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
     acc_t *const acc = last ? LAST_ACC_ROW : ACC_ROW;
     unsigned o;
 
+#ifdef ARM_KERNELS
+    if (arm_convt_row(s, rows, in_chan_step, out, out_chan_step, acc, last))
+        return;
+#endif
     for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
-        acc_t *const a_end = clear_acc_row(acc, s->out_w);
+        acc_t *const a_end = start_acc_row(acc, s->out_w, s->bias[o]);
         unsigned ky = CVAE_KERNEL, i;
         while (ky--) { /* the order of convt_single_channel_row: the same float sums */
             const cvae_act_t *x = rows[ky];
             if (!x)
                 continue;
-#ifdef ARM_KERNELS
-            if (arm_kernel_row(acc, s, w + ky * CVAE_KERNEL, x, in_chan_step))
-                continue;
-#endif
 #ifdef RV_QSQ
             rv_kernel_row(acc, s, w + ky * CVAE_KERNEL, x, in_chan_step);
             continue;
@@ -684,7 +836,7 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
                 scatter_row(acc, WEIGHTS(s, w + i * KERNEL_TAPS + ky * CVAE_KERNEL), x, x + in_w,
                             stride);
         }
-        (last ? finish_row_last : finish_row_hidden)(acc + 1, a_end - 1, s->bias[o], s, o, out);
+        (last ? finish_row_last : finish_row_hidden)(acc + 1, a_end - 1, ROW_BIAS(s->bias[o]), s, o, out);
     }
 }
 
@@ -970,7 +1122,7 @@ static cvae_act_t *place_stream_buffers(unsigned first, uint32_t in_elems)
 static void convt_single_channel_row(unsigned y, cvae_act_t *row)
 {
     const cvae_stage_t *s = LAST_STAGE;
-    acc_t *const a_end = clear_acc_row(LAST_ACC_ROW, s->out_w);
+    acc_t *const a_end = start_acc_row(LAST_ACC_ROW, s->out_w, s->bias[0]);
     int iy[CVAE_KERNEL];
     unsigned ky = CVAE_KERNEL;
 
@@ -981,7 +1133,7 @@ static void convt_single_channel_row(unsigned y, cvae_act_t *row)
         ring_fill(N_STAGES - 2, (unsigned)iy[ky]);
         scatter_kernel_row(LAST_ACC_ROW, s, ky, ring_row(N_STAGES - 2, (unsigned)iy[ky]), s->in_w);
     }
-    finish_row_last(LAST_ACC_ROW + 1, a_end - 1, s->bias[0], s, 0, row);
+    finish_row_last(LAST_ACC_ROW + 1, a_end - 1, ROW_BIAS(s->bias[0]), s, 0, row);
 }
 
 /* Output row y of a last convT (the output row's channels a row apart). */

@@ -96,7 +96,9 @@ def test_every_results_block_names_its_date_commit_and_command():
         title = block.splitlines()[0]
         measured = [line for line in block.splitlines() if line.startswith("Measured ")]
         assert measured, f"results.md, {title!r}: no 'Measured <date> · commit <hash> · `cmd`'"
-        joined = " ".join(block.split("\n\n", 2)[1].split("\n"))
+        # the first paragraph under the title, or under its first dated sub-heading
+        first = next(p for p in block.split("\n\n")[1:] if not p.startswith("#"))
+        joined = " ".join(first.split("\n"))
         assert MEASURED.match(joined), f"results.md, {title!r}: {joined[:120]!r}"
 
 

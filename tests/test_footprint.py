@@ -13,6 +13,8 @@ from torch import nn
 from tinycvae.data.dice import dice_spec
 from tinycvae.errors import ConfigError
 from tinycvae.mcu.footprint import (
+    CODE_ARMV6M_INT4_TAPS_BYTES,
+    CODE_ARMV6M_KERNELS_BYTES,
     CODE_BASE_BYTES,
     CODE_FPU_EXPF_BYTES,
     CODE_INT4_SOFT_MULTIPLY_BYTES,
@@ -117,7 +119,13 @@ def test_int4_and_fp32_flash_on_tiny_decoder():
         code_bytes("int8") + CODE_INT4_UNPACK_BYTES + CODE_INT4_SOFT_MULTIPLY_BYTES
     )
     m0 = load_mcu("cortex_m0plus_16k")
-    assert code_bytes("int4", m0) == code_bytes("int8", m0) + CODE_INT4_UNPACK_BYTES
+    # ARMv6-M: the Thumb-1 kernels on both, and their nibble taps on int4
+    assert code_bytes("int8", m0) == code_bytes("int8", qsq=False) - CODE_SOFT_MULTIPLY_BYTES + (
+        CODE_ARMV6M_KERNELS_BYTES
+    )  # a multiplier: no rv32ec quarter-square kernels either
+    assert code_bytes("int4", m0) == (
+        code_bytes("int8", m0) + CODE_INT4_UNPACK_BYTES + CODE_ARMV6M_INT4_TAPS_BYTES
+    )
     fp32 = estimate(tiny_decoder(), 2, 3, "fp32")
     assert fp32.data_flash_bytes == 144 * 4 + 96 * 4 + 140 * 4
     assert fp32.code_bytes == CODE_BASE_BYTES + CODE_SOFT_MULTIPLY_BYTES + CODE_SOFT_FLOAT_BYTES

@@ -29,7 +29,8 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   fit), float (4 B) on fp32. Sigmoid LUT: 256 B.
 * **Flash (code).** The named ``CODE_*`` constants below, chosen per precision and core,
   measured on the C runtime in ``deploy/`` (see :func:`code_bytes`). Without an MCU the
-  core is assumed to have neither multiplier nor FPU (worst case).
+  core is assumed to have neither multiplier nor FPU (rv32ec's C kernels); an ARMv6-M
+  core's int8/int4 code is larger (its Thumb-1 kernels, ``CODE_ARMV6M_*``).
 * **RAM.** Activations are int8/uint8 (1 B per element) on int8 *and* int4 (only weights
   are 4-bit), float (4 B) on fp32. Every layer is computed output-stationary (gather form,
   also for the transposed convs): each output element's accumulator lives in a register,
@@ -90,6 +91,14 @@ CODE_SOFT_MULTIPLY_BYTES = 448
 # the ch32v003 build links the table-free kernels (deploy/Makefile's fallback), and so
 # does the estimate (uses_qsq).
 CODE_QSQ_BYTES = 2640
+# ARMv6-M (Cortex-M0/M0+), int8 and int4: the hand-written Thumb-1 kernels of deploy/cvae.c
+# (the two unrolled kernel-row kernels, the requantisation, the accumulator-row fill and
+# their C driver) beside the portable C path they replace where a row fits them, measured
+# as the Cortex-M0+ image's code minus 2add352's for the same models: 1260 B (3_3_3_3,
+# 8_8_8_8 and 16_16_16_16 int8; 16 B more with the last layer's own accumulator row) and
+# 40 B more on int4 (the nibble taps; 1300 B for 3_3_3_3 and 8_8_8_8, 1328 B for 16_16_16_16)
+CODE_ARMV6M_KERNELS_BYTES = 1260
+CODE_ARMV6M_INT4_TAPS_BYTES = 40
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
@@ -143,6 +152,11 @@ class MCUProfile:
     def ram_bytes(self) -> int:
         return int(self.ram_kb * 1024)
 
+    @property
+    def armv6m(self) -> bool:
+        """An ARMv6-M core (its ``core`` says so): the runtime runs its Thumb-1 kernels."""
+        return "ARMv6-M" in self.core
+
 
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
@@ -189,6 +203,8 @@ def code_bytes(
         return n + (CODE_FPU_EXPF_BYTES if fpu else CODE_SOFT_FLOAT_BYTES)
     if precision == "int4":
         n += CODE_INT4_UNPACK_BYTES + (0 if hw_mul else CODE_INT4_SOFT_MULTIPLY_BYTES)
+    if mcu is not None and mcu.armv6m:
+        n += CODE_ARMV6M_KERNELS_BYTES + (CODE_ARMV6M_INT4_TAPS_BYTES if precision == "int4" else 0)
     return n + CODE_INT_EXTRA_BYTES
 
 
