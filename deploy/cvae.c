@@ -116,11 +116,12 @@ static union {
  * folded into the rounding and the shift ((a m + 2^(s-1)) >> s = (a (m >> f) +
  * 2^(s-1-f)) >> (s - f) for f < s): 16 + 3 (n - 1) instructions per output of a hidden
  * stage (8 for one that the ReLU zeroes), 21 + 3 (n - 1) per pixel. Arguments: acc,
- * end, y, pre, (s - f) | n << 8 (n >= 1), bias. Frame: ra, s0, s1. */
-void cvae_rv_finish_hidden(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t pre,
-                           uint32_t shift_n, acc_t bias);
-void cvae_rv_finish_last(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t pre,
-                         uint32_t shift_n, acc_t bias);
+ * end, y, (s - f) | n << 8 | pre << 16 (n >= 1), bias, the sigmoid LUT (last stage).
+ * Frame: ra, s0, s1, the LUT. */
+void cvae_rv_finish_hidden(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t shift_n_pre,
+                           acc_t bias, const uint8_t *lut);
+void cvae_rv_finish_last(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t shift_n_pre,
+                         acc_t bias, const uint8_t *lut);
 /* cvae_m_steps from m (a0): from the lowest set bit up, each set bit b stores b - the
  * previous one (the first: b itself, in [15]) one byte lower; returns n (the set bits) */
 #define RV_SETUP_BIT(b, mask) "andi t0, a0, " #mask "\n beqz t0, 1f\n addi t1, a2, " #b "\n" \
@@ -138,8 +139,9 @@ __asm__(".pushsection .text.cvae_rv_requant_setup,\"ax\",@progbits\n"
 #define RV_RQ_ENTER(name)                                                      \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \
     ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
-    "addi sp, sp, -12\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n"            \
-    "srli t0, a4, 8\n andi a4, a4, 255\n li ra, 1\n addi s0, a4, -1\n sll ra, ra, s0\n" \
+    "addi sp, sp, -16\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a5, 12(sp)\n" \
+    "mv a5, a4\n srli t0, a3, 8\n andi t0, t0, 255\n andi a4, a3, 255\n srli a3, a3, 16\n" \
+    "li ra, 1\n addi s0, a4, -1\n sll ra, ra, s0\n"                              \
     "lui s1, %hi(cvae_m_steps)\n addi s1, s1, %lo(cvae_m_steps)\n lla t2, 7f\n"  \
     "addi t0, t0, -1\n slli s0, t0, 3\n slli t0, t0, 2\n add t0, t0, s0\n sub t0, t2, t0\n" \
     "bgeu a0, a1, 9f\n"
@@ -150,7 +152,7 @@ __asm__(".pushsection .text.cvae_rv_requant_setup,\"ax\",@progbits\n"
     RV_RQ_STEP(7) RV_RQ_STEP(8) RV_RQ_STEP(9) RV_RQ_STEP(10) RV_RQ_STEP(11) RV_RQ_STEP(12) \
     RV_RQ_STEP(13) RV_RQ_STEP(14) ".option pop\n 7:\n add t2, t2, ra\n sra t2, t2, a4\n"
 #define RV_RQ_LEAVE(name)                                                      \
-    "9:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 12\n ret\n"  \
+    "9:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 16\n ret\n"  \
     ".size " name ", .-" name "\n.popsection\n"
 __asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
         "1:\n lw t1, 0(a0)\n addi a0, a0, 4\n add t1, t1, a5\n sra t1, t1, a3\n blez t1, 4f\n"
@@ -164,7 +166,7 @@ __asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
         "1:\n lw t1, 0(a0)\n addi a0, a0, 4\n add t1, t1, a5\n sra t1, t1, a3\n"
         "srai s0, t1, 15\n addi s0, s0, 1\n sltiu s0, s0, 2\n beqz s0, 5f\n 2:\n" RV_RQ_CHAIN
         "addi t2, t2, 128\n sltiu s0, t2, 256\n beqz s0, 6f\n"
-        "3:\n lui s0, %hi(cvae_sigmoid_lut)\n add s0, s0, t2\n lbu t2, %lo(cvae_sigmoid_lut)(s0)\n"
+        "3:\n lw s0, 12(sp)\n add s0, s0, t2\n lbu t2, 0(s0)\n"
         "sb t2, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n"
         "5:\n slti s0, t1, 0\n lui t1, 8\n addi t1, t1, -1\n beqz s0, 2b\n" /* a > 32767 */
         "lui t1, 1048568\n j 2b\n"                                       /* a < -32768 */
@@ -402,7 +404,7 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
     const unsigned n = cvae_rv_requant_setup((uint32_t)m); /* m's set bits, listed */
     if (n && cvae_m_steps[15] < shift) { /* m > 0 and its trailing zeros below the shift */
         (last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(
-            acc, end, y, pre, (shift - cvae_m_steps[15]) | n << 8, bias);
+            acc, end, y, (shift - cvae_m_steps[15]) | n << 8 | pre << 16, bias, cvae_sigmoid_lut);
         return;
     }
 #endif

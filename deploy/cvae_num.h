@@ -67,20 +67,21 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
  * place), the lowest set bit's position in cvae_m_steps[15], and returns n, the set
  * bits (RV32E assembly in cvae.c: 2 instructions a bit of m, 4 more a set bit). Static,
  * not on the stack. The rows that chain does not take (m = 0, or m's trailing zeros at
- * least the shift: rare) multiply in C (__mulsi3). */
-uint8_t cvae_m_steps[16];
+ * least the shift: rare) multiply in C (__mulsi3). Both tables are defined in assembly
+ * (below), which link-time optimisation keeps as written, with the code that reads them. */
+extern uint8_t cvae_m_steps[16];
 unsigned cvae_rv_requant_setup(uint32_t m);
 #define REQUANT_SETUP(m) (m)
 #define MUL_REQUANT(a, m) ((a) * (m))
 /* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
- * (x + w and x - w have the same parity, so both floors drop the same quarter). qsq[n +
- * 128] = floor(n^2 / 4) for n = -128 .. 383 covers x in 0..255 and w in -128..127. */
-#define QSQ1(n) (uint16_t)(((n) * (n)) / 4)
-#define QSQ4(n) QSQ1(n), QSQ1((n) + 1), QSQ1((n) + 2), QSQ1((n) + 3)
-#define QSQ16(n) QSQ4(n), QSQ4((n) + 4), QSQ4((n) + 8), QSQ4((n) + 12)
-#define QSQ64(n) QSQ16(n), QSQ16((n) + 16), QSQ16((n) + 32), QSQ16((n) + 48)
-#define QSQ256(n) QSQ64(n), QSQ64((n) + 64), QSQ64((n) + 128), QSQ64((n) + 192)
-const uint16_t cvae_qsq[512] = {QSQ256(-128), QSQ256(128)};
+ * (x + w and x - w have the same parity, so both floors drop the same quarter).
+ * cvae_qsq[n + 128] = floor(n^2 / 4) for n = -128 .. 383 covers x in 0..255 and w in
+ * -128..127: 512 uint16 entries (the largest, 383^2 / 4 = 36672), 1 KB in flash. */
+__asm__(".pushsection .rodata.cvae_qsq,\"a\",@progbits\n.balign 2\n.global cvae_qsq\n"
+        "cvae_qsq:\n.set cvae_qsq_n, -128\n.rept 512\n.hword (cvae_qsq_n * cvae_qsq_n) >> 2\n"
+        ".set cvae_qsq_n, cvae_qsq_n + 1\n.endr\n.size cvae_qsq, 1024\n.popsection\n"
+        ".pushsection .bss.cvae_m_steps,\"aw\",@nobits\n.global cvae_m_steps\n"
+        "cvae_m_steps:\n.skip 16\n.size cvae_m_steps, 16\n.popsection\n");
 #define RV_QSQ 1
 #endif /* CVAE_RV_QSQ */
 /* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
