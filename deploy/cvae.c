@@ -113,6 +113,71 @@ static union {
 #define LAST_ACC_ROW ACC_ROW
 #endif
 
+#ifdef RV_QSQ
+/* rv32ec requantisation of a row, in RV32E assembly: finish_row's arithmetic with the
+ * multiply as Horner's rule over m's set bits (cvae_num.h), entered once per row at its
+ * n - 1 steps (a jump into the unrolled chain, 12 bytes a step), m's trailing zeros f
+ * folded into the rounding and the shift ((a m + 2^(s-1)) >> s = (a (m >> f) +
+ * 2^(s-1-f)) >> (s - f) for f < s): 16 + 3 (n - 1) instructions per output of a hidden
+ * stage (8 for one that the ReLU zeroes), 21 + 3 (n - 1) per pixel. Arguments: acc,
+ * end, y, (s - f) | n << 8 | pre << 16 (n >= 1), bias, the sigmoid LUT (last stage).
+ * Frame: ra, s0, s1, the LUT. */
+void cvae_rv_finish_hidden(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t shift_n_pre,
+                           acc_t bias, const uint8_t *lut);
+void cvae_rv_finish_last(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t shift_n_pre,
+                         acc_t bias, const uint8_t *lut);
+/* cvae_m_steps from m (a0): from the lowest set bit up, each set bit b stores b - the
+ * previous one (the first: b itself, in [15]) one byte lower; returns n (the set bits) */
+#define RV_SETUP_BIT(b, mask) "andi t0, a0, " #mask "\n beqz t0, 1f\n addi t1, a2, " #b "\n" \
+    "sb t1, 0(a1)\n addi a1, a1, -1\n li a2, -" #b "\n 1:\n"
+__asm__(".pushsection .text.cvae_rv_requant_setup,\"ax\",@progbits\n"
+        ".balign 2\n.global cvae_rv_requant_setup\n.type cvae_rv_requant_setup, @function\n"
+        "cvae_rv_requant_setup:\n lui a1, %hi(cvae_m_steps+15)\n addi a1, a1, %lo(cvae_m_steps+15)\n"
+        "mv a3, a1\n li a2, 0\n"
+        RV_SETUP_BIT(0, 1) RV_SETUP_BIT(1, 2) RV_SETUP_BIT(2, 4) RV_SETUP_BIT(3, 8)
+        RV_SETUP_BIT(4, 16) RV_SETUP_BIT(5, 32) RV_SETUP_BIT(6, 64) RV_SETUP_BIT(7, 128)
+        RV_SETUP_BIT(8, 256) RV_SETUP_BIT(9, 512) RV_SETUP_BIT(10, 1024) "srli a0, a0, 11\n"
+        RV_SETUP_BIT(11, 1) RV_SETUP_BIT(12, 2) RV_SETUP_BIT(13, 4) RV_SETUP_BIT(14, 8)
+        "sub a0, a3, a1\n ret\n.size cvae_rv_requant_setup, .-cvae_rv_requant_setup\n.popsection\n");
+#define RV_RQ_STEP(k) "lbu s0, " #k "(s1)\n sll t2, t2, s0\n add t2, t2, t1\n"
+#define RV_RQ_ENTER(name)                                                      \
+    ".pushsection .text." name ",\"ax\",@progbits\n"                          \
+    ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
+    "addi sp, sp, -16\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a5, 12(sp)\n" \
+    "mv a5, a4\n srli t0, a3, 8\n andi t0, t0, 255\n andi a4, a3, 255\n srli a3, a3, 16\n" \
+    "li ra, 1\n addi s0, a4, -1\n sll ra, ra, s0\n"                              \
+    "lui s1, %hi(cvae_m_steps)\n addi s1, s1, %lo(cvae_m_steps)\n lla t2, 7f\n"  \
+    "addi t0, t0, -1\n slli s0, t0, 3\n slli t0, t0, 2\n add t0, t0, s0\n sub t0, t2, t0\n" \
+    "bgeu a0, a1, 9f\n"
+/* the chain: p = a (t1) into t2, n - 1 steps, then + round, >> shift */
+#define RV_RQ_CHAIN                                                            \
+    "mv t2, t1\n jr t0\n .option push\n .option norvc\n"                       \
+    RV_RQ_STEP(1) RV_RQ_STEP(2) RV_RQ_STEP(3) RV_RQ_STEP(4) RV_RQ_STEP(5) RV_RQ_STEP(6) \
+    RV_RQ_STEP(7) RV_RQ_STEP(8) RV_RQ_STEP(9) RV_RQ_STEP(10) RV_RQ_STEP(11) RV_RQ_STEP(12) \
+    RV_RQ_STEP(13) RV_RQ_STEP(14) ".option pop\n 7:\n add t2, t2, ra\n sra t2, t2, a4\n"
+#define RV_RQ_LEAVE(name)                                                      \
+    "9:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 16\n ret\n"  \
+    ".size " name ", .-" name "\n.popsection\n"
+__asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
+        "1:\n lw t1, 0(a0)\n addi a0, a0, 4\n add t1, t1, a5\n sra t1, t1, a3\n blez t1, 4f\n"
+        "srai s0, t1, 15\n bnez s0, 5f\n 2:\n" RV_RQ_CHAIN
+        "srli s0, t2, 8\n bnez s0, 6f\n 3:\n sb t2, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n"
+        "4:\n sb zero, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n" /* the ReLU's 0 */
+        "5:\n lui t1, 8\n addi t1, t1, -1\n j 2b\n"                        /* a > 32767 */
+        "6:\n li t2, 255\n j 3b\n"                                          /* y > 255 */
+        RV_RQ_LEAVE("cvae_rv_finish_hidden")
+        RV_RQ_ENTER("cvae_rv_finish_last")
+        "1:\n lw t1, 0(a0)\n addi a0, a0, 4\n add t1, t1, a5\n sra t1, t1, a3\n"
+        "srai s0, t1, 15\n addi s0, s0, 1\n sltiu s0, s0, 2\n beqz s0, 5f\n 2:\n" RV_RQ_CHAIN
+        "addi t2, t2, 128\n sltiu s0, t2, 256\n beqz s0, 6f\n"
+        "3:\n lw s0, 12(sp)\n add s0, s0, t2\n lbu t2, 0(s0)\n"
+        "sb t2, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n"
+        "5:\n slti s0, t1, 0\n lui t1, 8\n addi t1, t1, -1\n beqz s0, 2b\n" /* a > 32767 */
+        "lui t1, 1048568\n j 2b\n"                                       /* a < -32768 */
+        "6:\n srai t2, t2, 31\n not t2, t2\n andi t2, t2, 255\n j 3b\n" /* logit past -128..127 */
+        RV_RQ_LEAVE("cvae_rv_finish_last"));
+#endif
+
 /* ARMv6-M kernels (Cortex-M0/M0+: Thumb-1; int8 and int4 weights). Hand-written,
  * because MULS overwrites one operand and only r0-r7 reach MULS, LDRB and the
  * flag-setting ALU forms: gcc's code for scatter_row spends 8-9 instructions per
@@ -339,6 +404,14 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
     const unsigned pre = r->pre, shift = r->shift;
     /* the multiplier; without a multiply instruction, the count of its set bits */
     const int32_t m = REQUANT_SETUP(r->m), round = (int32_t)1 << (shift - 1);
+#ifdef RV_QSQ
+    const unsigned n = cvae_rv_requant_setup((uint32_t)m); /* m's set bits, listed */
+    if (n && cvae_m_steps[15] < shift) { /* m > 0 and its trailing zeros below the shift */
+        (last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(
+            acc, end, y, (shift - cvae_m_steps[15]) | n << 8 | pre << 16, bias, cvae_sigmoid_lut);
+        return;
+    }
+#endif
     for (; acc < end; acc++) {
         int32_t a = (*acc + bias) >> pre; /* arithmetic shift with gcc */
         if (!last && a <= 0) { /* a * m + round < 2^shift: y <= 0, so 0 after the ReLU */
@@ -510,6 +583,129 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
     }
 }
 
+#ifdef RV_QSQ
+/* rv32ec kernels (no multiply instruction): kernel row ky of every input channel over
+ * its input row, as scatter_row does channel by channel, in RV32E assembly. A product
+ * is w * x = qsq[x + w] - qsq[x - w] (cvae_num.h's quarter squares, in flash): with B =
+ * &qsq[x] (2 instructions per non-zero input) and W = 2w per tap (once per channel),
+ * add, lhu, sub, lhu, sub: 5 instructions, no table built at run time. Zero inputs are
+ * skipped (2 instructions); inputs go two a loop step (an odd row enters at the second).
+ *   stride 1: acc[ix] += P0 + w0 x[ix]; P0 = P1 + w1 x[ix]; P1 = w2 x[ix] (the two
+ *             pending sums in s1 and ra, flushed after the row): 24 instructions per
+ *             non-zero input (3 MACs), the accumulator loaded and stored once;
+ *   stride 2: acc[2ix + k] += w_k x[ix]: 28 per non-zero input.
+ * Per channel about 20 (the taps, the row's pointers, the entry). Arguments: acc (slot
+ * -1 of the accumulator row), w (int8: the taps of channel 0; int4: the weights' bytes),
+ * x (channel 0's input row), in_c >= 1, the channels' distance in the input, in_w >= 1,
+ * and on int4 t (the nibble index of channel 0's first tap). The frame (40 B): ra, s0,
+ * s1, acc, x of the next channel, in_chan_step, in_w, the taps (int8 pointer, int4
+ * nibble index), the int4 weights, channels left. */
+/* p = w * x into R, for B in t1 and W (2w) in register W; s0 and t2 scratch */
+#define RV_PROD(R, W) "add t2, t1, " W "\n lhu t2, 0(t2)\n sub s0, t1, " W "\n lhu s0, 0(s0)\n" \
+                      "sub " R ", t2, s0\n"
+#define RV_ADD(OFF, R) "lw s0, " OFF "(a0)\n add s0, s0, " R "\n sw s0, " OFF "(a0)\n"
+/* x = input X of the pair; zero: to label Z; B = &qsq[x] in t1 */
+#define RV_LOAD(X, Z) "lbu t1, " X "(a1)\n beqz t1, " Z "\n slli t1, t1, 1\n add t1, t1, t0\n"
+#define RV_UNIT_S1(X, A, Z)                                                    \
+    RV_LOAD(X, Z) RV_PROD("t2", "a3") "lw s0, " A "(a0)\n add s0, s0, s1\n add s0, s0, t2\n" \
+    "sw s0, " A "(a0)\n" RV_PROD("t2", "a4") "add s1, ra, t2\n" RV_PROD("ra", "a5")
+/* a zero input: acc[ix] += P0; P0 = P1; P1 = 0 (nothing when both are 0), back to N */
+/* the same input while P0 = P1 = 0: acc[ix] += w0 x[ix]; P0 = w1 x[ix]; P1 = w2 x[ix],
+ * then on at N (pending) */
+#define RV_CLEAN_S1(X, A, Z, N)                                                \
+    RV_LOAD(X, Z) RV_PROD("t2", "a3") RV_ADD(A, "t2") RV_PROD("s1", "a4") RV_PROD("ra", "a5") \
+    "j " N "\n"
+/* a zero input with sums pending: both into acc[ix], acc[ix + 1], then on at N (clean,
+ * which sets P0 and P1 before it reads them) */
+#define RV_ZERO_S1(A0, A1, N) RV_ADD(A0, "s1") RV_ADD(A1, "ra") "j " N "\n"
+/* stride 2: x[ix] adds w0 x, w1 x to acc[2ix], acc[2ix + 1] and leaves C = w2 x (in s1)
+ * pending for acc[2ix + 2], which the next input's w0 x also reaches; the same two
+ * copies of the pair loop as stride 1 (C pending or not) */
+#define RV_CLEAN_S2(X, A0, A1, Z, N)                                           \
+    RV_LOAD(X, Z) RV_PROD("t2", "a3") RV_ADD(A0, "t2") RV_PROD("t2", "a4") RV_ADD(A1, "t2") \
+    RV_PROD("s1", "a5") "j " N "\n"
+#define RV_UNIT_S2(X, A0, A1, Z)                                               \
+    RV_LOAD(X, Z) RV_PROD("t2", "a3") "lw s0, " A0 "(a0)\n add s0, s0, s1\n add s0, s0, t2\n" \
+    "sw s0, " A0 "(a0)\n" RV_PROD("t2", "a4") RV_ADD(A1, "t2") RV_PROD("s1", "a5")
+#define RV_ZERO_S2(A0, N) RV_ADD(A0, "s1") "j " N "\n"
+#ifdef CVAE_INT4
+#define RV_T_PARAM , uint32_t t
+/* the taps of the channel at nibble t (24(sp)) of the weights (32(sp)): the two bytes
+ * that hold nibbles t .. t + 2, as one 16-bit value shifted down by 4 (t & 1), each
+ * nibble sign-extended by a shift up and back down */
+#define RV_END_W "slli t2, a3, 3\n add t2, t2, a3\n lw t1, 40(sp)\n add t2, t2, t1\n"         \
+                 "sw t1, 24(sp)\n sw t2, 28(sp)\n sw a1, 32(sp)\n"
+#define RV_TAPS                                                                \
+    "lw t1, 24(sp)\n lw t2, 32(sp)\n srli s0, t1, 1\n add s0, s0, t2\n lbu a3, 0(s0)\n"   \
+    "lbu a4, 1(s0)\n slli a4, a4, 8\n or a3, a3, a4\n andi s0, t1, 1\n slli s0, s0, 2\n"  \
+    "srl a3, a3, s0\n slli a4, a3, 24\n srai a4, a4, 28\n slli a5, a3, 20\n srai a5, a5, 28\n" \
+    "slli a3, a3, 28\n srai a3, a3, 28\n addi t1, t1, 9\n sw t1, 24(sp)\n"
+#else
+#define RV_T_PARAM
+#define RV_END_W "slli t2, a3, 3\n add t2, t2, a3\n add t2, t2, a1\n sw a1, 24(sp)\n sw t2, 28(sp)\n"
+#define RV_TAPS "lw t1, 24(sp)\n lb a3, 0(t1)\n lb a4, 1(t1)\n lb a5, 2(t1)\n addi t1, t1, 9\n" \
+                "sw t1, 24(sp)\n"
+#endif
+void cvae_rv_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
+                     uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
+                     uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+/* The frame (40 B): ra, s0, s1, acc, in_chan_step, in_w, the next channel's taps (int8:
+ * pointer, int4: nibble index), the end of the taps, the int4 weights. The row: a1 .. a2. */
+#define RV_KROW_ENTER(name)                                                    \
+    ".pushsection .text." name ",\"ax\",@progbits\n"                          \
+    ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
+    "addi sp, sp, -40\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a0, 12(sp)\n"     \
+    "sw a4, 16(sp)\n sw a5, 20(sp)\n" RV_END_W "mv a1, a2\n add a2, a2, a5\n"           \
+    "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n"
+/* a channel: its taps (W = 2w), the accumulators (a0); an odd row enters at the pair's
+ * second input, pointers one input back */
+#define RV_CHANNEL(step)                                                       \
+    "8:\n" RV_TAPS "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n lw a0, 12(sp)\n"   \
+    "sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"                                    \
+    "addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"
+/* the next channel's row, or out */
+#define RV_KROW_LEAVE(name)                                                    \
+    "lw t2, 16(sp)\n add a2, a2, t2\n lw t2, 20(sp)\n sub a1, a2, t2\n"            \
+    "lw t1, 24(sp)\n lw t2, 28(sp)\n bltu t1, t2, 8b\n"                            \
+    "lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 40\n ret\n"     \
+    ".size " name ", .-" name "\n.popsection\n"
+/* stride 1: two copies of the pair loop, one while no sums are pending (labels 1-3:
+ * a zero input costs 2 instructions there) and one while they are (4-6); a zero input
+ * with sums pending adds them (7, 10) and goes on in the first, a non-zero one without
+ * goes on in the second */
+__asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("4")
+        "1:\n" RV_CLEAN_S1("0", "0", "2f", "5f") "2:\n" RV_CLEAN_S1("1", "4", "3f", "6f")
+        "3:\n addi a1, a1, 2\n addi a0, a0, 8\n bltu a1, a2, 1b\n j 9f\n"
+        "4:\n" RV_UNIT_S1("0", "0", "7f") "5:\n" RV_UNIT_S1("1", "4", "10f")
+        "6:\n addi a1, a1, 2\n addi a0, a0, 8\n bltu a1, a2, 4b\n"
+        RV_ADD("0", "s1") RV_ADD("4", "ra") "j 9f\n" /* the pending sums, past the row */
+        "7:\n" RV_ZERO_S1("0", "4", "2b") "10:\n" RV_ZERO_S1("4", "8", "3b")
+        "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s1")
+        RV_KROW_ENTER("cvae_rv_krow_s2") RV_CHANNEL("8")
+        "1:\n" RV_CLEAN_S2("0", "0", "4", "2f", "5f") "2:\n" RV_CLEAN_S2("1", "8", "12", "3f", "6f")
+        "3:\n addi a1, a1, 2\n addi a0, a0, 16\n bltu a1, a2, 1b\n j 9f\n"
+        "4:\n" RV_UNIT_S2("0", "0", "4", "7f") "5:\n" RV_UNIT_S2("1", "8", "12", "10f")
+        "6:\n addi a1, a1, 2\n addi a0, a0, 16\n bltu a1, a2, 4b\n"
+        RV_ADD("0", "s1") "j 9f\n" /* C, past the row */
+        "7:\n" RV_ZERO_S2("0", "2b") "10:\n" RV_ZERO_S2("8", "3b")
+        "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s2"));
+
+/* Kernel row ky of every input channel (weights from w, channel 0's taps; nibble t on
+ * int4) over input row x (channel 0; channels in_chan_step apart) into acc. */
+static inline __attribute__((always_inline)) void rv_kernel_row(acc_t *acc, const cvae_stage_t *s,
+                                                               weight_pos_t w, const cvae_act_t *x,
+                                                               uint32_t in_chan_step)
+{
+#ifdef CVAE_INT4
+#define RV_KROW_ARGS(s, w) (s)->weight, x, (s)->in_c, in_chan_step, (s)->in_w, (w)
+#else
+#define RV_KROW_ARGS(s, w) (w), x, (s)->in_c, in_chan_step, (s)->in_w
+#endif
+    (s->stride == 1 ? cvae_rv_krow_s1 : cvae_rv_krow_s2)(acc, RV_KROW_ARGS(s, w));
+}
+#endif
+
 /* scatter() with the stride a constant: one register fewer in the loop. */
 static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
                                  const cvae_act_t *end, unsigned stride)
@@ -540,11 +736,23 @@ static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
 }
 #define ROW_BIAS(bias) 0
 #else
+#ifdef RV_QSQ
+/* rv32ec: two words a step, not gcc's call to picolibc's memset (10-16 instructions a
+ * word) */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
 {
     acc_t *const end = acc + out_w + 2;
+#ifdef RV_QSQ
+    if (out_w & 1) /* then two words a step (3 instructions for 2) */
+        *acc++ = 0;
+    for (; acc < end; acc += 2)
+        acc[0] = acc[1] = 0;
+#else
     while (acc < end)
         *acc++ = 0;
+#endif
     return end;
 }
 #define start_acc_row(acc, out_w, bias) clear_acc_row((acc), (out_w))
@@ -566,6 +774,10 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
         arm_krow(s)(acc, w, one_row, in_c, in_chan_step, in_w ARM_BASE(s));
         return;
     }
+#endif
+#ifdef RV_QSQ
+    rv_kernel_row(acc, s, w, x, in_chan_step);
+    return;
 #endif
     for (i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
         scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
@@ -620,6 +832,10 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
             const cvae_act_t *x = rows[ky];
             if (!x)
                 continue;
+#ifdef RV_QSQ
+            rv_kernel_row(acc, s, w + ky * CVAE_KERNEL, x, in_chan_step);
+            continue;
+#endif
             /* scatter_kernel_row's loop, written out: calling it (even inlined) costs
              * 1.4% more instructions per image on ARMv6-M (8_8_8_8, measured) */
             for (i = 0; i < in_c; i++, x += in_chan_step)

@@ -23,6 +23,14 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
     return (acc_t)p;
 }
 #define MUL(w, x) mul8((w), (x))
+/* CVAE_RV_QSQ (default 1): the quarter-square MAC (a 1 KB table in flash) and the
+ * unrolled Horner requantisation; 0: the table-free kernels (shift-and-add over x's bits,
+ * a loop over m's bits), about 1.5 KB less flash and slower (docs/firmware.md). The
+ * ch32v003 build falls back to 0 where the model leaves no room for the table. */
+#ifndef CVAE_RV_QSQ
+#define CVAE_RV_QSQ 1
+#endif
+#if !CVAE_RV_QSQ
 /* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
  * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances
  * between them (static, not on the stack), MUL_REQUANT(a, m) adds a shifted by
@@ -50,6 +58,32 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 }
 #define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
 #define MUL_REQUANT(a, m) mul_requant((a), (m))
+#else
+/* The requantisation's a * m by Horner's rule over the set bits of m, from the top one
+ * down: p = a, then p = (p << d) + a for each next set bit d places lower, then p <<
+ * (the lowest set bit's position): cvae_rv_requant_setup(m) lists once per output row
+ * the n - 1 distances, right-aligned in cvae_m_steps[1..14] (the top pair's first, so
+ * that cvae.c's unrolled chain is entered at its n - 1 last steps and ends at one
+ * place), the lowest set bit's position in cvae_m_steps[15], and returns n, the set
+ * bits (RV32E assembly in cvae.c: 2 instructions a bit of m, 4 more a set bit). Static,
+ * not on the stack. The rows that chain does not take (m = 0, or m's trailing zeros at
+ * least the shift: rare) multiply in C (__mulsi3). Both tables are defined in assembly
+ * (below), which link-time optimisation keeps as written, with the code that reads them. */
+extern uint8_t cvae_m_steps[16];
+unsigned cvae_rv_requant_setup(uint32_t m);
+#define REQUANT_SETUP(m) (m)
+#define MUL_REQUANT(a, m) ((a) * (m))
+/* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
+ * (x + w and x - w have the same parity, so both floors drop the same quarter).
+ * cvae_qsq[n + 128] = floor(n^2 / 4) for n = -128 .. 383 covers x in 0..255 and w in
+ * -128..127: 512 uint16 entries (the largest, 383^2 / 4 = 36672), 1 KB in flash. */
+__asm__(".pushsection .rodata.cvae_qsq,\"a\",@progbits\n.balign 2\n.global cvae_qsq\n"
+        "cvae_qsq:\n.set cvae_qsq_n, -128\n.rept 512\n.hword (cvae_qsq_n * cvae_qsq_n) >> 2\n"
+        ".set cvae_qsq_n, cvae_qsq_n + 1\n.endr\n.size cvae_qsq, 1024\n.popsection\n"
+        ".pushsection .bss.cvae_m_steps,\"aw\",@nobits\n.global cvae_m_steps\n"
+        "cvae_m_steps:\n.skip 16\n.size cvae_m_steps, 16\n.popsection\n");
+#define RV_QSQ 1
+#endif /* CVAE_RV_QSQ */
 /* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
  * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
  * one add and one shift per bit serve both, and each lane's product fits it

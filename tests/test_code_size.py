@@ -2,7 +2,9 @@
 code constants (``tinycvae.mcu.footprint``) are measured on ``deploy/``'s demo, so a
 change to the runtime that moves its size shows here. Random weights (the sizes depend
 on the shapes only): the 3_3_3_3 dice decoder at int8, and 16_16_16_16 at int4, whose
-last layer has an accumulator row of its own."""
+last layer has an accumulator row of its own, and at int8, which leaves the CH32V003 no
+flash for the rv32ec quarter-square table (the build and the estimate both fall back to
+the table-free kernels)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ needs = needs_tools(
 
 
 @needs
-@pytest.mark.parametrize("dim, precision", [(3, "int8"), (16, "int4")])
+@pytest.mark.parametrize("dim, precision", [(3, "int8"), (16, "int4"), (16, "int8")])
 def test_estimated_flash_and_ram_are_within_1_percent_of_the_linked_images(
     dim, precision, tmp_path
 ):

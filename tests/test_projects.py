@@ -27,7 +27,7 @@ from torch import nn
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.preflight import check_settings
-from tinycvae.deploy.projects import PROJECTS, TEMPLATES, write_projects
+from tinycvae.deploy.projects import NO_QSQ, PROJECTS, TEMPLATES, rv_qsq_fits, write_projects
 from tinycvae.deploy.quantize import quantize
 from tinycvae.errors import ConfigError
 from tinycvae.mcu.stages import extract
@@ -348,6 +348,41 @@ def test_ch32fun_project_compiles_and_links_for_the_ch32v003(model, tmp_path):
     syms = _run(["riscv64-unknown-elf-nm", elf]).stdout
     assert "cvae_generate_rows" in syms and "__assert_func" not in syms
     assert " cvae_generate\n" not in syms  # -DCVAE_STREAM_ONLY
+    assert " cvae_qsq\n" in syms  # the rv32ec quarter-square kernels: 3_3_3_3 has the room
+
+
+def test_the_rv32ec_table_goes_where_the_ch32v003_has_room_for_it():
+    """The estimator's choice for the projects: 3_3_3_3 int8 fits the CH32V003 with the
+    quarter-square table, 16_16_16_16 int8 only without it (deploy/Makefile's fallback)."""
+    sizes = {}
+    for dim in (3, 16):
+        m = build_cvae(dice_spec(32), arch="conv", latent=1, latent_mode="bypass",
+                       dim1=dim, dim2=dim, dim3=dim, dim4=dim)  # fmt: skip
+        sizes[dim] = rv_qsq_fits(extract(m.decoder, m.latent, m.num_classes), "int8")
+    assert sizes == {3: True, 16: False}
+
+
+@need(RV)
+def test_projects_without_room_for_the_rv32ec_table_build_the_table_free_kernels(model, tmp_path):
+    """``rv_qsq=False`` (the export's choice for a model that leaves no room): every copy
+    of cvae.c starts with ``#define CVAE_RV_QSQ 0``, and the ch32fun project links
+    without the table."""
+    out = tmp_path / "model"
+    shutil.copytree(model / "int8", out / "int8")
+    write_projects(out, list(PROJECTS), rv_qsq=False)
+    for cvae in ("ch32fun/cvae.c", "platformio/lib/tinycvae/src/cvae.c", "library/src/cvae.c"):
+        assert (out / cvae).read_text().startswith(NO_QSQ), cvae
+    folder, stub = out / "ch32fun", tmp_path / "stub"
+    stub.mkdir()
+    (stub / "ch32fun.h").write_text(STUB_CH32FUN_RV)
+    (stub / "link.c").write_text(STUB_LINK_RV)
+    flags = [*CH32FUN_CFLAGS, f"-I{folder}", f"-I{stub}"]
+    objs = _compile(RV, flags, [folder / "cvae.c", folder / "cvae_model.c",
+                                folder / "cvae_demo.c"], tmp_path / "o")  # fmt: skip
+    _run([RV, *flags, "-c", stub / "link.c", "-o", tmp_path / "link.o"])
+    _link_ch32v003(flags, [*objs, tmp_path / "link.o"], tmp_path / "demo.elf")
+    syms = _run(["riscv64-unknown-elf-nm", tmp_path / "demo.elf"]).stdout
+    assert "cvae_generate_rows" in syms and " cvae_qsq\n" not in syms
 
 
 @need(RV)

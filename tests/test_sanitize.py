@@ -2,8 +2,10 @@
 (``make -C deploy check-sanitize``): the golden vectors, then random labels 0..255 and
 random latents through both APIs (``deploy/fuzz_test.c``: -1 for a bad label, the
 streamed rows equal to the whole image), for a conv and an MLP decoder at int8, int4 and
-fp32. Random weights with latent 3 (stage 0's int4 rows start in either nibble) and 15
-hidden units for the MLP (odd rows everywhere); no training."""
+fp32; and the same draws through the rv32ec assembly kernels under qemu-system-riscv32
+against the host's images (``make -C deploy check-fuzz-rv32``). Random weights with
+latent 3 (stage 0's int4 rows start in either nibble) and 15 hidden units for the MLP
+(odd rows everywhere); no training."""
 
 from __future__ import annotations
 
@@ -82,6 +84,42 @@ def test_the_runtime_is_clean_under_asan_and_ubsan_on_random_inputs(models, arch
         assert toolchain.golden_result(out) == (12, 12), out[-800:]
         assert f"fuzz: {DRAWS}/{DRAWS} ok" in out, out[-800:]
         assert "runtime error" not in out and "Sanitizer" not in out, out[-800:]
+
+
+needs_rv32 = pytest.mark.skipif(
+    shutil.which("riscv64-unknown-elf-gcc") is None or shutil.which("qemu-system-riscv32") is None,
+    reason="needs gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf and qemu-system-misc",
+)
+
+
+@needs_rv32
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_rv32ec_kernels_draw_the_host_images_on_random_inputs(models, arch, tmp_path):
+    """``make check-fuzz-rv32``: the same random draws through the rv32ec assembly kernels
+    (qemu-system-riscv32) and the host's portable C path give the same image digest."""
+    for precision in ("int8", "int4"):
+        out = toolchain.make("check-fuzz-rv32", models / arch / precision,
+                             tmp_path / f"build-{precision}")  # fmt: skip
+        assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, out[-800:]
+
+
+@needs_rv32
+def test_a_fault_in_the_rv32ec_kernels_fails_the_fuzz_check(models, tmp_path):
+    """The check can fail: a stride-2 kernel that drops the pending product of a zero
+    input's neighbour draws other images than the host."""
+    deploy = tmp_path / "deploy"
+    shutil.copytree(toolchain.DEPLOY_SRC, deploy, ignore=shutil.ignore_patterns("build", "model"))
+    source = (deploy / "cvae.c").read_text()
+    good = '#define RV_ZERO_S2(A0, N) RV_ADD(A0, "s1") "j " N "\\n"'
+    assert source.count(good) == 1
+    (deploy / "cvae.c").write_text(source.replace(good, '#define RV_ZERO_S2(A0, N) "j " N "\\n"'))
+    done = subprocess.run(
+        ["make", "-s", "-C", str(deploy), f"MODEL_DIR={models / 'conv' / 'int8'}",
+         f"BUILD={tmp_path / 'build'}", "check-fuzz-rv32"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "rv32ec and host images differ" in done.stdout + done.stderr
 
 
 def test_a_fault_the_fuzz_test_must_catch_fails_the_check(models, tmp_path):

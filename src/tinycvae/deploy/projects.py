@@ -14,7 +14,10 @@ in ``conf/export.yaml``):
     (``library.json``) library, with an example sketch.
 
 The sources come from ``deploy/`` (the runtime) and ``deploy/templates/`` (mains, build
-files); the model from the export's ``int8/`` folder. The export does not build these
+files); the model from the export's ``int8/`` folder. Where the model leaves the CH32V003
+no flash for the rv32ec quarter-square table (:func:`rv_qsq_fits`), each copy of
+``cvae.c`` starts with ``#define CVAE_RV_QSQ 0``, as ``deploy/Makefile``'s ch32v003 build
+falls back by itself. The export does not build these
 projects (its targets are built from ``deploy/``); ``tests/test_projects.py`` builds them
 with the cross-compilers and the frameworks' flags.
 """
@@ -30,6 +33,8 @@ from omegaconf import ListConfig
 
 from tinycvae.deploy.toolchain import DEPLOY_SRC
 from tinycvae.errors import ConfigError
+from tinycvae.mcu.footprint import estimate_stages, load_mcu, uses_qsq
+from tinycvae.mcu.stages import FloatModel
 
 PROJECTS = ("ch32fun", "platformio", "library")
 TEMPLATES = DEPLOY_SRC / "templates"
@@ -52,11 +57,30 @@ def check_projects(value: object) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def write_projects(model_dir: Path, names: list[str], precision: str = "int8") -> list[Path]:
+NO_QSQ = (
+    "/* Written by the export: this model leaves the CH32V003 no flash for the rv32ec\n"
+    " * quarter-square table, so the table-free kernels (docs/firmware.md, rv32ec kernels). */\n"
+    "#define CVAE_RV_QSQ 0\n"
+)
+
+
+def rv_qsq_fits(fm: FloatModel, precision: str) -> bool:
+    """Whether the CH32V003 image of ``fm`` (streamed) has room for the rv32ec
+    quarter-square table and its kernels (the estimator's :func:`uses_qsq`)."""
+    ch32 = load_mcu("ch32v003")
+    fp = estimate_stages(fm, precision, stream=True, mcu=ch32)
+    return uses_qsq(precision, ch32, fp.data_flash_bytes, fp.last_acc_row)
+
+
+def write_projects(
+    model_dir: Path, names: list[str], precision: str = "int8", rv_qsq: bool = True
+) -> list[Path]:
     """Write the projects ``names`` into ``model_dir`` (which holds ``<precision>/``, the
-    shipped integer model: int8 or int4); their folders."""
+    shipped integer model: int8 or int4); their folders. ``rv_qsq``: the CH32V003 has room
+    for the rv32ec quarter-square table (else every ``cvae.c`` starts with ``NO_QSQ``)."""
     int8 = model_dir / precision
     summary = _model_summary(int8 / "cvae_model.h")
+    head = "" if rv_qsq else NO_QSQ
     written = []
     for name in names:
         folder = model_dir / name
@@ -64,11 +88,11 @@ def write_projects(model_dir: Path, names: list[str], precision: str = "int8") -
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         if name == "ch32fun":
-            _write_ch32fun(folder, int8)
+            _write_ch32fun(folder, int8, head)
         elif name == "platformio":
-            _write_platformio(folder, int8, summary)
+            _write_platformio(folder, int8, summary, head)
         else:
-            _write_library(folder, int8, summary)
+            _write_library(folder, int8, summary, head)
         written.append(folder)
     return written
 
@@ -78,37 +102,37 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def _runtime_and_model(folder: Path, int8: Path, preamble: bool) -> None:
-    """cvae.h, cvae_num.h, cvae.c (after the library's preamble when ``preamble``), the
-    model and cvae_roll.h into ``folder``."""
+def _runtime_and_model(folder: Path, int8: Path, preamble: bool, head: str) -> None:
+    """cvae.h, cvae_num.h, cvae.c (after ``head`` and, when ``preamble``, the library's
+    preamble), the model and cvae_roll.h into ``folder``."""
     for name in ("cvae.h", "cvae_num.h"):
         _copy(DEPLOY_SRC / name, folder / name)
     runtime = (DEPLOY_SRC / "cvae.c").read_text()
     if preamble:
         runtime = (TEMPLATES / "library" / "cvae_preamble.c").read_text() + runtime
-    (folder / "cvae.c").write_text(runtime)
+    (folder / "cvae.c").write_text(head + runtime)
     for name in ("cvae_model.h", "cvae_model.c"):
         _copy(int8 / name, folder / name)
     _copy(TEMPLATES / "cvae_roll.h", folder / "cvae_roll.h")
 
 
-def _write_ch32fun(folder: Path, int8: Path) -> None:
+def _write_ch32fun(folder: Path, int8: Path, head: str) -> None:
     for name in ("Makefile", "funconfig.h"):
         _copy(TEMPLATES / "ch32fun" / name, folder / name)
     _copy(TEMPLATES / "main.c", folder / "cvae_demo.c")
-    _runtime_and_model(folder, int8, preamble=False)
+    _runtime_and_model(folder, int8, preamble=False, head=head)
 
 
-def _write_platformio(folder: Path, int8: Path, summary: str) -> None:
+def _write_platformio(folder: Path, int8: Path, summary: str, head: str) -> None:
     _copy(TEMPLATES / "platformio" / "platformio.ini", folder / "platformio.ini")
     _copy(TEMPLATES / "platformio" / "funconfig.h", folder / "src" / "funconfig.h")
     _copy(TEMPLATES / "main.c", folder / "src" / "main.c")
-    _write_library(folder / "lib" / LIBRARY_NAME, int8, summary)
+    _write_library(folder / "lib" / LIBRARY_NAME, int8, summary, head)
 
 
-def _write_library(folder: Path, int8: Path, summary: str) -> None:
+def _write_library(folder: Path, int8: Path, summary: str, head: str) -> None:
     src = folder / "src"
-    _runtime_and_model(src, int8, preamble=True)
+    _runtime_and_model(src, int8, preamble=True, head=head)
     _copy(TEMPLATES / "library" / "tinycvae.h", src / "tinycvae.h")
     example = Path("examples") / "RollDie" / "RollDie.ino"
     _copy(TEMPLATES / "library" / example, folder / example)

@@ -83,6 +83,14 @@ CODE_INT4_UNPACK_BYTES = 108
 CODE_INT4_SOFT_MULTIPLY_BYTES = 108  # int4 without a multiplier: the dot product's inline MAC
 # rv32ec: the inline shift-and-add MACs (three taps at once, unrolled) and requant
 CODE_SOFT_MULTIPLY_BYTES = 448
+# rv32ec, where the model leaves room for it in the part's flash: the quarter-square MAC
+# (a 1024 B table of floor(n^2 / 4)), the RV32E assembly kernel rows (both strides, int8 or
+# int4 taps) and row requantisation, on top of the table-free kernels: 2700 B (3_3_3_3 and
+# 8_8_8_8 int8), 2688 B (3_3_3_3 and 8_8_8_8 int4), 2624 B (16_16_16_16 int4), measured
+# December 2026 as the ch32v003 demo with CVAE_RV_QSQ=1 minus the one with 0. Elsewhere
+# the ch32v003 build links the table-free kernels (deploy/Makefile's fallback), and so
+# does the estimate (uses_qsq).
+CODE_QSQ_BYTES = 2690
 # ARMv6-M (Cortex-M0/M0+), int8 and int4: the hand-written Thumb-1 kernels of deploy/cvae.c
 # (the two unrolled kernel-row kernels, the requantisation, the accumulator-row fill and
 # their C driver) beside the portable C path they replace where a row fits them, measured
@@ -178,13 +186,18 @@ def check_precision(precision: str) -> None:
         )
 
 
-def code_bytes(precision: str, mcu: MCUProfile | None = None, last_acc_row: bool = False) -> int:
+def code_bytes(
+    precision: str, mcu: MCUProfile | None = None, last_acc_row: bool = False, qsq: bool = True
+) -> int:
     """Runtime code for ``precision`` on ``mcu``'s core (None: no multiplier, no FPU);
     ``last_acc_row``: the model gives its last layer an accumulator row of its own
-    (:func:`last_acc_row_elems`), which compiles the path that uses it."""
+    (:func:`last_acc_row_elems`), which compiles the path that uses it; ``qsq``: an
+    integer path without a multiplier links the quarter-square table (False: the
+    table-free kernels, :func:`uses_qsq`)."""
     check_precision(precision)
     hw_mul, fpu = (mcu.hw_multiply, mcu.fpu) if mcu else (False, False)
     n = CODE_BASE_BYTES + (0 if hw_mul else CODE_SOFT_MULTIPLY_BYTES)
+    n += CODE_QSQ_BYTES if qsq and not hw_mul and precision != "fp32" else 0
     n += CODE_LAST_ACC_ROW_BYTES if last_acc_row else 0
     if precision == "fp32":
         return n + (CODE_FPU_EXPF_BYTES if fpu else CODE_SOFT_FLOAT_BYTES)
@@ -193,6 +206,22 @@ def code_bytes(precision: str, mcu: MCUProfile | None = None, last_acc_row: bool
     if mcu is not None and mcu.armv6m:
         n += CODE_ARMV6M_KERNELS_BYTES + (CODE_ARMV6M_INT4_TAPS_BYTES if precision == "int4" else 0)
     return n + CODE_INT_EXTRA_BYTES
+
+
+def uses_qsq(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> bool:
+    """Whether the build links the quarter-square table: on an integer path without a
+    multiplier, where the model's data and the code with the table fit ``mcu``'s flash
+    (None: assumed to fit); otherwise the ch32v003 build falls back to the table-free
+    kernels (deploy/Makefile)."""
+    if precision == "fp32" or (mcu is not None and mcu.hw_multiply):
+        return False
+    code = code_bytes(precision, mcu, last_acc_row, qsq=True)
+    return mcu is None or data_flash + code <= mcu.flash_bytes
+
+
+def _code_for(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> int:
+    qsq = uses_qsq(precision, mcu, data_flash, last_acc_row)
+    return code_bytes(precision, mcu, last_acc_row, qsq)
 
 
 @dataclass(frozen=True)
@@ -372,7 +401,9 @@ class Footprint:
         mcu = mcu or self.mcu
         if mcu is None:
             raise ConfigError("fits() needs an MCU profile; allowed: " + ", ".join(mcu_names()))
-        flash = self.data_flash_bytes + code_bytes(self.precision, mcu, self.last_acc_row)
+        flash = self.data_flash_bytes + _code_for(
+            self.precision, mcu, self.data_flash_bytes, self.last_acc_row
+        )
         ram = self.activation_bytes + mcu.reserve_ram_bytes
         return {
             "flash_bytes": flash,
@@ -414,13 +445,14 @@ def estimate_stages(
     last_acc_row = last_acc_row_elems(shapes, elem) > 0
     if not stream:
         peak += math.prod(fm.out_shape) * elem  # the caller's image buffer
+    data_flash = sum(layer.flash_bytes for layer in layers)
     return Footprint(
         precision=precision,
         layers=layers,
         params=sum(layer.weights + layer.biases for layer in layers),
         macs=sum(layer.macs for layer in layers),
-        data_flash_bytes=sum(layer.flash_bytes for layer in layers),
-        code_bytes=code_bytes(precision, mcu, last_acc_row),
+        data_flash_bytes=data_flash,
+        code_bytes=_code_for(precision, mcu, data_flash, last_acc_row),
         activation_bytes=peak,
         stream=stream,
         last_acc_row=last_acc_row,
