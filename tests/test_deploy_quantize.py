@@ -14,7 +14,7 @@ from torch import nn
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen
 from tinycvae.deploy.equalize import equalize
-from tinycvae.deploy.qat import KeepBest, _fake_weight, distill_loss, finetune
+from tinycvae.deploy.qat import KeepBest, _fake_weight, finetune
 from tinycvae.deploy.quantize import (
     A_LIMIT,
     Requant,
@@ -24,7 +24,6 @@ from tinycvae.deploy.quantize import (
     run_int8,
     unpack_nibbles,
 )
-from tinycvae.evaluator import Evaluator
 from tinycvae.mcu.footprint import estimate
 from tinycvae.mcu.stages import UnsupportedModelError, extract, run_fp32
 from tinycvae.models import CONDITIONINGS, Decoder, build_cvae
@@ -352,31 +351,6 @@ def test_equalisation_keeps_the_decoder_and_balances_its_channels(arch):
     errs = [np.mean((run_int8(q, q.quantize_z(z), y.numpy()) / 255.0 - ref) ** 2)
             for q in (quantize(f, z, y, bypass=True, bits=4) for f in (fm, eq))]  # fmt: skip
     assert errs[1] < errs[0], errs
-
-
-def test_the_judge_adds_its_kl_to_the_pixels_bce_and_stays_frozen():
-    torch.manual_seed(0)
-    judge = Evaluator(DICE, width=4)
-    before = [p.clone() for p in judge.parameters()]
-    teacher_logits = torch.randn(8, *DICE.shape) * 3
-    target = torch.sigmoid(teacher_logits)
-    idx = torch.arange(8)
-    logits = (teacher_logits + torch.randn_like(teacher_logits)).requires_grad_(True)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-    assert torch.equal(distill_loss(target)(logits, idx), bce)
-    assert torch.equal(distill_loss(target, judge, 0.0)(logits, idx), bce)
-    judged = distill_loss(target, judge, 2.0)
-    # the float model's own images: the KL is 0, the BCE is the images' entropy
-    same = judged(teacher_logits, idx) - torch.nn.functional.binary_cross_entropy_with_logits(
-        teacher_logits, target
-    )
-    assert abs(float(same)) < 1e-5
-    loss = judged(logits, idx)
-    assert loss.item() > bce.item()  # other images: the judge sees other classes
-    loss.backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
-    assert all(not p.requires_grad and p.grad is None for p in judge.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(before, judge.parameters()))
 
 
 def test_keep_best_ships_the_epoch_it_rated_best():

@@ -57,10 +57,7 @@ def check_settings(cfg: DictConfig) -> torch.device:
 
 
 def _check_judge(cfg: DictConfig) -> None:
-    """The judge's settings: a weight >= 0, and true or false for keeping the best epoch."""
-    for key in ("qat_judge", "qat_judge_int4"):
-        if cfg.get(key) is not None:
-            require_number(cfg[key], key, 0.0)
+    """Keeping the epoch the judge rates best: true or false."""
     for key in ("qat_keep_best", "qat_keep_best_int4"):
         if cfg.get(key) is not None and not isinstance(cfg[key], bool):
             raise ConfigError(f"{key}={cfg[key]} is invalid; allowed: true, false")

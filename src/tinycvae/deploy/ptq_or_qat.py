@@ -92,16 +92,14 @@ def _finetuned(cfg, model: CVAE, fm, qm: QuantModel, cal, scorer: Scorer, judge_
     """The fine-tuned integer model and its part of the report (epochs, its accuracy,
     the judge's word)."""
     z_cal, y_cal = cal
-    epochs, lr, batch, weight, best = _schedule(cfg, qm.precision)
-    judge = judge_of() if judge_of is not None and (weight > 0 or best) else None
+    epochs, lr, batch, best = _schedule(cfg, qm.precision)
+    judge = judge_of() if judge_of is not None and best else None
     keep = _keep_best(cfg, model, z_cal, y_cal, qm.bits, judge) if best else None
-    evaluator = None if judge is None else judge.evaluator
-    tuned, steps = finetune(fm, qm, z_cal, y_cal, epochs, lr, batch, cfg.seed,
-                            evaluator, weight, keep)  # fmt: skip
+    tuned, steps = finetune(fm, qm, z_cal, y_cal, epochs, lr, batch, cfg.seed, keep)
     tuned_qm = quantize(tuned, z_cal, y_cal, model.bypass, qm.bits, steps)
     acc = scorer.acc(scorer.int8(tuned_qm))
     block = {"qat_epochs": int(epochs), f"acc_{qm.precision}_qat": acc}
-    return tuned_qm, block | _judge_block(judge, weight, keep)
+    return tuned_qm, block | _judge_block(judge, keep)
 
 
 def _keep_best(cfg, model: CVAE, z_cal, y_cal, bits: int, judge) -> KeepBest:
@@ -122,24 +120,21 @@ def _keep_best(cfg, model: CVAE, z_cal, y_cal, bits: int, judge) -> KeepBest:
     return KeepBest(rate)
 
 
-def _judge_block(judge, weight: float, keep: KeepBest | None) -> dict[str, Any]:
-    """The report's word on the judge: which evaluator, its weight, the epoch kept."""
-    if judge is None:
+def _judge_block(judge, keep: KeepBest | None) -> dict[str, Any]:
+    """The report's word on the judge: which evaluator, the epoch kept and its rating."""
+    if judge is None or keep is None:
         return {}
-    block: dict[str, Any] = {"qat_judge": str(judge.path), "qat_judge_weight": float(weight)}
-    if keep is not None:
-        block |= {"qat_best_epoch": keep.epoch, "qat_judge_acc": keep.best}
-    return block
+    return {"qat_judge": str(judge.path), "qat_best_epoch": keep.epoch, "qat_judge_acc": keep.best}
 
 
-def _schedule(cfg: DictConfig, precision: str) -> tuple[int, float, int, float, bool]:
-    """Fine-tuning's epochs, learning rate, batch size, judge weight and whether to keep
-    the best epoch: ``qat_*``, or for int4 the ``qat_*_int4`` settings where given (4-bit
-    weights need more and smaller steps, and the judge)."""
-    keys = ("qat_epochs", "qat_lr", "qat_batch_size", "qat_judge", "qat_keep_best")
+def _schedule(cfg: DictConfig, precision: str) -> tuple[int, float, int, bool]:
+    """Fine-tuning's epochs, learning rate, batch size and whether to keep the epoch the
+    judge rates best: ``qat_*``, or for int4 the ``qat_*_int4`` settings where given
+    (4-bit weights need more and smaller steps, and the choice of epoch)."""
+    keys = ("qat_epochs", "qat_lr", "qat_batch_size", "qat_keep_best")
     values = [cfg.get(k) for k in keys]
     if precision == "int4":
         values = [v if cfg.get(f"{k}_int4") is None else cfg.get(f"{k}_int4")
                   for k, v in zip(keys, values)]  # fmt: skip
-    epochs, lr, batch, weight, best = values
-    return int(epochs), float(lr), int(batch or 256), float(weight or 0.0), bool(best)
+    epochs, lr, batch, best = values
+    return int(epochs), float(lr), int(batch or 256), bool(best)

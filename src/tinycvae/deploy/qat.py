@@ -5,13 +5,12 @@ The float stages are trained through fake quantisation that mirrors the integer 
 (per-channel weights of the quantised model's width, ``qm.bits``: int8 or int4; uint8
 activations, int8 logits, int8 z), with straight-through gradients, to reproduce the
 *float model's own* images (distillation: the goal is to draw what the PyTorch model
-draws), optionally also through a second evaluator, the *judge* (:func:`distill_loss`:
-the KL of its class probabilities on the integer model's images from those on the float
-model's), keeping the epoch whose integer model the judge rates best (:class:`KeepBest`).
-The step sizes are learned with the weights (LSQ, Esser et al. 2020: each weight
-channel's scale and each stage's output scale, started from ``qm``'s), and the model is
-shipped at exactly those steps (:class:`Steps`, passed to
-:func:`tinycvae.deploy.quantize.quantize`), so that the integer model is the one trained.
+draws), optionally keeping the epoch whose integer model a second evaluator rates best
+(:class:`KeepBest`; the loss never sees that evaluator). The step sizes are learned with
+the weights (LSQ, Esser et al. 2020: each weight channel's scale and each stage's output
+scale, started from ``qm``'s), and the model is shipped at exactly those steps
+(:class:`Steps`, passed to :func:`tinycvae.deploy.quantize.quantize`), so that the
+integer model is the one trained.
 
 Repeatable: the batches come from a CPU generator seeded by ``seed`` and the training
 runs on one CPU thread (a different thread count sums in another order, and a rounding
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from tinycvae.deploy.quantize import ACT_MAX, LOGIT_MAX, QuantModel, Steps, one_thread, w_max
 from tinycvae.mcu.stages import FloatModel, run_stages
@@ -125,30 +124,6 @@ class KeepBest:
             self.best, self.epoch, self.kept = score, epoch, (copy.deepcopy(tuned), steps)
 
 
-def distill_loss(
-    target: Tensor, judge: nn.Module | None = None, weight: float = 0.0
-) -> Callable[[Tensor, Tensor], Tensor]:
-    """``loss(logits, idx)``: the BCE of the integer model's images (``logits``) to the
-    float model's (``target[idx]``, in [0, 1]), plus ``weight`` x the KL divergence of the
-    ``judge`` evaluator's class probabilities on them from its probabilities on the float
-    model's images (distillation through what a classifier sees: the pips, not every
-    pixel alike). The judge stays frozen; without one (or at weight 0) the BCE alone."""
-    if judge is None or weight <= 0:
-        return lambda logits, idx: F.binary_cross_entropy_with_logits(logits, target[idx])
-    judge.eval()
-    for p in judge.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        teacher = torch.cat([F.softmax(judge(t), 1) for t in target.split(1024)])
-
-    def loss(logits: Tensor, idx: Tensor) -> Tensor:
-        bce = F.binary_cross_entropy_with_logits(logits, target[idx])
-        student = F.log_softmax(judge(torch.sigmoid(logits)), 1)
-        return bce + weight * F.kl_div(student, teacher[idx], reduction="batchmean")
-
-    return loss
-
-
 def finetune(
     fm: FloatModel,
     qm: QuantModel,
@@ -158,15 +133,13 @@ def finetune(
     lr: float = 1e-3,
     batch_size: int = 256,
     seed: int = 0,
-    judge: nn.Module | None = None,
-    judge_weight: float = 0.0,
     keep: KeepBest | None = None,
 ) -> tuple[FloatModel, Steps]:
     """A copy of ``fm`` fine-tuned so that its integer form (``qm``'s width) draws ``fm``'s
-    float images (:func:`distill_loss`, through ``judge`` at ``judge_weight``), and the
-    step sizes learned with it (quantise the copy at them): the last epoch's, or with
-    ``keep`` the epoch it rated best. Trains where ``fm`` is; the batches are drawn with a
-    CPU generator seeded by ``seed``, so they are the same on every device."""
+    float images (the BCE to them), and the step sizes learned with it (quantise the copy
+    at them): the last epoch's, or with ``keep`` the epoch it rated best. Trains where
+    ``fm`` is; the batches are drawn with a CPU generator seeded by ``seed``, so they are
+    the same on every device."""
     z, labels = z.to(fm.device), labels.to(fm.device)
     tuned = copy.deepcopy(fm)
     steps = _LearnedSteps.start(qm, fm.device)
@@ -182,14 +155,14 @@ def finetune(
     )
     gen = torch.Generator().manual_seed(seed)
     with one_thread(fm.device):
-        loss = distill_loss(target, judge, judge_weight)
         for epoch in range(1, epochs + 1):
             _set_grad(params + steps.params(), True)
             order = torch.randperm(len(z), generator=gen)
             for k in range(0, len(z) - batch_size + 1, batch_size):
                 idx = order[k : k + batch_size].to(z.device)
                 opt.zero_grad()
-                loss(fake_forward(tuned, qm, z[idx], labels[idx], steps), idx).backward()
+                logits = fake_forward(tuned, qm, z[idx], labels[idx], steps)
+                F.binary_cross_entropy_with_logits(logits, target[idx]).backward()
                 opt.step()
                 sched.step()
             _set_grad(params + steps.params(), False)

@@ -74,9 +74,9 @@ def _evaluator(info: dict[str, Any], dm, device: torch.device, seed_offset: int 
 
 
 def judge_evaluator(info: dict[str, Any], dm, device: torch.device):
-    """A second evaluator for fine-tuning to learn from and choose by (the run's evaluator
-    settings at another seed, cached beside the first), so that the scorer's evaluator
-    never sees the fine-tuning: what it reports is not what was optimised."""
+    """A second evaluator, the judge, for fine-tuning to choose its epoch by (the run's
+    evaluator settings at another seed, cached beside the first), so that the scorer's
+    evaluator never sees the fine-tuning: what it reports is not what was chosen by."""
     return _evaluator(info, dm, device, JUDGE_SEED_OFFSET)
 
 
