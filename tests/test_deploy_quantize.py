@@ -14,7 +14,7 @@ from torch import nn
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen
 from tinycvae.deploy.equalize import equalize
-from tinycvae.deploy.qat import _fake_weight, finetune
+from tinycvae.deploy.qat import KeepBest, _fake_weight, finetune
 from tinycvae.deploy.quantize import (
     A_LIMIT,
     Requant,
@@ -351,3 +351,21 @@ def test_equalisation_keeps_the_decoder_and_balances_its_channels(arch):
     errs = [np.mean((run_int8(q, q.quantize_z(z), y.numpy()) / 255.0 - ref) ** 2)
             for q in (quantize(f, z, y, bypass=True, bits=4) for f in (fm, eq))]  # fmt: skip
     assert errs[1] < errs[0], errs
+
+
+def test_keep_best_ships_the_epoch_it_rated_best():
+    m = model()
+    fm = extract(m.decoder, 1, K)
+    z, y = inputs(m, 128)
+    qm = quantize(fm, z, y, bypass=True, bits=4)
+    scores, seen = iter([0.2, 0.9, 0.9, 0.5]), []
+
+    def rate(tuned, steps):
+        seen.append((tuned.stages[1].weight.clone(), steps.out))
+        return next(scores)
+
+    keep = KeepBest(rate)
+    tuned, steps = finetune(fm, qm, z, y, epochs=4, lr=1e-2, batch_size=64, keep=keep)
+    assert keep.epoch == 3 and keep.best == 0.9  # a tie: the later epoch
+    assert torch.equal(tuned.stages[1].weight, seen[2][0]) and steps.out == seen[2][1]
+    assert not torch.equal(tuned.stages[1].weight, seen[3][0])  # not the last epoch's

@@ -479,6 +479,8 @@ def test_unknown_mcu_names_the_choices(tmp_path):
      (["checkpoint=x.ckpt", "precision=int5"], "precision=int5 is unknown; allowed: int8, int4"),
      (["checkpoint=x.ckpt", "qat_epochs_int4=0"], "qat_epochs_int4=0 is invalid"),
      (["checkpoint=x.ckpt", "qat_batch_size_int4=0"], "qat_batch_size_int4=0 is invalid"),
+     (["checkpoint=x.ckpt", "qat_keep_best_int4=maybe"],
+      "qat_keep_best_int4=maybe is invalid; allowed: true, false"),
      (["checkpoint=x.ckpt", "device=tpu"], "device=tpu is unknown; allowed: auto, cpu"),
      (["artifact=me/tinycvae/model-abc:best"], "needs W&B online")],
 )  # fmt: skip

@@ -40,7 +40,7 @@ from tinycvae.deploy.preflight import check_fits, check_settings
 from tinycvae.deploy.projects import check_projects, rv_qsq_fits, write_projects
 from tinycvae.deploy.ptq_or_qat import quantise_for_export
 from tinycvae.deploy.report import make_report, record_in_run, write_report
-from tinycvae.deploy.score import make_scorer, score_shipped
+from tinycvae.deploy.score import judge_evaluator, make_scorer, score_shipped
 from tinycvae.deploy.source import load_data, resolve_source
 from tinycvae.deploy.wandb_log import log_wandb
 from tinycvae.errors import ConfigError, ConfigWarning
@@ -127,7 +127,10 @@ def _export(
     devices.place(device, model, dm)
     fm = fm.to(device)
     scorer = make_scorer(cfg, model, dm, info)
-    qm, quality, calibrated = quantise_for_export(cfg, model, fm, dm, scorer, precision)
+    judge_of = lambda: judge_evaluator(info, dm, device)  # noqa: E731 - only when asked
+    qm, quality, calibrated = quantise_for_export(
+        cfg, model, fm, dm, scorer, precision, judge_of
+    )
 
     model_dir, build = scratch / "model", scratch / "build"
     write_firmware(model_dir, model, fm, qm, cfg.golden_count, cfg.seed + 1)

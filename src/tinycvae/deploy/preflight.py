@@ -32,6 +32,7 @@ def check_settings(cfg: DictConfig) -> torch.device:
             require_int(cfg[key], key, 1)
     if cfg.get("qat_lr_int4") is not None:
         require_number(cfg.qat_lr_int4, "qat_lr_int4", 0.0, exclusive=True)
+    _check_judge(cfg)
     require_int(cfg.seed, "seed", 0)
     if cfg.get("wandb"):
         from tinycvae.tracking import resolve_mode
@@ -53,6 +54,13 @@ def check_settings(cfg: DictConfig) -> torch.device:
         raise ConfigError("out_dir is empty; allowed: a folder (default deploy)")
     check_out_dir(cfg.out_dir)
     return device
+
+
+def _check_judge(cfg: DictConfig) -> None:
+    """Keeping the epoch the judge rates best: true or false."""
+    for key in ("qat_keep_best", "qat_keep_best_int4"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key}={cfg[key]} is invalid; allowed: true, false")
 
 
 def check_precision(precision: Any) -> str:

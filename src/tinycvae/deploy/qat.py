@@ -5,10 +5,12 @@ The float stages are trained through fake quantisation that mirrors the integer 
 (per-channel weights of the quantised model's width, ``qm.bits``: int8 or int4; uint8
 activations, int8 logits, int8 z), with straight-through gradients, to reproduce the
 *float model's own* images (distillation: the goal is to draw what the PyTorch model
-draws). The step sizes are learned with the weights (LSQ, Esser et al. 2020: each weight
-channel's scale and each stage's output scale, started from ``qm``'s), and the model is
-shipped at exactly those steps (:class:`Steps`, passed to
-:func:`tinycvae.deploy.quantize.quantize`), so that the integer model is the one trained.
+draws), optionally keeping the epoch whose integer model a second evaluator rates best
+(:class:`KeepBest`; the loss never sees that evaluator). The step sizes are learned with
+the weights (LSQ, Esser et al. 2020: each weight channel's scale and each stage's output
+scale, started from ``qm``'s), and the model is shipped at exactly those steps
+(:class:`Steps`, passed to :func:`tinycvae.deploy.quantize.quantize`), so that the
+integer model is the one trained.
 
 Repeatable: the batches come from a CPU generator seeded by ``seed`` and the training
 runs on one CPU thread (a different thread count sums in another order, and a rounding
@@ -18,6 +20,8 @@ that flips under the straight-through estimator sends the run elsewhere).
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +107,23 @@ def fake_forward(
     return x.reshape(x.shape[0], *fm.out_shape)
 
 
+class KeepBest:
+    """The fine-tuning epoch whose integer model ``score(tuned, steps)`` rates highest (the
+    later one on a tie): offered a copy after every epoch, it keeps the best."""
+
+    def __init__(self, score: Callable[[FloatModel, Steps], float]) -> None:
+        self.score = score
+        self.best: float = -math.inf
+        self.epoch: int | None = None
+        self.kept: tuple[FloatModel, Steps] | None = None
+
+    def offer(self, epoch: int, tuned: FloatModel, steps: Steps) -> None:
+        with torch.no_grad():
+            score = float(self.score(tuned, steps))
+        if score >= self.best:
+            self.best, self.epoch, self.kept = score, epoch, (copy.deepcopy(tuned), steps)
+
+
 def finetune(
     fm: FloatModel,
     qm: QuantModel,
@@ -112,37 +133,46 @@ def finetune(
     lr: float = 1e-3,
     batch_size: int = 256,
     seed: int = 0,
+    keep: KeepBest | None = None,
 ) -> tuple[FloatModel, Steps]:
     """A copy of ``fm`` fine-tuned so that its integer form (``qm``'s width) draws ``fm``'s
-    float images, and the step sizes learned with it (quantise the copy at them).
-    Trains where ``fm`` is; the batches are drawn with a CPU generator seeded by ``seed``,
-    so they are the same on every device."""
+    float images (the BCE to them), and the step sizes learned with it (quantise the copy
+    at them): the last epoch's, or with ``keep`` the epoch it rated best. Trains where
+    ``fm`` is; the batches are drawn with a CPU generator seeded by ``seed``, so they are
+    the same on every device."""
     z, labels = z.to(fm.device), labels.to(fm.device)
     tuned = copy.deepcopy(fm)
     steps = _LearnedSteps.start(qm, fm.device)
     params = [tuned.table] + [
         p for st in tuned.stages for p in (st.weight, st.bias) if p is not None
     ]
-    for p in params + steps.params():
-        p.requires_grad_(True)
     with torch.no_grad():
         target = torch.sigmoid(fm.forward(z, labels))
     batch_size = min(batch_size, len(z))
     opt = torch.optim.Adam([{"params": params}, {"params": steps.params(), "lr": lr}], lr=lr)
-    n_steps = epochs * max(1, len(z) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_steps)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, epochs * max(1, len(z) // batch_size)
+    )
     gen = torch.Generator().manual_seed(seed)
     with one_thread(fm.device):
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
+            _set_grad(params + steps.params(), True)
             order = torch.randperm(len(z), generator=gen)
             for k in range(0, len(z) - batch_size + 1, batch_size):
                 idx = order[k : k + batch_size].to(z.device)
-                logits = fake_forward(tuned, qm, z[idx], labels[idx], steps)
-                loss = F.binary_cross_entropy_with_logits(logits, target[idx])
                 opt.zero_grad()
-                loss.backward()
+                logits = fake_forward(tuned, qm, z[idx], labels[idx], steps)
+                F.binary_cross_entropy_with_logits(logits, target[idx]).backward()
                 opt.step()
                 sched.step()
-    for p in params + steps.params():
-        p.requires_grad_(False)
+            _set_grad(params + steps.params(), False)
+            if keep is not None:
+                keep.offer(epoch, tuned, steps.freeze(_table_floor(tuned, qm)))
+    if keep is not None and keep.kept is not None:
+        return keep.kept
     return tuned, steps.freeze(_table_floor(tuned, qm))
+
+
+def _set_grad(params: list[Tensor], on: bool) -> None:
+    for p in params:
+        p.requires_grad_(on)

@@ -7,6 +7,7 @@ numpy or from C are moved there to be scored.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import cached_property
@@ -55,18 +56,36 @@ class Scorer:
         return torch.from_numpy(px).float() / 255
 
 
+JUDGE_SEED_OFFSET = 1  # the judge: the run's evaluator settings at seed + 1
+
+
+def _evaluator(info: dict[str, Any], dm, device: torch.device, seed_offset: int = 0):
+    """The run's evaluator (its settings, seed + ``seed_offset``), read from its cache or
+    trained where ``dm``'s images are, checked against its floor, placed on ``device``."""
+    # The run's settings (a run since conf/evaluator named their class also stores _target_)
+    stored = info["config"].get("evaluator") or {}
+    settings = EvaluatorSettings(**{k: v for k, v in stored.items() if k != "_target_"})
+    settings = dataclasses.replace(settings, seed=settings.seed + seed_offset)
+    data_dir = info["config"].get("paths", {}).get("data_dir")
+    record = load_or_train(dm.splits, dm.spec, dm.cache_key(), data_dir, settings, progress=True)
+    check_floor(record, settings.floor)
+    devices.place(device, record.evaluator)
+    return record
+
+
+def judge_evaluator(info: dict[str, Any], dm, device: torch.device):
+    """A second evaluator, the judge, for fine-tuning to choose its epoch by (the run's
+    evaluator settings at another seed, cached beside the first), so that the scorer's
+    evaluator never sees the fine-tuning: what it reports is not what was chosen by."""
+    return _evaluator(info, dm, device, JUDGE_SEED_OFFSET)
+
+
 def make_scorer(cfg: DictConfig, model: CVAE, dm, info: dict[str, Any]) -> Scorer:
     """The checkpoint's evaluator (read from its cache, or trained where ``dm``'s images
     are), placed where ``model`` is, and ``cfg.eval_samples`` balanced labels with latents
     drawn by the model's sampler (seed ``cfg.seed + 2``)."""
-    # The run's settings (a run since conf/evaluator named their class also stores _target_)
-    stored = info["config"].get("evaluator") or {}
-    settings = EvaluatorSettings(**{k: v for k, v in stored.items() if k != "_target_"})
-    data_dir = info["config"].get("paths", {}).get("data_dir")
-    record = load_or_train(dm.splits, dm.spec, dm.cache_key(), data_dir, settings, progress=True)
-    check_floor(record, settings.floor)
     device = devices.device_of(model)
-    devices.place(device, record.evaluator)
+    record = _evaluator(info, dm, device)
     labels = balanced_labels(cfg.eval_samples, model.num_classes)
     z = model.sampler(labels, torch.Generator().manual_seed(cfg.seed + 2)).cpu()
     with torch.no_grad():
