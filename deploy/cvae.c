@@ -314,12 +314,16 @@ __asm__(".syntax unified\n.thumb\n"
         ARM_EPILOGUE("cvae_arm_krow_s2"));
 
 /* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
- * r; the bias is already in the accumulators: fill_acc_row): hidden stages 13
+ * r; the bias is already in the accumulators: start_acc_row): hidden stages 13
  * instructions per output, 6 for one the ReLU zeroes; the last stage 16 per pixel
  * (the sigmoid LUT). Flags: ASRS by a register leaves V as the index's ADDS did
  * (clear), so BLE after it is "a <= 0". */
 void cvae_arm_finish_hidden(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
 void cvae_arm_finish_last(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+/* cvae_arm_finish_last names the sigmoid LUT, which no C on ARMv6-M reads: this
+ * reference keeps it for link-time optimisation (with -flto the link otherwise fails:
+ * undefined reference to cvae_sigmoid_lut). 4 bytes of flash, no instruction. */
+static const uint8_t *const arm_lut_ref __attribute__((used)) = cvae_sigmoid_lut;
 /* n >= 1 words of acc to v. */
 void cvae_arm_fill(acc_t *acc, uint32_t n, acc_t v);
 CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) == 2 &&

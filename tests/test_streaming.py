@@ -7,6 +7,7 @@ both APIs with the golden vectors). Random weights, no training: a few seconds e
 from __future__ import annotations
 
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -32,6 +33,10 @@ needs_rv = needs_tools(
     "qemu-system-riscv32",
     install="gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, qemu-system-misc",
 )
+needs_arm = needs_tools(
+    "arm-none-eabi-gcc", "qemu-system-arm",
+    install="gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm",
+)  # fmt: skip
 needs_both_qemus = needs_tools(
     "arm-none-eabi-gcc",
     "qemu-system-arm",
@@ -97,6 +102,24 @@ def test_the_one_slot_path_runs_on_the_ch32v003s_core(tmp_path):
     out = toolchain.make("check-qemu-rv32", folder / "int8", tmp_path / "build")
     assert toolchain.golden_result(out) == (12, 12), out[-800:]
     assert toolchain.stack_high_water(out) < 320
+
+
+def make_variable(name: str, model_dir) -> str:
+    """The value of the Makefile's variable ``name`` (for ``model_dir``), as make expands it."""
+    cmd = ["make", "-s", "-C", str(toolchain.DEPLOY_SRC), f"MODEL_DIR={model_dir}",
+           "--eval", f"print-var: ; @echo $({name})", "print-var"]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@needs_arm
+def test_the_armv6m_kernels_link_and_match_with_link_time_optimisation(tmp_path):
+    """A board build with -flto (a usual flag for size) keeps what only the Thumb-1
+    assembly names (the sigmoid LUT of cvae_arm_finish_last, read by no C on ARMv6-M):
+    the QEMU image links and its golden vectors match."""
+    _, folder = export(tmp_path, "conv", **SHAPES["conv narrow (rings 2, 2, 3, 2)"][1])
+    lto = {v: make_variable(v, folder / "int8") + " -flto" for v in ("qemu_CFLAGS", "qemu_LDFLAGS")}
+    out = toolchain.make("check-qemu", folder / "int8", tmp_path / "build", variables=lto)
+    assert toolchain.golden_result(out) == (12, 12), out[-800:]
 
 
 def test_wider_streams_save_more():
