@@ -7,8 +7,10 @@
  *
  * The int8 path uses integers only, no division, and multiplies only in the
  * MAC, the requant (one per output) and a few per row or stage (rv32ec has no
- * multiply instruction: the MAC and the requant are inline shift-and-adds, the
- * three taps of one input over its bits at once; the rest calls __mulsi3).
+ * multiply instruction: the RV32E kernels below take the MAC from a quarter-square
+ * table and the requant as shift-and-adds over m's set bits; with CVAE_RV_QSQ=0 the
+ * C MAC shifts and adds over the input's bits, three taps at once; the rest calls
+ * __mulsi3).
  * Weights and inputs are walked with pointers. int4 models (CVAE_INT4, which
  * also defines CVAE_INT8) run the same kernels on packed weights: a weight is
  * then a nibble index into the stage's bytes, and the kernels unpack nibbles by
@@ -23,8 +25,9 @@
  * gather form CONTRACT.md defines.
  *
  * On ARMv6-M (Cortex-M0/M0+) the int8 and int4 transposed convolutions and the
- * requantisation run hand-written Thumb-1 kernels instead, with the same contract
- * and the same bytes ("ARMv6-M kernels" below); every other target runs the C.
+ * requantisation run hand-written Thumb-1 kernels instead, on rv32ec (CVAE_RV_QSQ,
+ * the default) RV32E ones, with the same contract and the same bytes ("ARMv6-M
+ * kernels", "rv32ec kernels" below); every other target runs the C.
  *
  * Checks of the model and of the arena sizes use assert(): active on host and
  * QEMU builds, compiled out with -DNDEBUG on the MCU boards.
@@ -314,12 +317,16 @@ __asm__(".syntax unified\n.thumb\n"
         ARM_EPILOGUE("cvae_arm_krow_s2"));
 
 /* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
- * r; the bias is already in the accumulators: fill_acc_row): hidden stages 13
+ * r; the bias is already in the accumulators: start_acc_row): hidden stages 13
  * instructions per output, 6 for one the ReLU zeroes; the last stage 16 per pixel
  * (the sigmoid LUT). Flags: ASRS by a register leaves V as the index's ADDS did
  * (clear), so BLE after it is "a <= 0". */
 void cvae_arm_finish_hidden(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
 void cvae_arm_finish_last(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+/* cvae_arm_finish_last names the sigmoid LUT, which no C on ARMv6-M reads: this
+ * reference keeps it for link-time optimisation (with -flto the link otherwise fails:
+ * undefined reference to cvae_sigmoid_lut). 4 bytes of flash, no instruction. */
+static const uint8_t *const arm_lut_ref __attribute__((used)) = cvae_sigmoid_lut;
 /* n >= 1 words of acc to v. */
 void cvae_arm_fill(acc_t *acc, uint32_t n, acc_t v);
 CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) == 2 &&
@@ -593,13 +600,11 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
  *   stride 1: acc[ix] += P0 + w0 x[ix]; P0 = P1 + w1 x[ix]; P1 = w2 x[ix] (the two
  *             pending sums in s1 and ra, flushed after the row): 24 instructions per
  *             non-zero input (3 MACs), the accumulator loaded and stored once;
- *   stride 2: acc[2ix + k] += w_k x[ix]: 28 per non-zero input.
+ *   stride 2: acc[2ix + k] += w_k x[ix]: 26 per non-zero input.
  * Per channel about 20 (the taps, the row's pointers, the entry). Arguments: acc (slot
  * -1 of the accumulator row), w (int8: the taps of channel 0; int4: the weights' bytes),
  * x (channel 0's input row), in_c >= 1, the channels' distance in the input, in_w >= 1,
- * and on int4 t (the nibble index of channel 0's first tap). The frame (40 B): ra, s0,
- * s1, acc, x of the next channel, in_chan_step, in_w, the taps (int8 pointer, int4
- * nibble index), the int4 weights, channels left. */
+ * and on int4 t (the nibble index of channel 0's first tap); the frame: below. */
 /* p = w * x into R, for B in t1 and W (2w) in register W; s0 and t2 scratch */
 #define RV_PROD(R, W) "add t2, t1, " W "\n lhu t2, 0(t2)\n sub s0, t1, " W "\n lhu s0, 0(s0)\n" \
                       "sub " R ", t2, s0\n"

@@ -7,12 +7,15 @@ both APIs with the golden vectors). Random weights, no training: a few seconds e
 from __future__ import annotations
 
 import re
+import subprocess
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tinycvae.data.dice import dice_spec
+from tinycvae.deploy import quantize as quantize_module
 from tinycvae.deploy import toolchain
 from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.quantize import quantize
@@ -29,6 +32,18 @@ needs_rv = needs_tools(
     "riscv64-unknown-elf-gcc",
     "qemu-system-riscv32",
     install="gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, qemu-system-misc",
+)
+needs_arm = needs_tools(
+    "arm-none-eabi-gcc", "qemu-system-arm",
+    install="gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm",
+)  # fmt: skip
+needs_both_qemus = needs_tools(
+    "arm-none-eabi-gcc",
+    "qemu-system-arm",
+    "riscv64-unknown-elf-gcc",
+    "qemu-system-riscv32",
+    install="gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm, "
+    "gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, qemu-system-misc",
 )
 
 
@@ -89,6 +104,24 @@ def test_the_one_slot_path_runs_on_the_ch32v003s_core(tmp_path):
     assert toolchain.stack_high_water(out) < 320
 
 
+def make_variable(name: str, model_dir) -> str:
+    """The value of the Makefile's variable ``name`` (for ``model_dir``), as make expands it."""
+    cmd = ["make", "-s", "-C", str(toolchain.DEPLOY_SRC), f"MODEL_DIR={model_dir}",
+           "--eval", f"print-var: ; @echo $({name})", "print-var"]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@needs_arm
+def test_the_armv6m_kernels_link_and_match_with_link_time_optimisation(tmp_path):
+    """A board build with -flto (a usual flag for size) keeps what only the Thumb-1
+    assembly names (the sigmoid LUT of cvae_arm_finish_last, read by no C on ARMv6-M):
+    the QEMU image links and its golden vectors match."""
+    _, folder = export(tmp_path, "conv", **SHAPES["conv narrow (rings 2, 2, 3, 2)"][1])
+    lto = {v: make_variable(v, folder / "int8") + " -flto" for v in ("qemu_CFLAGS", "qemu_LDFLAGS")}
+    out = toolchain.make("check-qemu", folder / "int8", tmp_path / "build", variables=lto)
+    assert toolchain.golden_result(out) == (12, 12), out[-800:]
+
+
 def test_wider_streams_save_more():
     """Streaming keeps rows, not tensors: the streamed arena of 16_16_16_16 is under a
     fifth of its whole-image arena."""
@@ -96,3 +129,88 @@ def test_wider_streams_save_more():
     whole = estimate(model.decoder, 1, K, "int8")
     streamed = estimate(model.decoder, 1, K, "int8", stream=True)
     assert streamed.activation_bytes * 5 < whole.activation_bytes
+
+
+# Rows at and one past the widths of the ARMv6-M kernels (cvae.c: ARM_S1_MAX 18 for
+# stride 1, ARM_S2_MAX 16 for stride 2; wider rows take scatter_row) and odd rows (the
+# rv32ec kernels enter a pair loop at its second input), on image sizes other than 32:
+# (size, weight bits, dims, the convT stages' (stride, in_w), the last stage's int16 clamp)
+EDGES = {
+    "36x36 int8: stride-1 rows of 18, stride-2 rows of 5, 9 and 18": (
+        36, 8, (7, 3, 2, 3), {(2, 5), (2, 9), (1, 18), (2, 18)}, True,
+    ),
+    "38x38 int4: stride-1 rows of 19, stride-2 rows of 5, 10 and 19": (
+        38, 4, (3, 5, 2, 4), {(2, 5), (2, 10), (1, 19), (2, 19)}, False,
+    ),
+}  # fmt: skip
+# (m, pre, shift) given to six of every seven channels of the hidden stages: m at INT16_MAX,
+# 0, 1 and 2^14 (whose trailing zeros pass the shift: rv32ec's rows in C), many set bits,
+# pre 0 (the int16 clamp before the multiply) and 16, shift 1 and MAX_SHIFT
+REQUANT_EXTREMES = [(32767, 0, 15), (0, 0, 1), (1, 0, 30), (0x5555, 3, 12), (16384, 1, 10),
+                    (0x4001, 16, 2)]  # fmt: skip
+
+
+def saturate(qm) -> None:
+    """The requantisation constants of ``qm`` at the extremes the format allows (CONTRACT):
+    REQUANT_EXTREMES on the hidden stages, and the last stage's pre folded into its shift,
+    less 4 (16x the logits: both ends of the LUT, and the int16 clamp where |acc| > 32767)."""
+    for qs in qm.stages[:-1]:
+        r = qs.requant
+        for o in range(len(r.m)):
+            if o % 7 < len(REQUANT_EXTREMES):
+                r.m[o], r.pre[o], r.shift[o] = REQUANT_EXTREMES[o % 7]
+    r = qm.stages[-1].requant
+    r.shift[:] = np.clip(r.shift + r.pre - 4, 1, quantize_module.MAX_SHIFT)
+    r.pre[:] = 0
+
+
+def clamps_of(seen: list, relu: bool) -> dict[str, int]:
+    """How many outputs of the reference's requantisations (``seen``: the spy's records)
+    met each clamp: int16 before the multiply, and the output range's two ends."""
+    hits = [h for r, *h in seen if r == relu]
+    return dict(zip(("int16", "top", "bottom"), (sum(c) for c in zip(*hits))))
+
+
+@needs_both_qemus
+@pytest.mark.parametrize("edge", EDGES)
+def test_kernel_boundaries_and_saturation_match_the_reference_on_both_cores(
+    edge, tmp_path, monkeypatch
+):
+    """The hand-written kernels of both cores (ARMv6-M Thumb-1, rv32ec RV32E) and their
+    fallbacks on rows at and past the kernels' widths, with every clamp of the
+    requantisation met, give the Python reference's bytes (golden 12/12 under QEMU)."""
+    size, bits, dims, rows, last_clamps = EDGES[edge]
+    spec = dice_spec(size)
+    torch.manual_seed(0)
+    model = build_cvae(spec, latent=1, latent_mode="bypass", conditioning={"kind": "onehot"},
+                       **dict(zip(("dim1", "dim2", "dim3", "dim4"), dims)))  # fmt: skip
+    for p in model.decoder.parameters():
+        nn.init.normal_(p, std=0.3)
+    model.eval()
+    fm = extract(model.decoder, 1, K)
+    assert {(st.stride, st.in_shape[2]) for st in fm.stages if st.kind == "convT"} == rows
+    labels = torch.arange(256) % K
+    qm = quantize(fm, model.sampler(labels, torch.Generator().manual_seed(1)), labels,
+                  bypass=True, bits=bits)  # fmt: skip
+    saturate(qm)
+    seen, requant = [], quantize_module._apply_requant
+
+    def spy(acc, rq, channel_dim, relu):
+        shape = [1] * acc.dim()
+        shape[channel_dim] = -1
+        a = acc >> torch.from_numpy(rq.pre.astype(np.int64)).reshape(shape)
+        y = requant(acc, rq, channel_dim, relu)
+        top = 255 if relu else 127
+        seen.append((relu, int((a.abs() > 32767).sum()), int((y == top).sum()),
+                     int((y == (0 if relu else -128)).sum())))  # fmt: skip
+        return y
+
+    monkeypatch.setattr(quantize_module, "_apply_requant", spy)
+    write_firmware(tmp_path / "model", model, fm, qm, 12, 0)
+    hidden, last = clamps_of(seen, True), clamps_of(seen, False)
+    assert min(hidden.values()) > 0 and last["top"] > 0 and last["bottom"] > 0, seen
+    assert (last["int16"] > 0) == last_clamps, seen
+    folder = tmp_path / "model" / f"int{bits}"
+    for goal in ("check-qemu", "check-qemu-rv32"):
+        out = toolchain.make(goal, folder, tmp_path / "build")
+        assert toolchain.golden_result(out) == (12, 12), out[-800:]
