@@ -103,21 +103,28 @@ def test_the_rv32ec_kernels_draw_the_host_images_on_random_inputs(models, arch, 
         assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, out[-800:]
 
 
+def _check_with_fault(models, tmp_path, good: str, bad: str, count: int, goal: str):
+    """``make <goal>`` on a copy of deploy/ whose cvae.c has ``good`` (found ``count``
+    times) replaced by ``bad``, against the conv int8 model."""
+    deploy = tmp_path / "deploy"
+    shutil.copytree(toolchain.DEPLOY_SRC, deploy, ignore=shutil.ignore_patterns("build", "model"))
+    source = (deploy / "cvae.c").read_text()
+    assert source.count(good) == count
+    (deploy / "cvae.c").write_text(source.replace(good, bad))
+    return subprocess.run(
+        ["make", "-s", "-C", str(deploy), f"MODEL_DIR={models / 'conv' / 'int8'}",
+         f"BUILD={tmp_path / 'build'}", goal],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
 @needs_rv32
 def test_a_fault_in_the_rv32ec_kernels_fails_the_fuzz_check(models, tmp_path):
     """The check can fail: a stride-2 kernel that drops the pending product of a zero
     input's neighbour draws other images than the host."""
-    deploy = tmp_path / "deploy"
-    shutil.copytree(toolchain.DEPLOY_SRC, deploy, ignore=shutil.ignore_patterns("build", "model"))
-    source = (deploy / "cvae.c").read_text()
     good = '#define RV_ZERO_S2(A0, N) RV_ADD(A0, "s1") "j " N "\\n"'
-    assert source.count(good) == 1
-    (deploy / "cvae.c").write_text(source.replace(good, '#define RV_ZERO_S2(A0, N) "j " N "\\n"'))
-    done = subprocess.run(
-        ["make", "-s", "-C", str(deploy), f"MODEL_DIR={models / 'conv' / 'int8'}",
-         f"BUILD={tmp_path / 'build'}", "check-fuzz-rv32"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    bad = '#define RV_ZERO_S2(A0, N) "j " N "\\n"'
+    done = _check_with_fault(models, tmp_path, good, bad, 1, "check-fuzz-rv32")
     assert done.returncode != 0
     assert "rv32ec and host images differ" in done.stdout + done.stderr
 
@@ -125,17 +132,7 @@ def test_a_fault_in_the_rv32ec_kernels_fails_the_fuzz_check(models, tmp_path):
 def test_a_fault_the_fuzz_test_must_catch_fails_the_check(models, tmp_path):
     """The check can fail: a runtime that accepts the first bad label reads past the
     class table, and the sanitized build stops with AddressSanitizer's report."""
-    deploy = tmp_path / "deploy"
-    shutil.copytree(toolchain.DEPLOY_SRC, deploy, ignore=shutil.ignore_patterns("build", "model"))
-    source = (deploy / "cvae.c").read_text()
-    assert source.count("label >= CVAE_NUM_CLASSES") == 2
-    (deploy / "cvae.c").write_text(
-        source.replace("label >= CVAE_NUM_CLASSES", "label > CVAE_NUM_CLASSES")
-    )
-    done = subprocess.run(
-        ["make", "-s", "-C", str(deploy), f"MODEL_DIR={models / 'conv' / 'int8'}",
-         f"BUILD={tmp_path / 'build'}", "check-sanitize"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    good, bad = "label >= CVAE_NUM_CLASSES", "label > CVAE_NUM_CLASSES"
+    done = _check_with_fault(models, tmp_path, good, bad, 2, "check-sanitize")
     assert done.returncode != 0
     assert "AddressSanitizer: global-buffer-overflow" in done.stdout + done.stderr
