@@ -6,11 +6,12 @@
 Both paths train the model that the composed config builds (default: the README's
 conv CVAE on dice) for the same epochs with the same optimizer and OneCycle schedule,
 in this process. The harness runs as users run it (Lightning Trainer, checkpoints,
-progress bar) but without validation and without W&B, whose costs are not training
-throughput. Both run on the job's torch CPU threads (``threads=``, as a training job
-sets them). ``--device cuda`` runs both on the GPU (the harness with
-``trainer.accelerator=gpu``, the plain loop with the model and the splits on cuda; each
-clock stops after a CUDA synchronise).
+progress bar, and on a CPU the conv weights channels-last while training, which
+``tinycvae.lit_module`` does and a plain loop does not) but without validation and
+without W&B, whose costs are not training throughput. Both run on the job's torch CPU
+threads (``threads=``, as a training job sets them). ``--device cuda`` runs both on the
+GPU (the harness with ``trainer.accelerator=gpu``, the plain loop with the model and the
+splits on cuda; each clock stops after a CUDA synchronise).
 
 ``--by epoch`` (the default) interleaves the two loops epoch by epoch in each of
 ``--repeats`` runs: a callback of the harness runs one epoch of the plain loop before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 import tinycvae.losses
@@ -12,6 +13,7 @@ from tinycvae.commands.train import run
 from tinycvae.errors import ConfigError
 from tinycvae.job import build
 from tinycvae.summary import read_summary
+from tinycvae.trainer import make_callbacks, make_trainer
 
 
 def test_a_job_trains_checkpoints_and_summarises(tiny_cfg, tmp_path):
@@ -32,6 +34,33 @@ def test_a_job_trains_checkpoints_and_summarises(tiny_cfg, tmp_path):
     offline = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 1 and on_disk["wandb"]["mode"] == "offline"
     assert on_disk["wandb"]["id"] in offline[0].name
+
+
+class ConvLayout(pl.Callback):
+    """Records, at each training step, whether every conv weight is channels-last."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        convs = [p for p in pl_module.model.parameters() if p.dim() == 4]
+        self.seen.append(bool(convs) and all(
+            p.is_contiguous(memory_format=torch.channels_last) for p in convs
+        ))
+
+
+def test_cpu_training_runs_channels_last_and_hands_back_the_usual_layout(tiny_cfg, tmp_path):
+    job = build(tiny_cfg("trainer.accelerator=cpu"))
+    layout = ConvLayout()
+    trainer = make_trainer(job, False, make_callbacks(job.cfg, False) + [layout])
+    trainer.fit(job.module, datamodule=job.datamodule)
+    assert layout.seen and all(layout.seen)  # the faster layout while training
+    convs = [p for p in job.model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous() for p in convs)  # the usual one after fit
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    weights = ckpt["state_dict"]
+    assert any(v.dim() == 4 for v in weights.values())
+    assert all(v.is_contiguous() for v in weights.values())  # ... and in the checkpoint
 
 
 def test_same_seed_same_result_on_cpu(tiny_cfg, tmp_path):
