@@ -80,10 +80,10 @@ def main() -> None:
         for _ in range(args.repeats):
             before, cl = nchw.block(args.steps), nhwc.block(args.steps)
             ratios.append((before + nchw.block(args.steps)) / 2 / cl)
+    dims = "_".join(str(cfg.model.get(f"dim{i}", "-")) for i in range(1, 5))
     print(
-        f"model: {cfg.model.arch} dims {cfg.model.dim1}_{cfg.model.dim2}_{cfg.model.dim3}_"
-        f"{cfg.model.dim4}  threads: {args.threads}  steps per block: {args.steps}  "
-        f"overrides: {args.overrides}"
+        f"model: {cfg.model.arch} dims {dims}  threads: {args.threads}  "
+        f"steps per block: {args.steps}  overrides: {args.overrides}"
     )
     print(
         f"speed-up channels-last (NCHW time / channels-last time): "
