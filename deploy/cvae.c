@@ -270,6 +270,14 @@ void cvae_arm_krow_s2(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[C
     "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
     ".size " name ", .-" name "\n.popsection\n"
 #define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
+/* stride 2: input j of the (moved) bases, its three taps into slots 2j .. 2j+2, 16
+ * instructions (32 bytes), or 3 for a zero input */
+#define ARM_S2_UNIT(j)                                                         \
+    "ldrb r5, [r1, #" j "]\n movs r6, r5\n beq 7f\n"                           \
+    "muls r6, r2\n ldr r7, [r0, #8*" j "]\n adds r7, r6\n str r7, [r0, #8*" j "]\n" \
+    "movs r6, r5\n muls r6, r3\n ldr r7, [r0, #8*" j "+4]\n adds r7, r6\n"      \
+    "str r7, [r0, #8*" j "+4]\n muls r5, r4\n ldr r7, [r0, #8*" j "+8]\n adds r7, r5\n" \
+    "str r7, [r0, #8*" j "+8]\n7:\n"
 
 __asm__(".syntax unified\n.thumb\n"
         /* stride 1: body column j is output column ox = 1 + j - j0, j0 = 18 - in_w */
@@ -297,23 +305,22 @@ __asm__(".syntax unified\n.thumb\n"
         ARM_ENTER
         ARM_EPILOGUE("cvae_arm_krow_s1")
 
-        /* stride 2: body unit j is input m = j - j0, j0 = 16 - in_w, output columns 2m, 2m+1 */
+        /* stride 2, scatter form: body unit j is input m = j - j0, j0 = 16 - in_w; x[m]
+         * adds w0 x, w1 x, w2 x to slots 2m, 2m+1, 2m+2 (the slot of column -1 first);
+         * a zero input costs 3 instructions (MOVS copies and tests it), another 16. The
+         * bases move by 8 inputs halfway (units 8-15: offsets j - 8). [sp] the taps. */
         ARM_PROLOGUE("cvae_arm_krow_s2")
         "movs r6, #16\n subs r6, r6, r5\n" /* j0 */
-        "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
-        "lsls r4, r6, #3\n subs r4, r0, r4\n adds r4, #4\n mov r9, r4\n" /* acc + 4 - 8 j0 */
-        "movs r4, #26\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 3f\n"
+        "rsbs r4, r6, #0\n lsls r5, r6, #3\n subs r5, r0, r5\n lsls r7, r6, #5\n"
+        "cmp r6, #8\n blt 4f\n adds r4, #8\n adds r5, #64\n adds r7, #4\n" /* past the move */
+        "4:\n mov r8, r4\n mov r9, r5\n adr r5, 2f\n adds r7, r5\n mov r10, r7\n b 3f\n"
         ".balign 4\n2:\n"
-        ".irp j, " ARM_UNITS "\n"
-        "ldr r6, [r0, #8*\\j]\n ldrb r5, [r1, #\\j]\n muls r5, r3\n adds r6, r5\n"
-        "str r6, [r0, #8*\\j]\n"
-        "ldr r6, [r0, #8*\\j+4]\n ldrb r5, [r1, #\\j]\n muls r5, r4\n adds r6, r5\n"
-        "ldrb r5, [r1, #\\j+1]\n muls r5, r2\n adds r6, r5\n str r6, [r0, #8*\\j+4]\n"
-        ".endr\n"
-        /* the last input: columns 2 in_w - 2 (w1) and 2 in_w - 1 (w2) */
-        "ldr r6, [r0, #120]\n ldrb r5, [r1, #15]\n muls r5, r3\n adds r6, r5\n str r6, [r0, #120]\n"
-        "ldr r6, [r0, #124]\n ldrb r5, [r1, #15]\n muls r5, r4\n adds r6, r5\n str r6, [r0, #124]\n"
-        ARM_NEXT ARM_TAPS "mov r1, r12\n" ARM_ENTER
+        ".irp j, 0,1,2,3,4,5,6,7\n" ARM_S2_UNIT("\\j") ".endr\n"
+        "adds r1, #8\n adds r0, #64\n"
+        ".irp j, 0,1,2,3,4,5,6,7\n" ARM_S2_UNIT("\\j") ".endr\n"
+        ".if . - 2b != 16 * 32 + 4\n .error \"stride-2 units are not 32 bytes\"\n.endif\n"
+        "ldr r7, [sp]\n add r12, r11\n"
+        "1:\n cmp r7, lr\n beq 3f\n" ARM_TAPS "str r7, [sp]\n mov r1, r12\n" ARM_ENTER
         ARM_EPILOGUE("cvae_arm_krow_s2"));
 
 /* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
