@@ -209,41 +209,49 @@ __asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
 #define ARM_KERNELS 1
 #define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */
 #define ARM_S2_MAX 16u /* stride 2: in_w - 1 inputs in the body of 15 */
-/* int4: the stage's weights, a 7th argument, for the nibble indices */
-#ifdef CVAE_INT4
-#define ARM_BASE_PARAM , const cvae_weight_t *weights
-#define ARM_BASE(s) , (s)->weight
-#else
-#define ARM_BASE_PARAM
-#define ARM_BASE(s)
-#endif
-void cvae_arm_krow_s1(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
-                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
-void cvae_arm_krow_s2(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
-                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
+/* One output row of a convT for the kernels: the C fills it, the kernels walk it and
+ * move its per-channel fields on (w, bias, rq, out; out_c counts down to 0). finish
+ * NULL: only the kernel rows of rows[] into acc, one channel, no fill (the last layer's
+ * own accumulator row, convt_single_channel_row). The offsets are the assembly's. */
+typedef struct {
+    const cvae_act_t *rows[CVAE_KERNEL]; /* 0: the input row (channel 0) per kernel row */
+    uint32_t in_c, in_chan_step, in_w;   /* 12, 16, 20 */
+    weight_pos_t w;                      /* 24: channel o's weights (int4: nibble index) */
+    const cvae_weight_t *weights;        /* 28: the stage's (int4's nibble base) */
+    const acc_t *bias;                   /* 32: channel o's */
+    const cvae_requant_t *rq;            /* 36: channel o's */
+    cvae_act_t *out;                     /* 40: channel o's output row */
+    uint32_t out_chan_step, out_c, out_w; /* 44, 48, 52 */
+    void (*finish)(const acc_t *, uint32_t, const cvae_requant_t *, cvae_act_t *); /* 56 */
+} arm_row_t;
+CVAE_STATIC_ASSERT(offsetof(arm_row_t, w) == 24 && offsetof(arm_row_t, out) == 40 &&
+                       offsetof(arm_row_t, finish) == 56 && sizeof(weight_pos_t) == 4,
+                   arm_row_layout);
+void cvae_arm_row_s1(acc_t *acc, arm_row_t *a);
+void cvae_arm_row_s2(acc_t *acc, arm_row_t *a);
 
 /* Saves r4-r11 and lr, then: r11 = the channels' distance, r5 = in_w, r0 = acc, and
- * a frame of 5 words: [sp] (stride 1: column 0's accumulator), [sp+4] the next
- * entry of rows, [sp+8] rows + 3, [sp+12] that kernel row's taps, [sp+16] 9 in_c
- * (the taps of all channels). Arguments: r0 acc, r1 taps, r2 rows, r3 in_c,
- * [sp+56] in_chan_step, [sp+60] in_w once the frame is made. */
+ * a frame of 9 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
+ * channel's taps), [sp+4] the next entry of rows, [sp+8] rows + 3, [sp+12] that kernel
+ * row's taps, [sp+16] 9 in_c (the taps of all channels), [sp+20] a, [sp+24] acc,
+ * [sp+28] the stage's weights (int4). Arguments: r0 acc, r1 a. */
 #define ARM_PROLOGUE(name)                                                     \
     ".pushsection .text." name ",\"ax\",%progbits\n"                           \
     ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
     name ":\n"                                                                 \
     "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n" \
-    "push {r4-r7}\n sub sp, #20\n"                                             \
-    "ldr r4, [sp, #56]\n mov r11, r4\n ldr r5, [sp, #60]\n"                    \
-    "str r2, [sp, #4]\n movs r4, r2\n adds r4, #12\n str r4, [sp, #8]\n str r1, [sp, #12]\n" \
-    "movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n"
+    "push {r4-r7}\n sub sp, #36\n str r1, [sp, #20]\n str r0, [sp, #24]\n"     \
+    "ldr r4, [r1, #16]\n mov r11, r4\n ldr r4, [r1, #28]\n str r4, [sp, #28]\n" \
+    "movs r4, r1\n adds r4, #12\n str r4, [sp, #8]\n ldr r3, [r1, #12]\n movs r4, #9\n"  \
+    "muls r4, r3\n str r4, [sp, #16]\n ldr r5, [r1, #20]\n"
 /* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r7 on to the next
  * channel's. int8: r7 points at them. int4: r7 is their nibble index in the
- * stage's weights ([sp+64]); the two bytes that hold the three nibbles are read
+ * stage's weights ([sp+28]); the two bytes that hold the three nibbles are read
  * as one 16-bit value, shifted down a nibble when the first is a high one, and
  * each nibble sign-extended by LSLS/ASRS (10 instructions more per channel). */
 #ifdef CVAE_INT4
 #define ARM_TAPS                                                               \
-    "lsrs r5, r7, #1\n ldr r6, [sp, #64]\n adds r6, r5\n"                      \
+    "lsrs r5, r7, #1\n ldr r6, [sp, #28]\n adds r6, r5\n"                      \
     "ldrb r2, [r6, #0]\n ldrb r5, [r6, #1]\n lsls r5, #8\n orrs r2, r5\n"     \
     "lsls r5, r7, #31\n beq 5f\n lsrs r2, #4\n5:\n"                           \
     "lsls r3, r2, #24\n asrs r3, #28\n lsls r4, r2, #20\n asrs r4, #28\n"      \
@@ -259,14 +267,28 @@ void cvae_arm_krow_s2(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[C
 /* After a channel's row: on to the next channel (r12 its input row, r7 its taps,
  * lr the end of the kernel row's taps; then back into the body), or out. */
 #define ARM_NEXT "add r12, r11\n1:\n cmp r7, lr\n beq 3f\n"
-/* The next kernel row with an input row (rows[ky] != NULL), or restore and return. */
+/* The next kernel row with an input row (rows[ky] != NULL); after the last, the
+ * channel's row requantised (a->finish), the fields moved on to the next channel and
+ * its accumulator row filled with its bias (cvae_arm_fill), or restore and return. */
 #define ARM_EPILOGUE(name)                                                     \
     "3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n"          \
     "ldr r5, [r4]\n adds r4, #4\n str r4, [sp, #4]\n"                          \
     "ldr r7, [sp, #12]\n adds r6, r7, #3\n str r6, [sp, #12]\n"                \
     "cmp r5, #0\n beq 3b\n"                                                    \
     "mov r12, r5\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
-    "9:\n add sp, #20\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
+    "9:\n ldr r4, [sp, #20]\n ldr r5, [r4, #56]\n cmp r5, #0\n beq 10f\n"       \
+    "ldr r0, [sp, #24]\n adds r0, #4\n ldr r1, [r4, #52]\n ldr r2, [r4, #36]\n" \
+    "ldr r3, [r4, #40]\n blx r5\n ldr r4, [sp, #20]\n"                         \
+    "ldr r5, [r4, #24]\n ldr r6, [sp, #16]\n adds r5, r6\n str r5, [r4, #24]\n" \
+    "ldr r5, [r4, #32]\n adds r5, #4\n str r5, [r4, #32]\n"                    \
+    "ldr r5, [r4, #36]\n adds r5, #4\n str r5, [r4, #36]\n"                    \
+    "ldr r5, [r4, #40]\n ldr r6, [r4, #44]\n adds r5, r6\n str r5, [r4, #40]\n" \
+    "ldr r5, [r4, #48]\n subs r5, #1\n str r5, [r4, #48]\n beq 10f\n"          \
+    "8:\n ldr r4, [sp, #20]\n ldr r5, [r4, #56]\n cmp r5, #0\n beq 11f\n"      \
+    "ldr r0, [sp, #24]\n ldr r1, [r4, #52]\n adds r1, #2\n ldr r2, [r4, #32]\n" \
+    "ldr r2, [r2]\n bl cvae_arm_fill\n ldr r4, [sp, #20]\n"                    \
+    "11:\n str r4, [sp, #4]\n ldr r5, [r4, #24]\n str r5, [sp, #12]\n b 3b\n"   \
+    "10:\n add sp, #36\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
     "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
     ".size " name ", .-" name "\n.popsection\n"
 #define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
@@ -281,12 +303,12 @@ void cvae_arm_krow_s2(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[C
 
 __asm__(".syntax unified\n.thumb\n"
         /* stride 1: body column j is output column ox = 1 + j - j0, j0 = 18 - in_w */
-        ARM_PROLOGUE("cvae_arm_krow_s1")
+        ARM_PROLOGUE("cvae_arm_row_s1")
         "adds r4, r0, #4\n str r4, [sp]\n" /* column 0's accumulator */
         "movs r6, #18\n subs r6, r6, r5\n" /* j0 */
         "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
         "lsls r4, r6, #2\n subs r4, r0, r4\n adds r4, #8\n mov r9, r4\n" /* acc + 8 - 4 j0 */
-        "movs r4, #22\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 3f\n"
+        "movs r4, #22\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 8f\n"
         ".balign 4\n2:\n"
         ".irp j, " ARM_UNITS ",15\n"
         "ldr r6, [r0, #4*\\j]\n"
@@ -303,17 +325,17 @@ __asm__(".syntax unified\n.thumb\n"
         "ldr r0, [sp]\n mov r1, r12\n ldr r6, [r0]\n ldrb r5, [r1, #0]\n muls r5, r3\n"
         "adds r6, r5\n ldrb r5, [r1, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
         ARM_ENTER
-        ARM_EPILOGUE("cvae_arm_krow_s1")
+        ARM_EPILOGUE("cvae_arm_row_s1")
 
         /* stride 2, scatter form: body unit j is input m = j - j0, j0 = 16 - in_w; x[m]
          * adds w0 x, w1 x, w2 x to slots 2m, 2m+1, 2m+2 (the slot of column -1 first);
          * a zero input costs 3 instructions (MOVS copies and tests it), another 16. The
          * bases move by 8 inputs halfway (units 8-15: offsets j - 8). [sp] the taps. */
-        ARM_PROLOGUE("cvae_arm_krow_s2")
+        ARM_PROLOGUE("cvae_arm_row_s2")
         "movs r6, #16\n subs r6, r6, r5\n" /* j0 */
         "rsbs r4, r6, #0\n lsls r5, r6, #3\n subs r5, r0, r5\n lsls r7, r6, #5\n"
         "cmp r6, #8\n blt 4f\n adds r4, #8\n adds r5, #64\n adds r7, #4\n" /* past the move */
-        "4:\n mov r8, r4\n mov r9, r5\n adr r5, 2f\n adds r7, r5\n mov r10, r7\n b 3f\n"
+        "4:\n mov r8, r4\n mov r9, r5\n adr r5, 2f\n adds r7, r5\n mov r10, r7\n b 8f\n"
         ".balign 4\n2:\n"
         ".irp j, 0,1,2,3,4,5,6,7\n" ARM_S2_UNIT("\\j") ".endr\n"
         "adds r1, #8\n adds r0, #64\n"
@@ -321,7 +343,7 @@ __asm__(".syntax unified\n.thumb\n"
         ".if . - 2b != 16 * 32 + 4\n .error \"stride-2 units are not 32 bytes\"\n.endif\n"
         "ldr r7, [sp]\n add r12, r11\n"
         "1:\n cmp r7, lr\n beq 3f\n" ARM_TAPS "str r7, [sp]\n mov r1, r12\n" ARM_ENTER
-        ARM_EPILOGUE("cvae_arm_krow_s2"));
+        ARM_EPILOGUE("cvae_arm_row_s2"));
 
 /* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
  * r; the bias is already in the accumulators: start_acc_row): hidden stages 13
@@ -389,17 +411,16 @@ __asm__(".syntax unified\n.thumb\n"
         "3:\n pop {r4, pc}\n"
         ".size cvae_arm_fill, .-cvae_arm_fill\n.popsection\n");
 
-typedef void arm_krow_fn(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
-                         uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
+typedef void arm_row_fn(acc_t *acc, arm_row_t *a);
 
 /* The ARMv6-M kernel for convT s's rows, or NULL where they do not fit it
  * (scatter_row then). */
-static arm_krow_fn *arm_krow(const cvae_stage_t *s)
+static arm_row_fn *arm_row(const cvae_stage_t *s)
 {
     const unsigned in_w = s->in_w;
     if (s->stride == 1)
-        return in_w >= 2u && in_w <= ARM_S1_MAX ? cvae_arm_krow_s1 : NULL;
-    return in_w <= ARM_S2_MAX ? cvae_arm_krow_s2 : NULL;
+        return in_w >= 2u && in_w <= ARM_S1_MAX ? cvae_arm_row_s1 : NULL;
+    return in_w <= ARM_S2_MAX ? cvae_arm_row_s2 : NULL;
 }
 
 #endif
@@ -781,9 +802,14 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
     weight_pos_t w = FIRST_WEIGHT(s) + ky * CVAE_KERNEL;
     unsigned i;
 #ifdef ARM_KERNELS
-    if (arm_krow(s)) {
-        const cvae_act_t *const one_row[CVAE_KERNEL] = {x, NULL, NULL};
-        arm_krow(s)(acc, w, one_row, in_c, in_chan_step, in_w ARM_BASE(s));
+    if (arm_row(s)) {
+        arm_row_t a = {{x, NULL, NULL}, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, 1, 0, NULL};
+        a.in_c = in_c;
+        a.in_chan_step = in_chan_step;
+        a.in_w = in_w;
+        a.w = w;
+        a.weights = s->weight;
+        arm_row(s)(acc, &a);
         return;
     }
 #endif
@@ -796,27 +822,34 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
 }
 
 #ifdef ARM_KERNELS
-/* convt_row() by the ARMv6-M kernels: per output channel, the accumulator row set
- * to the bias, every kernel row of every input channel added by one call, then the
- * row requantised. 0 (nothing done) where the rows do not fit the kernels. */
+/* convt_row() by the ARMv6-M kernels, one call for the row: per output channel, the
+ * accumulator row set to the bias, every kernel row of every input channel added,
+ * then the row requantised. 0 (nothing done) where the rows do not fit the kernels. */
 static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
                          uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step, acc_t *acc,
                          unsigned last)
 {
-    arm_krow_fn *const krow = arm_krow(s);
-    void (*const finish)(const acc_t *, uint32_t, const cvae_requant_t *, cvae_act_t *) =
-        last ? cvae_arm_finish_last : cvae_arm_finish_hidden;
-    const unsigned in_c = s->in_c, in_w = s->in_w, out_w = s->out_w;
-    weight_pos_t w = FIRST_WEIGHT(s);
-    unsigned o;
+    arm_row_fn *const row = arm_row(s);
+    arm_row_t a;
 
-    if (!krow)
+    if (!row)
         return 0;
-    for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
-        start_acc_row(acc, out_w, s->bias[o]);
-        krow(acc, w, rows, in_c, in_chan_step, in_w ARM_BASE(s));
-        finish(acc + 1, out_w, &s->requant[o], out);
-    }
+    a.rows[0] = rows[0];
+    a.rows[1] = rows[1];
+    a.rows[2] = rows[2];
+    a.in_c = s->in_c;
+    a.in_chan_step = in_chan_step;
+    a.in_w = s->in_w;
+    a.w = FIRST_WEIGHT(s);
+    a.weights = s->weight;
+    a.bias = s->bias;
+    a.rq = s->requant;
+    a.out = out;
+    a.out_chan_step = out_chan_step;
+    a.out_c = s->out_c;
+    a.out_w = s->out_w;
+    a.finish = last ? cvae_arm_finish_last : cvae_arm_finish_hidden;
+    row(acc, &a);
     return 1;
 }
 #endif
