@@ -294,14 +294,25 @@ void cvae_arm_row_s2(acc_t *acc, arm_row_t *a);
 #define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
 /* stride 2: input j of the (moved) bases, its three taps into slots 2j .. 2j+2, 16
  * instructions (32 bytes), or 3 for a zero input */
-#define ARM_S2_UNIT(j)                                                         \
+#define ARM_UNIT(j, st)                                                        \
     "ldrb r5, [r1, #" j "]\n movs r6, r5\n beq 7f\n"                           \
-    "muls r6, r2\n ldr r7, [r0, #8*" j "]\n adds r7, r6\n str r7, [r0, #8*" j "]\n" \
-    "movs r6, r5\n muls r6, r3\n ldr r7, [r0, #8*" j "+4]\n adds r7, r6\n"      \
-    "str r7, [r0, #8*" j "+4]\n muls r5, r4\n ldr r7, [r0, #8*" j "+8]\n adds r7, r5\n" \
-    "str r7, [r0, #8*" j "+8]\n7:\n"
+    "muls r6, r2\n ldr r7, [r0, #" st "*" j "]\n adds r7, r6\n str r7, [r0, #" st "*" j "]\n" \
+    "movs r6, r5\n muls r6, r3\n ldr r7, [r0, #" st "*" j "+4]\n adds r7, r6\n"      \
+    "str r7, [r0, #" st "*" j "+4]\n muls r5, r4\n ldr r7, [r0, #" st "*" j "+8]\n adds r7, r5\n" \
+    "str r7, [r0, #" st "*" j "+8]\n7:\n"
+#define ARM_S2_UNIT(j) ARM_UNIT(j, "8")
 
 __asm__(".syntax unified\n.thumb\n"
+#ifdef ARM_S1_SCATTER
+        ARM_PROLOGUE("cvae_arm_row_s1")
+        "movs r6, #18\n subs r6, r6, r5\n" /* j0 */
+        "rsbs r4, r6, #0\n lsls r5, r6, #2\n subs r5, r0, r5\n lsls r7, r6, #5\n"
+        "mov r8, r4\n mov r9, r5\n adr r5, 2f\n adds r7, r5\n mov r10, r7\n b 8f\n"
+        ".balign 4\n2:\n"
+        ".irp j, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17\n" ARM_UNIT("\\j", "4") ".endr\n"
+        "ldr r7, [sp]\n add r12, r11\n"
+        "1:\n cmp r7, lr\n beq 3f\n" ARM_TAPS "str r7, [sp]\n mov r1, r12\n" ARM_ENTER
+#else
         /* stride 1: body column j is output column ox = 1 + j - j0, j0 = 18 - in_w */
         ARM_PROLOGUE("cvae_arm_row_s1")
         "adds r4, r0, #4\n str r4, [sp]\n" /* column 0's accumulator */
@@ -325,6 +336,7 @@ __asm__(".syntax unified\n.thumb\n"
         "ldr r0, [sp]\n mov r1, r12\n ldr r6, [r0]\n ldrb r5, [r1, #0]\n muls r5, r3\n"
         "adds r6, r5\n ldrb r5, [r1, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
         ARM_ENTER
+#endif
         ARM_EPILOGUE("cvae_arm_row_s1")
 
         /* stride 2, scatter form: body unit j is input m = j - j0, j0 = 16 - in_w; x[m]
@@ -346,12 +358,17 @@ __asm__(".syntax unified\n.thumb\n"
         ARM_EPILOGUE("cvae_arm_row_s2"));
 
 /* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
- * r; the bias is already in the accumulators: start_acc_row): hidden stages 13
- * instructions per output, 6 for one the ReLU zeroes; the last stage 16 per pixel
- * (the sigmoid LUT). Flags: ASRS by a register leaves V as the index's ADDS did
- * (clear), so BLE after it is "a <= 0". */
+ * r; the bias is already in the accumulators: start_acc_row): hidden stages 12
+ * instructions per output (two a loop step), 6 for one the ReLU zeroes; the last stage
+ * 16 per pixel (the sigmoid LUT). cvae_arm_fin_hidden and _last take r0 acc, r1 n, r2 r,
+ * r3 y and keep r8-r11 (r12 and lr hold constants, the last stage saves r8: few
+ * registers to save; the row kernels call them); cvae_arm_finish_hidden and _last are the same for C. Flags: ASRS
+ * by a register leaves V clear (no instruction before it in the loop overflows), so BLE
+ * after it is "a <= 0". */
 void cvae_arm_finish_hidden(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
 void cvae_arm_finish_last(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+void cvae_arm_fin_hidden(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+void cvae_arm_fin_last(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
 /* cvae_arm_finish_last names the sigmoid LUT, which no C on ARMv6-M reads: this
  * reference keeps it for link-time optimisation (with -flto the link otherwise fails:
  * undefined reference to cvae_sigmoid_lut). 4 bytes of flash, no instruction. */
@@ -362,44 +379,55 @@ CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) 
                        offsetof(cvae_requant_t, shift) == 3,
                    arm_requant_layout);
 
-/* r0 acc, r1 -n (the index, up to 0), r3 y + n, r4 pre, r5 shift, r6 m, r8 the
- * rounding term, r9 INT16_MAX, r7 32768 (the last stage: r10 INT16_MIN from it). */
-#define ARM_FINISH_SETUP(name)                                                 \
+#define ARM_FUNC(name)                                                         \
     ".pushsection .text." name ",\"ax\",%progbits\n"                           \
-    ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
-    name ":\n"                                                                 \
-    "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n push {r4-r6}\n" \
+    ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n" name ":\n"
+#define ARM_END(name) ".size " name ", .-" name "\n.popsection\n"
+/* r0 acc, r1 -n (the index, up to 0), r3 y + n, r4 pre, r5 shift, r6 m, r12 the
+ * rounding term, lr INT16_MAX (INT16_MIN is ~lr). */
+#define ARM_FINISH_SETUP(name)                                                 \
+    ARM_FUNC(name) "push {lr}\n"                                               \
     "ldrb r4, [r2, #2]\n ldrb r5, [r2, #3]\n ldrh r6, [r2, #0]\n"              \
-    "subs r7, r5, #1\n movs r2, #1\n lsls r2, r7\n mov r8, r2\n"               \
-    "movs r7, #128\n lsls r7, #8\n subs r2, r7, #1\n mov r9, r2\n"             \
+    "subs r7, r5, #1\n movs r2, #1\n lsls r2, r7\n mov r12, r2\n"              \
+    "movs r7, #128\n lsls r7, #8\n subs r7, #1\n mov lr, r7\n"                 \
     "adds r3, r1\n rsbs r1, r1, #0\n"
-#define ARM_FINISH_END(name)                                                   \
-    "9:\n pop {r4-r6}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n pop {r4-r7, pc}\n" \
-    ".size " name ", .-" name "\n.popsection\n"
+/* one hidden output: acc into r7, then to [Y, r1] (labels from B on) */
+#define ARM_FIN_H(B, Y)                                                        \
+    "ldm r0!, {r7}\n asrs r7, r4\n ble " B "4f\n cmp r7, lr\n bgt " B "5f\n"     \
+    B "2:\n muls r7, r6\n add r7, r12\n asrs r7, r5\n cmp r7, #255\n bhi " B "6f\n" \
+    B "3:\n strb r7, [" Y ", r1]\n"
+#define ARM_FIN_H_RARE(B)                                                      \
+    B "4:\n movs r7, #0\n b " B "3b\n" B "5:\n mov r7, lr\n b " B "2b\n"        \
+    B "6:\n movs r7, #255\n b " B "3b\n"
 
 __asm__(".syntax unified\n.thumb\n"
-        ARM_FINISH_SETUP("cvae_arm_finish_hidden")
-        "movs r2, #0\n"
-        "1:\n ldm r0!, {r7}\n asrs r7, r4\n ble 4f\n"
-        "cmp r7, r9\n bgt 5f\n"
-        "2:\n muls r7, r6\n add r7, r8\n asrs r7, r5\n cmp r7, #255\n bhi 6f\n"
-        "3:\n strb r7, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
-        "4:\n strb r2, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
-        "5:\n mov r7, r9\n b 2b\n"
-        "6:\n movs r7, #255\n b 3b\n"
-        ARM_FINISH_END("cvae_arm_finish_hidden")
+        /* two outputs a step (y[i] by r3, y[i + 1] by r2 = r3 + 1); an odd n starts at
+         * the second, its index one back */
+        ARM_FINISH_SETUP("cvae_arm_fin_hidden")
+        "adds r2, r3, #1\n lsls r7, r1, #31\n beq 1f\n subs r1, #1\n b 8f\n"
+        "1:\n" ARM_FIN_H("1", "r3") "8:\n" ARM_FIN_H("2", "r2")
+        "adds r1, #2\n bne 1b\n pop {pc}\n"
+        ARM_FIN_H_RARE("1") ARM_FIN_H_RARE("2")
+        ARM_END("cvae_arm_fin_hidden")
 
-        ARM_FINISH_SETUP("cvae_arm_finish_last")
-        "rsbs r7, r7, #0\n mov r10, r7\n ldr r2, =cvae_sigmoid_lut\n"
+        /* r8 (saved) INT16_MIN */
+        ARM_FINISH_SETUP("cvae_arm_fin_last")
+        "mov r2, r8\n push {r2}\n mvns r7, r7\n mov r8, r7\n ldr r2, =cvae_sigmoid_lut\n"
         "1:\n ldm r0!, {r7}\n asrs r7, r4\n"
-        "cmp r7, r9\n bgt 5f\n cmp r7, r10\n blt 6f\n"
-        "2:\n muls r7, r6\n add r7, r8\n asrs r7, r5\n adds r7, #128\n cmp r7, #255\n bhi 7f\n"
-        "3:\n ldrb r7, [r2, r7]\n strb r7, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
-        "5:\n mov r7, r9\n b 2b\n"
-        "6:\n mov r7, r10\n b 2b\n"
+        "cmp r7, lr\n bgt 5f\n cmp r7, r8\n blt 6f\n"
+        "2:\n muls r7, r6\n add r7, r12\n asrs r7, r5\n adds r7, #128\n cmp r7, #255\n bhi 7f\n"
+        "3:\n ldrb r7, [r2, r7]\n strb r7, [r3, r1]\n adds r1, #1\n bne 1b\n"
+        "pop {r2}\n mov r8, r2\n pop {pc}\n"
+        "5:\n mov r7, lr\n b 2b\n"
+        "6:\n mov r7, r8\n b 2b\n"
         "7:\n asrs r7, r7, #31\n mvns r7, r7\n uxtb r7, r7\n b 3b\n"
         ".ltorg\n"
-        ARM_FINISH_END("cvae_arm_finish_last")
+        ARM_END("cvae_arm_fin_last")
+
+        ARM_FUNC("cvae_arm_finish_hidden") "push {r4-r7, lr}\n bl cvae_arm_fin_hidden\n"
+        "pop {r4-r7, pc}\n" ARM_END("cvae_arm_finish_hidden")
+        ARM_FUNC("cvae_arm_finish_last") "push {r4-r7, lr}\n bl cvae_arm_fin_last\n"
+        "pop {r4-r7, pc}\n" ARM_END("cvae_arm_finish_last")
 
         ".pushsection .text.cvae_arm_fill,\"ax\",%progbits\n"
         ".balign 2\n.global cvae_arm_fill\n.type cvae_arm_fill, %function\n.thumb_func\n"
@@ -848,7 +876,7 @@ static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVA
     a.out_chan_step = out_chan_step;
     a.out_c = s->out_c;
     a.out_w = s->out_w;
-    a.finish = last ? cvae_arm_finish_last : cvae_arm_finish_hidden;
+    a.finish = last ? cvae_arm_fin_last : cvae_arm_fin_hidden;
     row(acc, &a);
     return 1;
 }
