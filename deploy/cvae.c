@@ -231,19 +231,24 @@ void cvae_arm_row_s1(acc_t *acc, arm_row_t *a);
 void cvae_arm_row_s2(acc_t *acc, arm_row_t *a);
 
 /* Saves r4-r11 and lr, then: r11 = the channels' distance, r5 = in_w, r0 = acc, and
- * a frame of 9 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
- * channel's taps), [sp+4] the next entry of rows, [sp+8] rows + 3, [sp+12] that kernel
- * row's taps, [sp+16] 9 in_c (the taps of all channels), [sp+20] a, [sp+24] acc,
- * [sp+28] the stage's weights (int4). Arguments: r0 acc, r1 a. */
+ * a frame of 15 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
+ * channel's taps), [sp+4] the next entry of the list, [sp+8] its end, [sp+12] the
+ * channel's weights, [sp+16] 9 in_c (the taps of all channels), [sp+20] a, [sp+24]
+ * acc, [sp+28] the stage's weights (int4), [sp+32] the list: (input row, 3 ky) for
+ * each kernel row ky that has an input row. Arguments: r0 acc (channel 0's bias in it
+ * already, where a->finish), r1 a. */
 #define ARM_PROLOGUE(name)                                                     \
     ".pushsection .text." name ",\"ax\",%progbits\n"                           \
     ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
     name ":\n"                                                                 \
     "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n" \
-    "push {r4-r7}\n sub sp, #36\n str r1, [sp, #20]\n str r0, [sp, #24]\n"     \
+    "push {r4-r7}\n sub sp, #60\n str r1, [sp, #20]\n str r0, [sp, #24]\n"     \
     "ldr r4, [r1, #16]\n mov r11, r4\n ldr r4, [r1, #28]\n str r4, [sp, #28]\n" \
-    "movs r4, r1\n adds r4, #12\n str r4, [sp, #8]\n ldr r3, [r1, #12]\n movs r4, #9\n"  \
-    "muls r4, r3\n str r4, [sp, #16]\n ldr r5, [r1, #20]\n"
+    "ldr r4, [r1, #24]\n str r4, [sp, #12]\n ldr r3, [r1, #12]\n movs r4, #9\n" \
+    "muls r4, r3\n str r4, [sp, #16]\n add r6, sp, #32\n"                      \
+    ".irp k, 0, 1, 2\n ldr r4, [r1, #4*\\k]\n cmp r4, #0\n beq 6f\n"          \
+    "movs r7, #3*\\k\n stm r6!, {r4, r7}\n6:\n .endr\n"                         \
+    "str r6, [sp, #8]\n ldr r5, [r1, #20]\n"
 /* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r7 on to the next
  * channel's. int8: r7 points at them. int4: r7 is their nibble index in the
  * stage's weights ([sp+28]); the two bytes that hold the three nibbles are read
@@ -267,28 +272,25 @@ void cvae_arm_row_s2(acc_t *acc, arm_row_t *a);
 /* After a channel's row: on to the next channel (r12 its input row, r7 its taps,
  * lr the end of the kernel row's taps; then back into the body), or out. */
 #define ARM_NEXT "add r12, r11\n1:\n cmp r7, lr\n beq 3f\n"
-/* The next kernel row with an input row (rows[ky] != NULL); after the last, the
- * channel's row requantised (a->finish), the fields moved on to the next channel and
- * its accumulator row filled with its bias (cvae_arm_fill), or restore and return. */
+/* The next kernel row of the list; after the last, the channel's row requantised
+ * (a->finish; NULL: return), the fields moved on to the next channel, its accumulators
+ * (output columns 0 .. out_w - 1) set to its bias (cvae_arm_fill), or restore and
+ * return. */
 #define ARM_EPILOGUE(name)                                                     \
     "3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n"          \
-    "ldr r5, [r4]\n adds r4, #4\n str r4, [sp, #4]\n"                          \
-    "ldr r7, [sp, #12]\n adds r6, r7, #3\n str r6, [sp, #12]\n"                \
-    "cmp r5, #0\n beq 3b\n"                                                    \
-    "mov r12, r5\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
+    "ldm r4!, {r5, r7}\n str r4, [sp, #4]\n mov r12, r5\n ldr r6, [sp, #12]\n" \
+    "adds r7, r6\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
     "9:\n ldr r4, [sp, #20]\n ldr r5, [r4, #56]\n cmp r5, #0\n beq 10f\n"       \
     "ldr r0, [sp, #24]\n adds r0, #4\n ldr r1, [r4, #52]\n ldr r2, [r4, #36]\n" \
     "ldr r3, [r4, #40]\n blx r5\n ldr r4, [sp, #20]\n"                         \
-    "ldr r5, [r4, #24]\n ldr r6, [sp, #16]\n adds r5, r6\n str r5, [r4, #24]\n" \
-    "ldr r5, [r4, #32]\n adds r5, #4\n str r5, [r4, #32]\n"                    \
+    "ldr r5, [r4, #48]\n subs r5, #1\n beq 10f\n str r5, [r4, #48]\n"          \
+    "ldr r5, [sp, #12]\n ldr r6, [sp, #16]\n adds r5, r6\n str r5, [sp, #12]\n" \
     "ldr r5, [r4, #36]\n adds r5, #4\n str r5, [r4, #36]\n"                    \
     "ldr r5, [r4, #40]\n ldr r6, [r4, #44]\n adds r5, r6\n str r5, [r4, #40]\n" \
-    "ldr r5, [r4, #48]\n subs r5, #1\n str r5, [r4, #48]\n beq 10f\n"          \
-    "8:\n ldr r4, [sp, #20]\n ldr r5, [r4, #56]\n cmp r5, #0\n beq 11f\n"      \
-    "ldr r0, [sp, #24]\n ldr r1, [r4, #52]\n adds r1, #2\n ldr r2, [r4, #32]\n" \
-    "ldr r2, [r2]\n bl cvae_arm_fill\n ldr r4, [sp, #20]\n"                    \
-    "11:\n str r4, [sp, #4]\n ldr r5, [r4, #24]\n str r5, [sp, #12]\n b 3b\n"   \
-    "10:\n add sp, #36\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
+    "ldr r2, [r4, #32]\n adds r2, #4\n str r2, [r4, #32]\n ldr r2, [r2]\n"     \
+    "ldr r0, [sp, #24]\n adds r0, #4\n ldr r1, [r4, #52]\n bl cvae_arm_fill\n" \
+    "8:\n add r4, sp, #32\n str r4, [sp, #4]\n b 3b\n"                          \
+    "10:\n add sp, #60\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
     "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
     ".size " name ", .-" name "\n.popsection\n"
 #define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
@@ -877,6 +879,7 @@ static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVA
     a.out_c = s->out_c;
     a.out_w = s->out_w;
     a.finish = last ? cvae_arm_fin_last : cvae_arm_fin_hidden;
+    cvae_arm_fill(acc + 1, s->out_w, s->bias[0]);
     row(acc, &a);
     return 1;
 }
