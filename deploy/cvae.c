@@ -209,52 +209,52 @@ __asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
 #define ARM_KERNELS 1
 #define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */
 #define ARM_S2_MAX 16u /* stride 2: in_w - 1 inputs in the body of 15 */
-/* One output row of a convT for the kernels: the C fills it, the kernels walk it and
- * move its per-channel fields on (w, bias, rq, out; out_c counts down to 0). finish
- * NULL: only the kernel rows of rows[] into acc, one channel, no fill (the last layer's
- * own accumulator row, convt_single_channel_row). The offsets are the assembly's. */
-typedef struct {
-    const cvae_act_t *rows[CVAE_KERNEL]; /* 0: the input row (channel 0) per kernel row */
-    uint32_t in_c, in_chan_step, in_w;   /* 12, 16, 20 */
-    weight_pos_t w;                      /* 24: channel o's weights (int4: nibble index) */
-    const cvae_weight_t *weights;        /* 28: the stage's (int4's nibble base) */
-    const acc_t *bias;                   /* 32: channel o's */
-    const cvae_requant_t *rq;            /* 36: channel o's */
-    cvae_act_t *out;                     /* 40: channel o's output row */
-    uint32_t out_chan_step, out_c, out_w; /* 44, 48, 52 */
-    void (*finish)(const acc_t *, uint32_t, const cvae_requant_t *, cvae_act_t *); /* 56 */
-} arm_row_t;
-CVAE_STATIC_ASSERT(offsetof(arm_row_t, w) == 24 && offsetof(arm_row_t, out) == 40 &&
-                       offsetof(arm_row_t, finish) == 56 && sizeof(weight_pos_t) == 4,
-                   arm_row_layout);
-void cvae_arm_row_s1(acc_t *acc, arm_row_t *a);
-void cvae_arm_row_s2(acc_t *acc, arm_row_t *a);
+/* One output row of convT s (rows[ky]: the input row, channel 0, that kernel row ky
+ * reads, or NULL; channels in_chan_step apart in the input, out_chan_step in the
+ * output), every output channel: its kernel rows added to acc, whose columns hold the
+ * channel's bias already for channel 0 (the kernels fill them for the next ones), then
+ * requantised by finish into out. finish NULL: channel 0's kernel rows only (the last
+ * layer's own accumulator row, convt_single_channel_row). The kernels read s by the
+ * offsets below. */
+typedef void arm_finish_fn(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+typedef void arm_row_fn(acc_t *acc, const cvae_act_t *const rows[CVAE_KERNEL], const cvae_stage_t *s,
+                        uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
+                        arm_finish_fn *finish);
+arm_row_fn cvae_arm_row_s1, cvae_arm_row_s2;
+CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, in_w) == 10 &&
+                       offsetof(cvae_stage_t, out_c) == 12 && offsetof(cvae_stage_t, out_w) == 16 &&
+                       offsetof(cvae_stage_t, weight) == 20 && offsetof(cvae_stage_t, bias) == 24 &&
+                       offsetof(cvae_stage_t, requant) == 28,
+                   arm_stage_layout);
 
 /* Saves r4-r11 and lr, then: r11 = the channels' distance, r5 = in_w, r0 = acc, and
- * a frame of 15 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
+ * a frame of 17 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
  * channel's taps), [sp+4] the next entry of the list, [sp+8] its end, [sp+12] the
- * channel's weights, [sp+16] 9 in_c (the taps of all channels), [sp+20] a, [sp+24]
- * acc, [sp+28] the stage's weights (int4), [sp+32] the list: (input row, 3 ky) for
- * each kernel row ky that has an input row. Arguments: r0 acc (channel 0's bias in it
- * already, where a->finish), r1 a. */
+ * channel's weights, [sp+16] 9 in_c (the taps of all channels), [sp+20] s, [sp+24]
+ * acc, [sp+28] the stage's weights (int4's nibble base), [sp+32] the channel's bias,
+ * [sp+36] its requantisation, [sp+40] the channels left, [sp+44] the list: (input row,
+ * 3 ky) for each kernel row ky that has an input row; then the arguments out
+ * ([sp+104], moved on per channel), out_chan_step ([sp+108]), finish ([sp+112]). */
 #define ARM_PROLOGUE(name)                                                     \
     ".pushsection .text." name ",\"ax\",%progbits\n"                           \
     ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
     name ":\n"                                                                 \
     "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n" \
-    "push {r4-r7}\n sub sp, #60\n str r1, [sp, #20]\n str r0, [sp, #24]\n"     \
-    "ldr r4, [r1, #16]\n mov r11, r4\n ldr r4, [r1, #28]\n str r4, [sp, #28]\n" \
-    "ldr r4, [r1, #24]\n str r4, [sp, #12]\n ldr r3, [r1, #12]\n movs r4, #9\n" \
-    "muls r4, r3\n str r4, [sp, #16]\n add r6, sp, #32\n"                      \
+    "push {r4-r7}\n sub sp, #68\n str r2, [sp, #20]\n str r0, [sp, #24]\n"     \
+    "mov r11, r3\n ldr r4, [r2, #20]\n str r4, [sp, #28]\n" ARM_W0              \
+    "str r4, [sp, #12]\n ldr r4, [r2, #24]\n str r4, [sp, #32]\n"              \
+    "ldr r4, [r2, #28]\n str r4, [sp, #36]\n ldrh r4, [r2, #12]\n str r4, [sp, #40]\n" \
+    "ldrh r3, [r2, #6]\n movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n add r6, sp, #44\n" \
     ".irp k, 0, 1, 2\n ldr r4, [r1, #4*\\k]\n cmp r4, #0\n beq 6f\n"          \
     "movs r7, #3*\\k\n stm r6!, {r4, r7}\n6:\n .endr\n"                         \
-    "str r6, [sp, #8]\n ldr r5, [r1, #20]\n"
+    "str r6, [sp, #8]\n ldrh r5, [r2, #10]\n"
 /* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r7 on to the next
  * channel's. int8: r7 points at them. int4: r7 is their nibble index in the
  * stage's weights ([sp+28]); the two bytes that hold the three nibbles are read
  * as one 16-bit value, shifted down a nibble when the first is a high one, and
  * each nibble sign-extended by LSLS/ASRS (10 instructions more per channel). */
 #ifdef CVAE_INT4
+#define ARM_W0 "movs r4, #0\n" /* FIRST_WEIGHT: nibble 0 */
 #define ARM_TAPS                                                               \
     "lsrs r5, r7, #1\n ldr r6, [sp, #28]\n adds r6, r5\n"                      \
     "ldrb r2, [r6, #0]\n ldrb r5, [r6, #1]\n lsls r5, #8\n orrs r2, r5\n"     \
@@ -262,6 +262,7 @@ void cvae_arm_row_s2(acc_t *acc, arm_row_t *a);
     "lsls r3, r2, #24\n asrs r3, #28\n lsls r4, r2, #20\n asrs r4, #28\n"      \
     "lsls r2, #28\n asrs r2, #28\n adds r7, #9\n"
 #else
+#define ARM_W0 /* FIRST_WEIGHT: the stage's weights, in r4 */
 #define ARM_TAPS                                                               \
     "ldrb r2, [r7, #0]\n ldrb r3, [r7, #1]\n ldrb r4, [r7, #2]\n"              \
     "sxtb r2, r2\n sxtb r3, r3\n sxtb r4, r4\n adds r7, #9\n"
@@ -280,17 +281,18 @@ void cvae_arm_row_s2(acc_t *acc, arm_row_t *a);
     "3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n"          \
     "ldm r4!, {r5, r7}\n str r4, [sp, #4]\n mov r12, r5\n ldr r6, [sp, #12]\n" \
     "adds r7, r6\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
-    "9:\n ldr r4, [sp, #20]\n ldr r5, [r4, #56]\n cmp r5, #0\n beq 10f\n"       \
-    "ldr r0, [sp, #24]\n adds r0, #4\n ldr r1, [r4, #52]\n ldr r2, [r4, #36]\n" \
-    "ldr r3, [r4, #40]\n blx r5\n ldr r4, [sp, #20]\n"                         \
-    "ldr r5, [r4, #48]\n subs r5, #1\n beq 10f\n str r5, [r4, #48]\n"          \
+    "9:\n ldr r5, [sp, #112]\n cmp r5, #0\n beq 10f\n ldr r0, [sp, #24]\n"      \
+    "adds r0, #4\n ldr r4, [sp, #20]\n ldrh r1, [r4, #16]\n ldr r2, [sp, #36]\n" \
+    "ldr r3, [sp, #104]\n blx r5\n"                                            \
+    "ldr r5, [sp, #40]\n subs r5, #1\n beq 10f\n str r5, [sp, #40]\n"          \
     "ldr r5, [sp, #12]\n ldr r6, [sp, #16]\n adds r5, r6\n str r5, [sp, #12]\n" \
-    "ldr r5, [r4, #36]\n adds r5, #4\n str r5, [r4, #36]\n"                    \
-    "ldr r5, [r4, #40]\n ldr r6, [r4, #44]\n adds r5, r6\n str r5, [r4, #40]\n" \
-    "ldr r2, [r4, #32]\n adds r2, #4\n str r2, [r4, #32]\n ldr r2, [r2]\n"     \
-    "ldr r0, [sp, #24]\n adds r0, #4\n ldr r1, [r4, #52]\n bl cvae_arm_fill\n" \
-    "8:\n add r4, sp, #32\n str r4, [sp, #4]\n b 3b\n"                          \
-    "10:\n add sp, #60\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
+    "ldr r5, [sp, #36]\n adds r5, #4\n str r5, [sp, #36]\n"                    \
+    "ldr r5, [sp, #104]\n ldr r6, [sp, #108]\n adds r5, r6\n str r5, [sp, #104]\n" \
+    "ldr r2, [sp, #32]\n adds r2, #4\n str r2, [sp, #32]\n ldr r2, [r2]\n"     \
+    "ldr r0, [sp, #24]\n adds r0, #4\n ldr r4, [sp, #20]\n ldrh r1, [r4, #16]\n" \
+    "bl cvae_arm_fill\n"                                                       \
+    "8:\n add r4, sp, #44\n str r4, [sp, #4]\n b 3b\n"                          \
+    "10:\n add sp, #68\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
     "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
     ".size " name ", .-" name "\n.popsection\n"
 #define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
@@ -305,16 +307,6 @@ void cvae_arm_row_s2(acc_t *acc, arm_row_t *a);
 #define ARM_S2_UNIT(j) ARM_UNIT(j, "8")
 
 __asm__(".syntax unified\n.thumb\n"
-#ifdef ARM_S1_SCATTER
-        ARM_PROLOGUE("cvae_arm_row_s1")
-        "movs r6, #18\n subs r6, r6, r5\n" /* j0 */
-        "rsbs r4, r6, #0\n lsls r5, r6, #2\n subs r5, r0, r5\n lsls r7, r6, #5\n"
-        "mov r8, r4\n mov r9, r5\n adr r5, 2f\n adds r7, r5\n mov r10, r7\n b 8f\n"
-        ".balign 4\n2:\n"
-        ".irp j, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17\n" ARM_UNIT("\\j", "4") ".endr\n"
-        "ldr r7, [sp]\n add r12, r11\n"
-        "1:\n cmp r7, lr\n beq 3f\n" ARM_TAPS "str r7, [sp]\n mov r1, r12\n" ARM_ENTER
-#else
         /* stride 1: body column j is output column ox = 1 + j - j0, j0 = 18 - in_w */
         ARM_PROLOGUE("cvae_arm_row_s1")
         "adds r4, r0, #4\n str r4, [sp]\n" /* column 0's accumulator */
@@ -338,7 +330,6 @@ __asm__(".syntax unified\n.thumb\n"
         "ldr r0, [sp]\n mov r1, r12\n ldr r6, [r0]\n ldrb r5, [r1, #0]\n muls r5, r3\n"
         "adds r6, r5\n ldrb r5, [r1, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
         ARM_ENTER
-#endif
         ARM_EPILOGUE("cvae_arm_row_s1")
 
         /* stride 2, scatter form: body unit j is input m = j - j0, j0 = 16 - in_w; x[m]
@@ -440,8 +431,6 @@ __asm__(".syntax unified\n.thumb\n"
         "4:\n stm r0!, {r2}\n subs r1, #1\n bne 4b\n"
         "3:\n pop {r4, pc}\n"
         ".size cvae_arm_fill, .-cvae_arm_fill\n.popsection\n");
-
-typedef void arm_row_fn(acc_t *acc, arm_row_t *a);
 
 /* The ARMv6-M kernel for convT s's rows, or NULL where they do not fit it
  * (scatter_row then). */
@@ -833,13 +822,9 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
     unsigned i;
 #ifdef ARM_KERNELS
     if (arm_row(s)) {
-        arm_row_t a = {{x, NULL, NULL}, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, 1, 0, NULL};
-        a.in_c = in_c;
-        a.in_chan_step = in_chan_step;
-        a.in_w = in_w;
-        a.w = w;
-        a.weights = s->weight;
-        arm_row(s)(acc, &a);
+        const cvae_act_t *rows[CVAE_KERNEL] = {NULL, NULL, NULL};
+        rows[ky] = x;
+        arm_row(s)(acc, rows, s, in_chan_step, NULL, 0, NULL);
         return;
     }
 #endif
@@ -860,27 +845,11 @@ static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVA
                          unsigned last)
 {
     arm_row_fn *const row = arm_row(s);
-    arm_row_t a;
 
     if (!row)
         return 0;
-    a.rows[0] = rows[0];
-    a.rows[1] = rows[1];
-    a.rows[2] = rows[2];
-    a.in_c = s->in_c;
-    a.in_chan_step = in_chan_step;
-    a.in_w = s->in_w;
-    a.w = FIRST_WEIGHT(s);
-    a.weights = s->weight;
-    a.bias = s->bias;
-    a.rq = s->requant;
-    a.out = out;
-    a.out_chan_step = out_chan_step;
-    a.out_c = s->out_c;
-    a.out_w = s->out_w;
-    a.finish = last ? cvae_arm_fin_last : cvae_arm_fin_hidden;
     cvae_arm_fill(acc + 1, s->out_w, s->bias[0]);
-    row(acc, &a);
+    row(acc, rows, s, in_chan_step, out, out_chan_step, last ? cvae_arm_fin_last : cvae_arm_fin_hidden);
     return 1;
 }
 #endif
