@@ -228,26 +228,27 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
                    arm_stage_layout);
 
 /* Saves r4-r11 and lr, then: r11 = the channels' distance, r5 = in_w, r0 = acc, and
- * a frame of 17 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
+ * a frame of 19 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
  * channel's taps), [sp+4] the next entry of the list, [sp+8] its end, [sp+12] the
  * channel's weights, [sp+16] 9 in_c (the taps of all channels), [sp+20] s, [sp+24]
  * acc, [sp+28] the stage's weights (int4's nibble base), [sp+32] the channel's bias,
- * [sp+36] its requantisation, [sp+40] the channels left, [sp+44] the list: (input row,
- * 3 ky) for each kernel row ky that has an input row; then the arguments out
- * ([sp+104], moved on per channel), out_chan_step ([sp+108]), finish ([sp+112]). */
-#define ARM_PROLOGUE(name)                                                     \
-    ".pushsection .text." name ",\"ax\",%progbits\n"                           \
+ * [sp+36] its requantisation, [sp+40] the channels left, [sp+44] the list: (input row
+ * + r3, 3 ky) for each kernel row ky that has an input row, [sp+68] the kernel's walk
+ * (label 3); then the arguments out ([sp+112], moved on per channel), out_chan_step
+ * ([sp+116]), finish ([sp+120]). rowoff sets r3. */
+#define ARM_PROLOGUE(name, rowoff)                                             \
     ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
     name ":\n"                                                                 \
     "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n" \
-    "push {r4-r7}\n sub sp, #68\n str r2, [sp, #20]\n str r0, [sp, #24]\n"     \
+    "push {r4-r7}\n sub sp, #76\n str r2, [sp, #20]\n str r0, [sp, #24]\n"     \
     "mov r11, r3\n ldr r4, [r2, #20]\n str r4, [sp, #28]\n" ARM_W0              \
     "str r4, [sp, #12]\n ldr r4, [r2, #24]\n str r4, [sp, #32]\n"              \
     "ldr r4, [r2, #28]\n str r4, [sp, #36]\n ldrh r4, [r2, #12]\n str r4, [sp, #40]\n" \
-    "ldrh r3, [r2, #6]\n movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n add r6, sp, #44\n" \
-    ".irp k, 0, 1, 2\n ldr r4, [r1, #4*\\k]\n cmp r4, #0\n beq 6f\n"          \
+    "ldrh r3, [r2, #6]\n movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n"      \
+    "adr r4, 3f\n str r4, [sp, #68]\n" rowoff "add r6, sp, #44\n"               \
+    ".irp k, 0, 1, 2\n ldr r4, [r1, #4*\\k]\n cmp r4, #0\n beq 6f\n adds r4, r3\n" \
     "movs r7, #3*\\k\n stm r6!, {r4, r7}\n6:\n .endr\n"                         \
-    "str r6, [sp, #8]\n ldrh r5, [r2, #10]\n"
+    "str r6, [sp, #8]\n add r4, sp, #44\n str r4, [sp, #4]\n ldrh r5, [r2, #10]\n"
 /* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r7 on to the next
  * channel's. int8: r7 points at them. int4: r7 is their nibble index in the
  * stage's weights ([sp+28]); the two bytes that hold the three nibbles are read
@@ -273,28 +274,33 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
 /* After a channel's row: on to the next channel (r12 its input row, r7 its taps,
  * lr the end of the kernel row's taps; then back into the body), or out. */
 #define ARM_NEXT "add r12, r11\n1:\n cmp r7, lr\n beq 3f\n"
-/* The next kernel row of the list; after the last, the channel's row requantised
- * (a->finish; NULL: return), the fields moved on to the next channel, its accumulators
- * (output columns 0 .. out_w - 1) set to its bias (cvae_arm_fill), or restore and
- * return. */
-#define ARM_EPILOGUE(name)                                                     \
-    "3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n"          \
+/* The next kernel row of the list (label 3, word-aligned: the frame keeps its
+ * address); after the last, cvae_arm_row_tail. */
+#define ARM_WALK                                                               \
+    ".balign 4\n3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n" \
     "ldm r4!, {r5, r7}\n str r4, [sp, #4]\n mov r12, r5\n ldr r6, [sp, #12]\n" \
     "adds r7, r6\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
-    "9:\n ldr r5, [sp, #112]\n cmp r5, #0\n beq 10f\n ldr r0, [sp, #24]\n"      \
+    "9:\n b cvae_arm_row_tail\n"
+/* Both kernels' end of a channel: its row requantised (finish; NULL: return), the
+ * fields moved on to the next channel, its accumulators (output columns 0 .. out_w -
+ * 1) set to its bias (cvae_arm_fill), then the kernel's walk again; or restore and
+ * return. */
+#define ARM_TAIL                                                               \
+    ".type cvae_arm_row_tail, %function\n.thumb_func\ncvae_arm_row_tail:\n"    \
+    "ldr r5, [sp, #120]\n cmp r5, #0\n beq 10f\n ldr r0, [sp, #24]\n"          \
     "adds r0, #4\n ldr r4, [sp, #20]\n ldrh r1, [r4, #16]\n ldr r2, [sp, #36]\n" \
-    "ldr r3, [sp, #104]\n blx r5\n"                                            \
+    "ldr r3, [sp, #112]\n blx r5\n"                                            \
     "ldr r5, [sp, #40]\n subs r5, #1\n beq 10f\n str r5, [sp, #40]\n"          \
     "ldr r5, [sp, #12]\n ldr r6, [sp, #16]\n adds r5, r6\n str r5, [sp, #12]\n" \
     "ldr r5, [sp, #36]\n adds r5, #4\n str r5, [sp, #36]\n"                    \
-    "ldr r5, [sp, #104]\n ldr r6, [sp, #108]\n adds r5, r6\n str r5, [sp, #104]\n" \
+    "ldr r5, [sp, #112]\n ldr r6, [sp, #116]\n adds r5, r6\n str r5, [sp, #112]\n" \
     "ldr r2, [sp, #32]\n adds r2, #4\n str r2, [sp, #32]\n ldr r2, [r2]\n"     \
     "ldr r0, [sp, #24]\n adds r0, #4\n ldr r4, [sp, #20]\n ldrh r1, [r4, #16]\n" \
     "bl cvae_arm_fill\n"                                                       \
-    "8:\n add r4, sp, #44\n str r4, [sp, #4]\n b 3b\n"                          \
-    "10:\n add sp, #68\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
+    "add r4, sp, #44\n str r4, [sp, #4]\n ldr r4, [sp, #68]\n mov pc, r4\n"    \
+    "10:\n add sp, #76\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
     "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
-    ".size " name ", .-" name "\n.popsection\n"
+    ".size cvae_arm_row_tail, .-cvae_arm_row_tail\n"
 #define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
 /* stride 2: input j of the (moved) bases, its three taps into slots 2j .. 2j+2, 16
  * instructions (32 bytes), or 3 for a zero input */
@@ -307,13 +313,15 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
 #define ARM_S2_UNIT(j) ARM_UNIT(j, "8")
 
 __asm__(".syntax unified\n.thumb\n"
+        /* both kernels and their tail in one section (the branches between them) */
+        ".pushsection .text.cvae_arm_row,\"ax\",%progbits\n"
         /* stride 1: body column j is output column ox = 1 + j - j0, j0 = 18 - in_w */
-        ARM_PROLOGUE("cvae_arm_row_s1")
+        ARM_PROLOGUE("cvae_arm_row_s1", "movs r3, #0\n")
         "adds r4, r0, #4\n str r4, [sp]\n" /* column 0's accumulator */
         "movs r6, #18\n subs r6, r6, r5\n" /* j0 */
         "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
         "lsls r4, r6, #2\n subs r4, r0, r4\n adds r4, #8\n mov r9, r4\n" /* acc + 8 - 4 j0 */
-        "movs r4, #22\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 8f\n"
+        "movs r4, #22\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 3f\n"
         ".balign 4\n2:\n"
         ".irp j, " ARM_UNITS ",15\n"
         "ldr r6, [r0, #4*\\j]\n"
@@ -330,25 +338,26 @@ __asm__(".syntax unified\n.thumb\n"
         "ldr r0, [sp]\n mov r1, r12\n ldr r6, [r0]\n ldrb r5, [r1, #0]\n muls r5, r3\n"
         "adds r6, r5\n ldrb r5, [r1, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
         ARM_ENTER
-        ARM_EPILOGUE("cvae_arm_row_s1")
+        ARM_WALK ".size cvae_arm_row_s1, .-cvae_arm_row_s1\n"
 
-        /* stride 2, scatter form: body unit j is input m = j - j0, j0 = 16 - in_w; x[m]
-         * adds w0 x, w1 x, w2 x to slots 2m, 2m+1, 2m+2 (the slot of column -1 first);
-         * a zero input costs 3 instructions (MOVS copies and tests it), another 16. The
-         * bases move by 8 inputs halfway (units 8-15: offsets j - 8). [sp] the taps. */
-        ARM_PROLOGUE("cvae_arm_row_s2")
-        "movs r6, #16\n subs r6, r6, r5\n" /* j0 */
-        "rsbs r4, r6, #0\n lsls r5, r6, #3\n subs r5, r0, r5\n lsls r7, r6, #5\n"
-        "cmp r6, #8\n blt 4f\n adds r4, #8\n adds r5, #64\n adds r7, #4\n" /* past the move */
-        "4:\n mov r8, r4\n mov r9, r5\n adr r5, 2f\n adds r7, r5\n mov r10, r7\n b 8f\n"
+        /* stride 2, scatter form: x[m] adds w0 x, w1 x, w2 x to slots 2m, 2m+1, 2m+2
+         * (the slot of column -1 first); a zero input costs 3 instructions (MOVS copies
+         * and tests it), another 16. A body of 8 inputs, the bases moved on by 8 inputs
+         * a pass: the first pass enters at unit j0 = 7 - (in_w - 1) % 8 (r12 is the
+         * channel's input row + in_w - 8, the last pass's base). [sp] the taps. */
+        ARM_PROLOGUE("cvae_arm_row_s2", "ldrh r3, [r2, #10]\n subs r3, #8\n")
+        "subs r6, r5, #1\n movs r4, #7\n ands r6, r4\n subs r6, r4, r6\n" /* j0 */
+        "movs r4, #8\n subs r4, r4, r6\n subs r4, r4, r5\n mov r8, r4\n"  /* x - j0 from r12 */
+        "lsls r4, r6, #3\n subs r4, r0, r4\n mov r9, r4\n"                 /* acc - 8 j0 */
+        "lsls r7, r6, #5\n adr r4, 2f\n adds r7, r4\n mov r10, r7\n b 3f\n"
         ".balign 4\n2:\n"
         ".irp j, 0,1,2,3,4,5,6,7\n" ARM_S2_UNIT("\\j") ".endr\n"
-        "adds r1, #8\n adds r0, #64\n"
-        ".irp j, 0,1,2,3,4,5,6,7\n" ARM_S2_UNIT("\\j") ".endr\n"
-        ".if . - 2b != 16 * 32 + 4\n .error \"stride-2 units are not 32 bytes\"\n.endif\n"
-        "ldr r7, [sp]\n add r12, r11\n"
+        ".if . - 2b != 8 * 32\n .error \"stride-2 units are not 32 bytes\"\n.endif\n"
+        "cmp r1, r12\n bhs 4f\n adds r1, #8\n adds r0, #64\n b 2b\n"
+        "4:\n ldr r7, [sp]\n add r12, r11\n"
         "1:\n cmp r7, lr\n beq 3f\n" ARM_TAPS "str r7, [sp]\n mov r1, r12\n" ARM_ENTER
-        ARM_EPILOGUE("cvae_arm_row_s2"));
+        ARM_WALK ".size cvae_arm_row_s2, .-cvae_arm_row_s2\n"
+        ARM_TAIL ".popsection\n");
 
 /* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
  * r; the bias is already in the accumulators: start_acc_row): hidden stages 12
