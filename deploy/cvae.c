@@ -434,11 +434,11 @@ __asm__(".syntax unified\n.thumb\n"
         ".pushsection .text.cvae_arm_fill,\"ax\",%progbits\n"
         ".balign 2\n.global cvae_arm_fill\n.type cvae_arm_fill, %function\n.thumb_func\n"
         "cvae_arm_fill:\n"
-        "push {r4, lr}\n mov r3, r2\n mov r4, r2\n subs r1, #3\n blt 2f\n"
-        "1:\n stm r0!, {r2, r3, r4}\n subs r1, #3\n bge 1b\n"
-        "2:\n adds r1, #3\n beq 3f\n"
+        "push {r4, r5, lr}\n mov r3, r2\n mov r4, r2\n mov r5, r2\n subs r1, #4\n blt 2f\n"
+        "1:\n stm r0!, {r2-r5}\n subs r1, #4\n bge 1b\n"
+        "2:\n adds r1, #4\n beq 3f\n"
         "4:\n stm r0!, {r2}\n subs r1, #1\n bne 4b\n"
-        "3:\n pop {r4, pc}\n"
+        "3:\n pop {r4, r5, pc}\n"
         ".size cvae_arm_fill, .-cvae_arm_fill\n.popsection\n");
 
 /* The ARMv6-M kernel for convT s's rows, or NULL where they do not fit it
