@@ -184,31 +184,33 @@ __asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
 /* ARMv6-M kernels (Cortex-M0/M0+: Thumb-1; int8 and int4 weights). Hand-written,
  * because MULS overwrites one operand and only r0-r7 reach MULS, LDRB and the
  * flag-setting ALU forms: gcc's code for scatter_row spends 8-9 instructions per
- * MAC there. cvae_arm_krow_s1/s2 add every kernel row that has an input row, of
- * every input channel, to the accumulator row, as scatter_row does row by row and
- * channel by channel, but in gather form: weight-stationary (a kernel row's three
- * taps sign-extended into r2-r4 once per channel), one output column at a time,
- * its accumulator loaded and stored once per column, every activation load
- * serving as MULS's copy: LDRB t,[x,#k]; MULS t,w; ADDS a,t is one MAC, 3
- * instructions. The columns are unrolled with immediate offsets (no loop inside a
- * row): a row enters the unrolled body so many columns from its start that it ends
- * at the body's end (MOV PC into the body, once per channel), which bounds the
- * row's width (ARM_S1_MAX, ARM_S2_MAX; wider rows take scatter_row). Per kernel
- * row and input channel (int8; int4 adds 10 to unpack the three nibbles):
- *   stride 1: acc[ox] += w2 x[ox-1] + w1 x[ox] + w0 x[ox+1]: 11 instructions per
- *             3 MACs inside the row, the two edge columns 8 per 2 MACs, 23 for
- *             taps, entry and loop: 185 for a 16-wide row (46 MACs, 4.0 per MAC);
- *   stride 2: acc[2m] += w1 x[m]; acc[2m+1] += w2 x[m] + w0 x[m+1]: 13 per 3 MACs,
- *             the last input 10 per 2, 14 for taps, entry and loop: 219 for a
- *             16-wide input row (47 MACs, 4.7 per MAC);
- *   and about 45 per call (one per output channel and output row).
- * The requantisation (cvae_arm_finish_*) and the accumulator row's start at the
- * bias (cvae_arm_fill, 3 words per STM) are Thumb-1 too. Integer sums do not
- * depend on their order: the bytes are scatter_row's and finish_row's. */
+ * MAC there. cvae_arm_row_s1/s2 compute one output row of a convT, every output
+ * channel: per channel every kernel row that has an input row (listed once per
+ * call), of every input channel, is added to the accumulator row, as scatter_row
+ * does row by row and channel by channel; then the row is requantised
+ * (cvae_arm_fin_*) and the accumulators set to the next channel's bias
+ * (cvae_arm_fill, 4 words per STM), in a tail both kernels share. Per kernel row and
+ * input channel (int8; int4 adds 10 to unpack the three nibbles):
+ *   stride 1, gather form, weight-stationary (the three taps sign-extended into
+ *             r2-r4 once per channel), one output column at a time, its accumulator
+ *             loaded and stored once, every activation load serving as MULS's copy:
+ *             acc[ox] += w2 x[ox-1] + w1 x[ox] + w0 x[ox+1] as LDRB t,[x,#k];
+ *             MULS t,w; ADDS a,t per MAC: 11 instructions per 3 MACs inside the
+ *             row, the two edge columns 8 and 10 per 2 MACs, 13 for taps, entry
+ *             and loop: 185 for a 16-wide row (46 MACs, 4.0 per MAC). The columns
+ *             are unrolled with immediate offsets: a row enters the unrolled body so
+ *             many columns from its start that it ends at the body's end (MOV PC),
+ *             which bounds the row's width (ARM_S1_MAX; wider rows take scatter_row);
+ *   stride 2, scatter form with zero-skip: x[m] adds w0 x, w1 x, w2 x to slots 2m,
+ *             2m+1, 2m+2: 3 instructions for a zero input, 16 for another (3 MACs);
+ *             a body of 8 inputs looped (rows up to ARM_S2_MAX), 18 per row for
+ *             taps, entry and loop.
+ * Integer sums do not depend on their order: the bytes are scatter_row's and
+ * finish_row's. */
 #if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8)
 #define ARM_KERNELS 1
 #define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */
-#define ARM_S2_MAX 16u /* stride 2: in_w - 1 inputs in the body of 15 */
+#define ARM_S2_MAX 16u /* stride 2: two passes of the body of 8 */
 /* One output row of convT s (rows[ky]: the input row, channel 0, that kernel row ky
  * reads, or NULL; channels in_chan_step apart in the input, out_chan_step in the
  * output), every output channel: its kernel rows added to acc, whose columns hold the
@@ -303,14 +305,13 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
     ".size cvae_arm_row_tail, .-cvae_arm_row_tail\n"
 #define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
 /* stride 2: input j of the (moved) bases, its three taps into slots 2j .. 2j+2, 16
- * instructions (32 bytes), or 3 for a zero input */
-#define ARM_UNIT(j, st)                                                        \
+ * instructions (32 bytes), or 3 for a zero input (MOVS copies and tests it) */
+#define ARM_S2_UNIT(j)                                                         \
     "ldrb r5, [r1, #" j "]\n movs r6, r5\n beq 7f\n"                           \
-    "muls r6, r2\n ldr r7, [r0, #" st "*" j "]\n adds r7, r6\n str r7, [r0, #" st "*" j "]\n" \
-    "movs r6, r5\n muls r6, r3\n ldr r7, [r0, #" st "*" j "+4]\n adds r7, r6\n"      \
-    "str r7, [r0, #" st "*" j "+4]\n muls r5, r4\n ldr r7, [r0, #" st "*" j "+8]\n adds r7, r5\n" \
-    "str r7, [r0, #" st "*" j "+8]\n7:\n"
-#define ARM_S2_UNIT(j) ARM_UNIT(j, "8")
+    "muls r6, r2\n ldr r7, [r0, #8*" j "]\n adds r7, r6\n str r7, [r0, #8*" j "]\n" \
+    "movs r6, r5\n muls r6, r3\n ldr r7, [r0, #8*" j "+4]\n adds r7, r6\n"      \
+    "str r7, [r0, #8*" j "+4]\n muls r5, r4\n ldr r7, [r0, #8*" j "+8]\n adds r7, r5\n" \
+    "str r7, [r0, #8*" j "+8]\n7:\n"
 
 __asm__(".syntax unified\n.thumb\n"
         /* both kernels and their tail in one section (the branches between them) */
