@@ -184,71 +184,88 @@ __asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
 /* ARMv6-M kernels (Cortex-M0/M0+: Thumb-1; int8 and int4 weights). Hand-written,
  * because MULS overwrites one operand and only r0-r7 reach MULS, LDRB and the
  * flag-setting ALU forms: gcc's code for scatter_row spends 8-9 instructions per
- * MAC there. cvae_arm_krow_s1/s2 add every kernel row that has an input row, of
- * every input channel, to the accumulator row, as scatter_row does row by row and
- * channel by channel, but in gather form: weight-stationary (a kernel row's three
- * taps sign-extended into r2-r4 once per channel), one output column at a time,
- * its accumulator loaded and stored once per column, every activation load
- * serving as MULS's copy: LDRB t,[x,#k]; MULS t,w; ADDS a,t is one MAC, 3
- * instructions. The columns are unrolled with immediate offsets (no loop inside a
- * row): a row enters the unrolled body so many columns from its start that it ends
- * at the body's end (MOV PC into the body, once per channel), which bounds the
- * row's width (ARM_S1_MAX, ARM_S2_MAX; wider rows take scatter_row). Per kernel
- * row and input channel (int8; int4 adds 10 to unpack the three nibbles):
- *   stride 1: acc[ox] += w2 x[ox-1] + w1 x[ox] + w0 x[ox+1]: 11 instructions per
- *             3 MACs inside the row, the two edge columns 8 per 2 MACs, 23 for
- *             taps, entry and loop: 185 for a 16-wide row (46 MACs, 4.0 per MAC);
- *   stride 2: acc[2m] += w1 x[m]; acc[2m+1] += w2 x[m] + w0 x[m+1]: 13 per 3 MACs,
- *             the last input 10 per 2, 14 for taps, entry and loop: 219 for a
- *             16-wide input row (47 MACs, 4.7 per MAC);
- *   and about 45 per call (one per output channel and output row).
- * The requantisation (cvae_arm_finish_*) and the accumulator row's start at the
- * bias (cvae_arm_fill, 3 words per STM) are Thumb-1 too. Integer sums do not
- * depend on their order: the bytes are scatter_row's and finish_row's. */
+ * MAC there. cvae_arm_row_s1/s2 compute one output row of a convT, every output
+ * channel: per channel every kernel row that has an input row (listed once per
+ * call), of every input channel, is added to the accumulator row, as scatter_row
+ * does row by row and channel by channel; then the row is requantised
+ * (cvae_arm_fin_*) and the accumulators set to the next channel's bias
+ * (cvae_arm_fill, 4 words per STM), in a tail both kernels share. Per kernel row and
+ * input channel (int8; int4 adds 10 to unpack the three nibbles):
+ *   stride 1, gather form, weight-stationary (the three taps sign-extended into
+ *             r2-r4 once per channel), one output column at a time, its accumulator
+ *             loaded and stored once, every activation load serving as MULS's copy:
+ *             acc[ox] += w2 x[ox-1] + w1 x[ox] + w0 x[ox+1] as LDRB t,[x,#k];
+ *             MULS t,w; ADDS a,t per MAC: 11 instructions per 3 MACs inside the
+ *             row, the two edge columns 8 and 10 per 2 MACs, 13 for taps, entry
+ *             and loop: 185 for a 16-wide row (46 MACs, 4.0 per MAC). The columns
+ *             are unrolled with immediate offsets: a row enters the unrolled body so
+ *             many columns from its start that it ends at the body's end (MOV PC),
+ *             which bounds the row's width (ARM_S1_MAX; wider rows take scatter_row);
+ *   stride 2, scatter form with zero-skip: x[m] adds w0 x, w1 x, w2 x to slots 2m,
+ *             2m+1, 2m+2: 3 instructions for a zero input, 16 for another (3 MACs);
+ *             a body of 8 inputs looped (rows up to ARM_S2_MAX), 18 per row for
+ *             taps, entry and loop.
+ * Integer sums do not depend on their order: the bytes are scatter_row's and
+ * finish_row's. */
 #if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8)
 #define ARM_KERNELS 1
 #define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */
-#define ARM_S2_MAX 16u /* stride 2: in_w - 1 inputs in the body of 15 */
-/* int4: the stage's weights, a 7th argument, for the nibble indices */
-#ifdef CVAE_INT4
-#define ARM_BASE_PARAM , const cvae_weight_t *weights
-#define ARM_BASE(s) , (s)->weight
-#else
-#define ARM_BASE_PARAM
-#define ARM_BASE(s)
-#endif
-void cvae_arm_krow_s1(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
-                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
-void cvae_arm_krow_s2(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
-                      uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
+#define ARM_S2_MAX 16u /* stride 2: two passes of the body of 8 */
+/* One output row of convT s (rows[ky]: the input row, channel 0, that kernel row ky
+ * reads, or NULL; channels in_chan_step apart in the input, out_chan_step in the
+ * output), every output channel: its kernel rows added to acc, whose columns hold the
+ * channel's bias already for channel 0 (the kernels fill them for the next ones), then
+ * requantised by finish into out. finish NULL: channel 0's kernel rows only (the last
+ * layer's own accumulator row, convt_single_channel_row). The kernels read s by the
+ * offsets below. */
+typedef void arm_finish_fn(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+typedef void arm_row_fn(acc_t *acc, const cvae_act_t *const rows[CVAE_KERNEL], const cvae_stage_t *s,
+                        uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
+                        arm_finish_fn *finish);
+arm_row_fn cvae_arm_row_s1, cvae_arm_row_s2;
+CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, in_w) == 10 &&
+                       offsetof(cvae_stage_t, out_c) == 12 && offsetof(cvae_stage_t, out_w) == 16 &&
+                       offsetof(cvae_stage_t, weight) == 20 && offsetof(cvae_stage_t, bias) == 24 &&
+                       offsetof(cvae_stage_t, requant) == 28,
+                   arm_stage_layout);
 
 /* Saves r4-r11 and lr, then: r11 = the channels' distance, r5 = in_w, r0 = acc, and
- * a frame of 5 words: [sp] (stride 1: column 0's accumulator), [sp+4] the next
- * entry of rows, [sp+8] rows + 3, [sp+12] that kernel row's taps, [sp+16] 9 in_c
- * (the taps of all channels). Arguments: r0 acc, r1 taps, r2 rows, r3 in_c,
- * [sp+56] in_chan_step, [sp+60] in_w once the frame is made. */
-#define ARM_PROLOGUE(name)                                                     \
-    ".pushsection .text." name ",\"ax\",%progbits\n"                           \
+ * a frame of 19 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
+ * channel's taps), [sp+4] the next entry of the list, [sp+8] its end, [sp+12] the
+ * channel's weights, [sp+16] 9 in_c (the taps of all channels), [sp+20] s, [sp+24]
+ * acc, [sp+28] the stage's weights (int4's nibble base), [sp+32] the channel's bias,
+ * [sp+36] its requantisation, [sp+40] the channels left, [sp+44] the list: (input row
+ * + r3, 3 ky) for each kernel row ky that has an input row, [sp+68] the kernel's walk
+ * (label 3); then the arguments out ([sp+112], moved on per channel), out_chan_step
+ * ([sp+116]), finish ([sp+120]). rowoff sets r3. */
+#define ARM_PROLOGUE(name, rowoff)                                             \
     ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
     name ":\n"                                                                 \
     "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n" \
-    "push {r4-r7}\n sub sp, #20\n"                                             \
-    "ldr r4, [sp, #56]\n mov r11, r4\n ldr r5, [sp, #60]\n"                    \
-    "str r2, [sp, #4]\n movs r4, r2\n adds r4, #12\n str r4, [sp, #8]\n str r1, [sp, #12]\n" \
-    "movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n"
+    "push {r4-r7}\n sub sp, #76\n str r2, [sp, #20]\n str r0, [sp, #24]\n"     \
+    "mov r11, r3\n ldr r4, [r2, #20]\n str r4, [sp, #28]\n" ARM_W0              \
+    "str r4, [sp, #12]\n ldr r4, [r2, #24]\n str r4, [sp, #32]\n"              \
+    "ldr r4, [r2, #28]\n str r4, [sp, #36]\n ldrh r4, [r2, #12]\n str r4, [sp, #40]\n" \
+    "ldrh r3, [r2, #6]\n movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n"      \
+    "adr r4, 3f\n str r4, [sp, #68]\n" rowoff "add r6, sp, #44\n"               \
+    ".irp k, 0, 1, 2\n ldr r4, [r1, #4*\\k]\n cmp r4, #0\n beq 6f\n adds r4, r3\n" \
+    "movs r7, #3*\\k\n stm r6!, {r4, r7}\n6:\n .endr\n"                         \
+    "str r6, [sp, #8]\n add r4, sp, #44\n str r4, [sp, #4]\n ldrh r5, [r2, #10]\n"
 /* One channel's taps: w0 r2, w1 r3, w2 r4 (sign-extended), r7 on to the next
  * channel's. int8: r7 points at them. int4: r7 is their nibble index in the
- * stage's weights ([sp+64]); the two bytes that hold the three nibbles are read
+ * stage's weights ([sp+28]); the two bytes that hold the three nibbles are read
  * as one 16-bit value, shifted down a nibble when the first is a high one, and
  * each nibble sign-extended by LSLS/ASRS (10 instructions more per channel). */
 #ifdef CVAE_INT4
+#define ARM_W0 "movs r4, #0\n" /* FIRST_WEIGHT: nibble 0 */
 #define ARM_TAPS                                                               \
-    "lsrs r5, r7, #1\n ldr r6, [sp, #64]\n adds r6, r5\n"                      \
+    "lsrs r5, r7, #1\n ldr r6, [sp, #28]\n adds r6, r5\n"                      \
     "ldrb r2, [r6, #0]\n ldrb r5, [r6, #1]\n lsls r5, #8\n orrs r2, r5\n"     \
     "lsls r5, r7, #31\n beq 5f\n lsrs r2, #4\n5:\n"                           \
     "lsls r3, r2, #24\n asrs r3, #28\n lsls r4, r2, #20\n asrs r4, #28\n"      \
     "lsls r2, #28\n asrs r2, #28\n adds r7, #9\n"
 #else
+#define ARM_W0 /* FIRST_WEIGHT: the stage's weights, in r4 */
 #define ARM_TAPS                                                               \
     "ldrb r2, [r7, #0]\n ldrb r3, [r7, #1]\n ldrb r4, [r7, #2]\n"              \
     "sxtb r2, r2\n sxtb r3, r3\n sxtb r4, r4\n adds r7, #9\n"
@@ -259,21 +276,48 @@ void cvae_arm_krow_s2(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[C
 /* After a channel's row: on to the next channel (r12 its input row, r7 its taps,
  * lr the end of the kernel row's taps; then back into the body), or out. */
 #define ARM_NEXT "add r12, r11\n1:\n cmp r7, lr\n beq 3f\n"
-/* The next kernel row with an input row (rows[ky] != NULL), or restore and return. */
-#define ARM_EPILOGUE(name)                                                     \
-    "3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n"          \
-    "ldr r5, [r4]\n adds r4, #4\n str r4, [sp, #4]\n"                          \
-    "ldr r7, [sp, #12]\n adds r6, r7, #3\n str r6, [sp, #12]\n"                \
-    "cmp r5, #0\n beq 3b\n"                                                    \
-    "mov r12, r5\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
-    "9:\n add sp, #20\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
+/* The next kernel row of the list (label 3, word-aligned: the frame keeps its
+ * address); after the last, cvae_arm_row_tail. */
+#define ARM_WALK                                                               \
+    ".balign 4\n3:\n ldr r4, [sp, #4]\n ldr r6, [sp, #8]\n cmp r4, r6\n beq 9f\n" \
+    "ldm r4!, {r5, r7}\n str r4, [sp, #4]\n mov r12, r5\n ldr r6, [sp, #12]\n" \
+    "adds r7, r6\n ldr r6, [sp, #16]\n adds r6, r7\n mov lr, r6\n b 1b\n"      \
+    "9:\n b cvae_arm_row_tail\n"
+/* Both kernels' end of a channel: its row requantised (finish; NULL: return), the
+ * fields moved on to the next channel, its accumulators (output columns 0 .. out_w -
+ * 1) set to its bias (cvae_arm_fill), then the kernel's walk again; or restore and
+ * return. */
+#define ARM_TAIL                                                               \
+    ".type cvae_arm_row_tail, %function\n.thumb_func\ncvae_arm_row_tail:\n"    \
+    "ldr r5, [sp, #120]\n cmp r5, #0\n beq 10f\n ldr r0, [sp, #24]\n"          \
+    "adds r0, #4\n ldr r4, [sp, #20]\n ldrh r1, [r4, #16]\n ldr r2, [sp, #36]\n" \
+    "ldr r3, [sp, #112]\n blx r5\n"                                            \
+    "ldr r5, [sp, #40]\n subs r5, #1\n beq 10f\n str r5, [sp, #40]\n"          \
+    "ldr r5, [sp, #12]\n ldr r6, [sp, #16]\n adds r5, r6\n str r5, [sp, #12]\n" \
+    "ldr r5, [sp, #36]\n adds r5, #4\n str r5, [sp, #36]\n"                    \
+    "ldr r5, [sp, #112]\n ldr r6, [sp, #116]\n adds r5, r6\n str r5, [sp, #112]\n" \
+    "ldr r2, [sp, #32]\n adds r2, #4\n str r2, [sp, #32]\n ldr r2, [r2]\n"     \
+    "ldr r0, [sp, #24]\n adds r0, #4\n ldr r4, [sp, #20]\n ldrh r1, [r4, #16]\n" \
+    "bl cvae_arm_fill\n"                                                       \
+    "add r4, sp, #44\n str r4, [sp, #4]\n ldr r4, [sp, #68]\n mov pc, r4\n"    \
+    "10:\n add sp, #76\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
     "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
-    ".size " name ", .-" name "\n.popsection\n"
+    ".size cvae_arm_row_tail, .-cvae_arm_row_tail\n"
 #define ARM_UNITS "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14"
+/* stride 2: input j of the (moved) bases, its three taps into slots 2j .. 2j+2, 16
+ * instructions (32 bytes), or 3 for a zero input (MOVS copies and tests it) */
+#define ARM_S2_UNIT(j)                                                         \
+    "ldrb r5, [r1, #" j "]\n movs r6, r5\n beq 7f\n"                           \
+    "muls r6, r2\n ldr r7, [r0, #8*" j "]\n adds r7, r6\n str r7, [r0, #8*" j "]\n" \
+    "movs r6, r5\n muls r6, r3\n ldr r7, [r0, #8*" j "+4]\n adds r7, r6\n"      \
+    "str r7, [r0, #8*" j "+4]\n muls r5, r4\n ldr r7, [r0, #8*" j "+8]\n adds r7, r5\n" \
+    "str r7, [r0, #8*" j "+8]\n7:\n"
 
 __asm__(".syntax unified\n.thumb\n"
+        /* both kernels and their tail in one section (the branches between them) */
+        ".pushsection .text.cvae_arm_row,\"ax\",%progbits\n"
         /* stride 1: body column j is output column ox = 1 + j - j0, j0 = 18 - in_w */
-        ARM_PROLOGUE("cvae_arm_krow_s1")
+        ARM_PROLOGUE("cvae_arm_row_s1", "movs r3, #0\n")
         "adds r4, r0, #4\n str r4, [sp]\n" /* column 0's accumulator */
         "movs r6, #18\n subs r6, r6, r5\n" /* j0 */
         "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
@@ -295,34 +339,39 @@ __asm__(".syntax unified\n.thumb\n"
         "ldr r0, [sp]\n mov r1, r12\n ldr r6, [r0]\n ldrb r5, [r1, #0]\n muls r5, r3\n"
         "adds r6, r5\n ldrb r5, [r1, #1]\n muls r5, r2\n adds r6, r5\n str r6, [r0]\n"
         ARM_ENTER
-        ARM_EPILOGUE("cvae_arm_krow_s1")
+        ARM_WALK ".size cvae_arm_row_s1, .-cvae_arm_row_s1\n"
 
-        /* stride 2: body unit j is input m = j - j0, j0 = 16 - in_w, output columns 2m, 2m+1 */
-        ARM_PROLOGUE("cvae_arm_krow_s2")
-        "movs r6, #16\n subs r6, r6, r5\n" /* j0 */
-        "rsbs r4, r6, #0\n mov r8, r4\n"   /* x base: x - j0 */
-        "lsls r4, r6, #3\n subs r4, r0, r4\n adds r4, #4\n mov r9, r4\n" /* acc + 4 - 8 j0 */
-        "movs r4, #26\n muls r4, r6\n adr r5, 2f\n adds r4, r5\n mov r10, r4\n b 3f\n"
+        /* stride 2, scatter form: x[m] adds w0 x, w1 x, w2 x to slots 2m, 2m+1, 2m+2
+         * (the slot of column -1 first); a zero input costs 3 instructions (MOVS copies
+         * and tests it), another 16. A body of 8 inputs, the bases moved on by 8 inputs
+         * a pass: the first pass enters at unit j0 = 7 - (in_w - 1) % 8 (r12 is the
+         * channel's input row + in_w - 8, the last pass's base). [sp] the taps. */
+        ARM_PROLOGUE("cvae_arm_row_s2", "ldrh r3, [r2, #10]\n subs r3, #8\n")
+        "subs r6, r5, #1\n movs r4, #7\n ands r6, r4\n subs r6, r4, r6\n" /* j0 */
+        "movs r4, #8\n subs r4, r4, r6\n subs r4, r4, r5\n mov r8, r4\n"  /* x - j0 from r12 */
+        "lsls r4, r6, #3\n subs r4, r0, r4\n mov r9, r4\n"                 /* acc - 8 j0 */
+        "lsls r7, r6, #5\n adr r4, 2f\n adds r7, r4\n mov r10, r7\n b 3f\n"
         ".balign 4\n2:\n"
-        ".irp j, " ARM_UNITS "\n"
-        "ldr r6, [r0, #8*\\j]\n ldrb r5, [r1, #\\j]\n muls r5, r3\n adds r6, r5\n"
-        "str r6, [r0, #8*\\j]\n"
-        "ldr r6, [r0, #8*\\j+4]\n ldrb r5, [r1, #\\j]\n muls r5, r4\n adds r6, r5\n"
-        "ldrb r5, [r1, #\\j+1]\n muls r5, r2\n adds r6, r5\n str r6, [r0, #8*\\j+4]\n"
-        ".endr\n"
-        /* the last input: columns 2 in_w - 2 (w1) and 2 in_w - 1 (w2) */
-        "ldr r6, [r0, #120]\n ldrb r5, [r1, #15]\n muls r5, r3\n adds r6, r5\n str r6, [r0, #120]\n"
-        "ldr r6, [r0, #124]\n ldrb r5, [r1, #15]\n muls r5, r4\n adds r6, r5\n str r6, [r0, #124]\n"
-        ARM_NEXT ARM_TAPS "mov r1, r12\n" ARM_ENTER
-        ARM_EPILOGUE("cvae_arm_krow_s2"));
+        ".irp j, 0,1,2,3,4,5,6,7\n" ARM_S2_UNIT("\\j") ".endr\n"
+        ".if . - 2b != 8 * 32\n .error \"stride-2 units are not 32 bytes\"\n.endif\n"
+        "cmp r1, r12\n bhs 4f\n adds r1, #8\n adds r0, #64\n b 2b\n"
+        "4:\n ldr r7, [sp]\n add r12, r11\n"
+        "1:\n cmp r7, lr\n beq 3f\n" ARM_TAPS "str r7, [sp]\n mov r1, r12\n" ARM_ENTER
+        ARM_WALK ".size cvae_arm_row_s2, .-cvae_arm_row_s2\n"
+        ARM_TAIL ".popsection\n");
 
 /* The requantisation of a row, n >= 1 accumulators into y (the channel's constants
- * r; the bias is already in the accumulators: start_acc_row): hidden stages 13
- * instructions per output, 6 for one the ReLU zeroes; the last stage 16 per pixel
- * (the sigmoid LUT). Flags: ASRS by a register leaves V as the index's ADDS did
- * (clear), so BLE after it is "a <= 0". */
+ * r; the bias is already in the accumulators: start_acc_row): hidden stages 12
+ * instructions per output (two a loop step), 6 for one the ReLU zeroes; the last stage
+ * 16 per pixel (the sigmoid LUT). cvae_arm_fin_hidden and _last take r0 acc, r1 n, r2 r,
+ * r3 y and keep r8-r11 (r12 and lr hold constants, the last stage saves r8: few
+ * registers to save; the row kernels call them); cvae_arm_finish_hidden and _last are the same for C. Flags: ASRS
+ * by a register leaves V clear (no instruction before it in the loop overflows), so BLE
+ * after it is "a <= 0". */
 void cvae_arm_finish_hidden(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
 void cvae_arm_finish_last(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+void cvae_arm_fin_hidden(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
+void cvae_arm_fin_last(const acc_t *acc, uint32_t n, const cvae_requant_t *r, cvae_act_t *y);
 /* cvae_arm_finish_last names the sigmoid LUT, which no C on ARMv6-M reads: this
  * reference keeps it for link-time optimisation (with -flto the link otherwise fails:
  * undefined reference to cvae_sigmoid_lut). 4 bytes of flash, no instruction. */
@@ -333,66 +382,74 @@ CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) 
                        offsetof(cvae_requant_t, shift) == 3,
                    arm_requant_layout);
 
-/* r0 acc, r1 -n (the index, up to 0), r3 y + n, r4 pre, r5 shift, r6 m, r8 the
- * rounding term, r9 INT16_MAX, r7 32768 (the last stage: r10 INT16_MIN from it). */
-#define ARM_FINISH_SETUP(name)                                                 \
+#define ARM_FUNC(name)                                                         \
     ".pushsection .text." name ",\"ax\",%progbits\n"                           \
-    ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
-    name ":\n"                                                                 \
-    "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n push {r4-r6}\n" \
+    ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n" name ":\n"
+#define ARM_END(name) ".size " name ", .-" name "\n.popsection\n"
+/* r0 acc, r1 -n (the index, up to 0), r3 y + n, r4 pre, r5 shift, r6 m, r12 the
+ * rounding term, lr INT16_MAX (INT16_MIN is ~lr). */
+#define ARM_FINISH_SETUP(name)                                                 \
+    ARM_FUNC(name) "push {lr}\n"                                               \
     "ldrb r4, [r2, #2]\n ldrb r5, [r2, #3]\n ldrh r6, [r2, #0]\n"              \
-    "subs r7, r5, #1\n movs r2, #1\n lsls r2, r7\n mov r8, r2\n"               \
-    "movs r7, #128\n lsls r7, #8\n subs r2, r7, #1\n mov r9, r2\n"             \
+    "subs r7, r5, #1\n movs r2, #1\n lsls r2, r7\n mov r12, r2\n"              \
+    "movs r7, #128\n lsls r7, #8\n subs r7, #1\n mov lr, r7\n"                 \
     "adds r3, r1\n rsbs r1, r1, #0\n"
-#define ARM_FINISH_END(name)                                                   \
-    "9:\n pop {r4-r6}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n pop {r4-r7, pc}\n" \
-    ".size " name ", .-" name "\n.popsection\n"
+/* one hidden output: acc into r7, then to [Y, r1] (labels from B on) */
+#define ARM_FIN_H(B, Y)                                                        \
+    "ldm r0!, {r7}\n asrs r7, r4\n ble " B "4f\n cmp r7, lr\n bgt " B "5f\n"     \
+    B "2:\n muls r7, r6\n add r7, r12\n asrs r7, r5\n cmp r7, #255\n bhi " B "6f\n" \
+    B "3:\n strb r7, [" Y ", r1]\n"
+#define ARM_FIN_H_RARE(B)                                                      \
+    B "4:\n movs r7, #0\n b " B "3b\n" B "5:\n mov r7, lr\n b " B "2b\n"        \
+    B "6:\n movs r7, #255\n b " B "3b\n"
 
 __asm__(".syntax unified\n.thumb\n"
-        ARM_FINISH_SETUP("cvae_arm_finish_hidden")
-        "movs r2, #0\n"
-        "1:\n ldm r0!, {r7}\n asrs r7, r4\n ble 4f\n"
-        "cmp r7, r9\n bgt 5f\n"
-        "2:\n muls r7, r6\n add r7, r8\n asrs r7, r5\n cmp r7, #255\n bhi 6f\n"
-        "3:\n strb r7, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
-        "4:\n strb r2, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
-        "5:\n mov r7, r9\n b 2b\n"
-        "6:\n movs r7, #255\n b 3b\n"
-        ARM_FINISH_END("cvae_arm_finish_hidden")
+        /* two outputs a step (y[i] by r3, y[i + 1] by r2 = r3 + 1); an odd n starts at
+         * the second, its index one back */
+        ARM_FINISH_SETUP("cvae_arm_fin_hidden")
+        "adds r2, r3, #1\n lsls r7, r1, #31\n beq 1f\n subs r1, #1\n b 8f\n"
+        "1:\n" ARM_FIN_H("1", "r3") "8:\n" ARM_FIN_H("2", "r2")
+        "adds r1, #2\n bne 1b\n pop {pc}\n"
+        ARM_FIN_H_RARE("1") ARM_FIN_H_RARE("2")
+        ARM_END("cvae_arm_fin_hidden")
 
-        ARM_FINISH_SETUP("cvae_arm_finish_last")
-        "rsbs r7, r7, #0\n mov r10, r7\n ldr r2, =cvae_sigmoid_lut\n"
+        /* r8 (saved) INT16_MIN */
+        ARM_FINISH_SETUP("cvae_arm_fin_last")
+        "mov r2, r8\n push {r2}\n mvns r7, r7\n mov r8, r7\n ldr r2, =cvae_sigmoid_lut\n"
         "1:\n ldm r0!, {r7}\n asrs r7, r4\n"
-        "cmp r7, r9\n bgt 5f\n cmp r7, r10\n blt 6f\n"
-        "2:\n muls r7, r6\n add r7, r8\n asrs r7, r5\n adds r7, #128\n cmp r7, #255\n bhi 7f\n"
-        "3:\n ldrb r7, [r2, r7]\n strb r7, [r3, r1]\n adds r1, #1\n bne 1b\n b 9f\n"
-        "5:\n mov r7, r9\n b 2b\n"
-        "6:\n mov r7, r10\n b 2b\n"
+        "cmp r7, lr\n bgt 5f\n cmp r7, r8\n blt 6f\n"
+        "2:\n muls r7, r6\n add r7, r12\n asrs r7, r5\n adds r7, #128\n cmp r7, #255\n bhi 7f\n"
+        "3:\n ldrb r7, [r2, r7]\n strb r7, [r3, r1]\n adds r1, #1\n bne 1b\n"
+        "pop {r2}\n mov r8, r2\n pop {pc}\n"
+        "5:\n mov r7, lr\n b 2b\n"
+        "6:\n mov r7, r8\n b 2b\n"
         "7:\n asrs r7, r7, #31\n mvns r7, r7\n uxtb r7, r7\n b 3b\n"
         ".ltorg\n"
-        ARM_FINISH_END("cvae_arm_finish_last")
+        ARM_END("cvae_arm_fin_last")
+
+        ARM_FUNC("cvae_arm_finish_hidden") "push {r4-r7, lr}\n bl cvae_arm_fin_hidden\n"
+        "pop {r4-r7, pc}\n" ARM_END("cvae_arm_finish_hidden")
+        ARM_FUNC("cvae_arm_finish_last") "push {r4-r7, lr}\n bl cvae_arm_fin_last\n"
+        "pop {r4-r7, pc}\n" ARM_END("cvae_arm_finish_last")
 
         ".pushsection .text.cvae_arm_fill,\"ax\",%progbits\n"
         ".balign 2\n.global cvae_arm_fill\n.type cvae_arm_fill, %function\n.thumb_func\n"
         "cvae_arm_fill:\n"
-        "push {r4, lr}\n mov r3, r2\n mov r4, r2\n subs r1, #3\n blt 2f\n"
-        "1:\n stm r0!, {r2, r3, r4}\n subs r1, #3\n bge 1b\n"
-        "2:\n adds r1, #3\n beq 3f\n"
+        "push {r4, r5, lr}\n mov r3, r2\n mov r4, r2\n mov r5, r2\n subs r1, #4\n blt 2f\n"
+        "1:\n stm r0!, {r2-r5}\n subs r1, #4\n bge 1b\n"
+        "2:\n adds r1, #4\n beq 3f\n"
         "4:\n stm r0!, {r2}\n subs r1, #1\n bne 4b\n"
-        "3:\n pop {r4, pc}\n"
+        "3:\n pop {r4, r5, pc}\n"
         ".size cvae_arm_fill, .-cvae_arm_fill\n.popsection\n");
-
-typedef void arm_krow_fn(acc_t *acc, weight_pos_t w, const cvae_act_t *const rows[CVAE_KERNEL],
-                         uint32_t in_c, uint32_t in_chan_step, uint32_t in_w ARM_BASE_PARAM);
 
 /* The ARMv6-M kernel for convT s's rows, or NULL where they do not fit it
  * (scatter_row then). */
-static arm_krow_fn *arm_krow(const cvae_stage_t *s)
+static arm_row_fn *arm_row(const cvae_stage_t *s)
 {
     const unsigned in_w = s->in_w;
     if (s->stride == 1)
-        return in_w >= 2u && in_w <= ARM_S1_MAX ? cvae_arm_krow_s1 : NULL;
-    return in_w <= ARM_S2_MAX ? cvae_arm_krow_s2 : NULL;
+        return in_w >= 2u && in_w <= ARM_S1_MAX ? cvae_arm_row_s1 : NULL;
+    return in_w <= ARM_S2_MAX ? cvae_arm_row_s2 : NULL;
 }
 
 #endif
@@ -774,9 +831,10 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
     weight_pos_t w = FIRST_WEIGHT(s) + ky * CVAE_KERNEL;
     unsigned i;
 #ifdef ARM_KERNELS
-    if (arm_krow(s)) {
-        const cvae_act_t *const one_row[CVAE_KERNEL] = {x, NULL, NULL};
-        arm_krow(s)(acc, w, one_row, in_c, in_chan_step, in_w ARM_BASE(s));
+    if (arm_row(s)) {
+        const cvae_act_t *rows[CVAE_KERNEL] = {NULL, NULL, NULL};
+        rows[ky] = x;
+        arm_row(s)(acc, rows, s, in_chan_step, NULL, 0, NULL);
         return;
     }
 #endif
@@ -789,27 +847,19 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
 }
 
 #ifdef ARM_KERNELS
-/* convt_row() by the ARMv6-M kernels: per output channel, the accumulator row set
- * to the bias, every kernel row of every input channel added by one call, then the
- * row requantised. 0 (nothing done) where the rows do not fit the kernels. */
+/* convt_row() by the ARMv6-M kernels, one call for the row: per output channel, the
+ * accumulator row set to the bias, every kernel row of every input channel added,
+ * then the row requantised. 0 (nothing done) where the rows do not fit the kernels. */
 static int arm_convt_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
                          uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step, acc_t *acc,
                          unsigned last)
 {
-    arm_krow_fn *const krow = arm_krow(s);
-    void (*const finish)(const acc_t *, uint32_t, const cvae_requant_t *, cvae_act_t *) =
-        last ? cvae_arm_finish_last : cvae_arm_finish_hidden;
-    const unsigned in_c = s->in_c, in_w = s->in_w, out_w = s->out_w;
-    weight_pos_t w = FIRST_WEIGHT(s);
-    unsigned o;
+    arm_row_fn *const row = arm_row(s);
 
-    if (!krow)
+    if (!row)
         return 0;
-    for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
-        start_acc_row(acc, out_w, s->bias[o]);
-        krow(acc, w, rows, in_c, in_chan_step, in_w ARM_BASE(s));
-        finish(acc + 1, out_w, &s->requant[o], out);
-    }
+    cvae_arm_fill(acc + 1, s->out_w, s->bias[0]);
+    row(acc, rows, s, in_chan_step, out, out_chan_step, last ? cvae_arm_fin_last : cvae_arm_fin_hidden);
     return 1;
 }
 #endif

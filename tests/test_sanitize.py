@@ -3,7 +3,8 @@
 random latents through both APIs (``deploy/fuzz_test.c``: -1 for a bad label, the
 streamed rows equal to the whole image), for a conv and an MLP decoder at int8, int4 and
 fp32; and the same draws through the rv32ec assembly kernels under qemu-system-riscv32
-against the host's images (``make -C deploy check-fuzz-rv32``). Random weights with
+and through the ARMv6-M Thumb-1 kernels under qemu-system-arm against the host's images
+(``make -C deploy check-fuzz-rv32``, ``check-fuzz-arm``). Random weights with
 latent 3 (stage 0's int4 rows start in either nibble) and 15 hidden units for the MLP
 (odd rows everywhere); no training."""
 
@@ -103,6 +104,23 @@ def test_the_rv32ec_kernels_draw_the_host_images_on_random_inputs(models, arch, 
         assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, out[-800:]
 
 
+needs_arm = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+    reason="needs gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm",
+)
+
+
+@needs_arm
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_armv6m_kernels_draw_the_host_images_on_random_inputs(models, arch, tmp_path):
+    """``make check-fuzz-arm``: the same random draws through the ARMv6-M Thumb-1 kernels
+    (qemu-system-arm) and the host's portable C path give the same image digest."""
+    for precision in ("int8", "int4"):
+        out = toolchain.make("check-fuzz-arm", models / arch / precision,
+                             tmp_path / f"build-{precision}")  # fmt: skip
+        assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, out[-800:]
+
+
 def _check_with_fault(models, tmp_path, good: str, bad: str, count: int, goal: str):
     """``make <goal>`` on a copy of deploy/ whose cvae.c has ``good`` (found ``count``
     times) replaced by ``bad``, against the conv int8 model."""
@@ -127,6 +145,17 @@ def test_a_fault_in_the_rv32ec_kernels_fails_the_fuzz_check(models, tmp_path):
     done = _check_with_fault(models, tmp_path, good, bad, 1, "check-fuzz-rv32")
     assert done.returncode != 0
     assert "rv32ec and host images differ" in done.stdout + done.stderr
+
+
+@needs_arm
+def test_a_fault_in_the_armv6m_kernels_fails_the_fuzz_check(models, tmp_path):
+    """The check can fail: a stride-2 unit whose zero input skips one accumulator store
+    too few (it stores a stale register into the next slot) draws other images."""
+    good = '"str r7, [r0, #8*" j "+8]\\n7:\\n"'
+    bad = '"7:\\n str r7, [r0, #8*" j "+8]\\n"'
+    done = _check_with_fault(models, tmp_path, good, bad, 1, "check-fuzz-arm")
+    assert done.returncode != 0
+    assert "ARMv6-M and host images differ" in done.stdout + done.stderr
 
 
 def test_a_fault_the_fuzz_test_must_catch_fails_the_check(models, tmp_path):

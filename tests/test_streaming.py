@@ -104,6 +104,19 @@ def test_the_one_slot_path_runs_on_the_ch32v003s_core(tmp_path):
     assert toolchain.stack_high_water(out) < 320
 
 
+@needs_arm
+def test_the_one_slot_path_runs_on_the_armv6m_kernels(tmp_path):
+    """The last layer's own accumulator row through the Thumb-1 kernels (one kernel row
+    at a time, no requantisation in the kernel), under QEMU: the golden vectors of both
+    APIs, and random draws against the host's C path (make check-fuzz-arm)."""
+    _, folder = export(tmp_path, "conv", **SHAPES["conv wide grey (last layer reads one slot)"][1])
+    assert constants(folder / "int8")["CVAE_LAST_ACC_ROW"] > 0
+    out = toolchain.make("check-qemu", folder / "int8", tmp_path / "build")
+    assert toolchain.golden_result(out) == (12, 12), out[-800:]
+    out = toolchain.make("check-fuzz-arm", folder / "int8", tmp_path / "build")
+    assert "fuzz: 60/60 ok" in out, out[-800:]
+
+
 def make_variable(name: str, model_dir) -> str:
     """The value of the Makefile's variable ``name`` (for ``model_dir``), as make expands it."""
     cmd = ["make", "-s", "-C", str(toolchain.DEPLOY_SRC), f"MODEL_DIR={model_dir}",
