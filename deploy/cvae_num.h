@@ -59,18 +59,19 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 #define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
 #define MUL_REQUANT(a, m) mul_requant((a), (m))
 #else
-/* The requantisation's a * m by Horner's rule over the set bits of m, from the top one
- * down: p = a, then p = (p << d) + a for each next set bit d places lower, then p <<
- * (the lowest set bit's position): cvae_rv_requant_setup(m) lists once per output row
- * the n - 1 distances, right-aligned in cvae_m_steps[1..14] (the top pair's first, so
- * that cvae.c's unrolled chain is entered at its n - 1 last steps and ends at one
- * place), the lowest set bit's position in cvae_m_steps[15], and returns n, the set
- * bits (RV32E assembly in cvae.c: 2 instructions a bit of m, 4 more a set bit). Static,
- * not on the stack. The rows that chain does not take (m = 0, or m's trailing zeros at
- * least the shift: rare) multiply in C (__mulsi3). Both tables are defined in assembly
- * (below), which link-time optimisation keeps as written, with the code that reads them. */
-extern uint8_t cvae_m_steps[16];
-unsigned cvae_rv_requant_setup(uint32_t m);
+/* The requantisation's a * m by Horner's rule over the non-adjacent form of m (NAF:
+ * digits -1, 0, +1, no two adjacent non-zero; 5.8 non-zero digits on average for m in
+ * [2^14, 2^15), against 8 set bits), as code written to RAM once per output row:
+ * p = a (c.mv s1, a5), then p = (p << d) +- a for each next digit d places lower (c.slli
+ * s1, d; c.add / c.sub s1, a5: 2 compressed instructions a digit), then c.jr t2 back;
+ * m's trailing zeros are folded into the rounding and the shift. cvae_rv_chain holds it
+ * (entered at byte 2: the first word's low half is never run and holds the m it was
+ * written for, byte 35 its trailing zeros, so that a row with the same m writes
+ * nothing), written by cvae.c's RV32E assembly (cvae_rv_chain_setup). At most 8 digits:
+ * 7 words, the first's high half and the return, 36 B of RAM. The rows that chain does
+ * not take (m = 0, or m's trailing zeros at least the shift: rare) multiply in C
+ * (__mulsi3). The buffer and the table are defined in assembly (below), which link-time
+ * optimisation keeps as written, with the code that reads them. */
 #define REQUANT_SETUP(m) (m)
 #define MUL_REQUANT(a, m) ((a) * (m))
 /* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
@@ -80,9 +81,20 @@ unsigned cvae_rv_requant_setup(uint32_t m);
 __asm__(".pushsection .rodata.cvae_qsq,\"a\",@progbits\n.balign 2\n.global cvae_qsq\n"
         "cvae_qsq:\n.set cvae_qsq_n, -128\n.rept 512\n.hword (cvae_qsq_n * cvae_qsq_n) >> 2\n"
         ".set cvae_qsq_n, cvae_qsq_n + 1\n.endr\n.size cvae_qsq, 1024\n.popsection\n"
-        ".pushsection .bss.cvae_m_steps,\"aw\",@nobits\n.global cvae_m_steps\n"
-        "cvae_m_steps:\n.skip 16\n.size cvae_m_steps, 16\n.popsection\n");
+        ".pushsection .bss.cvae_rv_chain,\"aw\",@nobits\n.balign 4\n.global cvae_rv_chain\n"
+        "cvae_rv_chain:\n.skip 36\n.size cvae_rv_chain, 36\n.popsection\n");
 #define RV_QSQ 1
+/* stage 0's w * z (both signed) from the same table, its symmetry taking |x + w| and
+ * |x - w| (at most 255): about 15 instructions, not __mulsi3's loop over 32 bits */
+extern const uint16_t cvae_qsq[512];
+static inline __attribute__((always_inline)) acc_t rv_mul_signed(int32_t w, int32_t x)
+{
+    int32_t p = x + w, q = x - w;
+    p = p < 0 ? -p : p;
+    q = q < 0 ? -q : q;
+    return (acc_t)cvae_qsq[p + 128] - (acc_t)cvae_qsq[q + 128];
+}
+#define MUL_SIGNED(w, x) rv_mul_signed((w), (x))
 #endif /* CVAE_RV_QSQ */
 /* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
  * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
@@ -126,7 +138,9 @@ __asm__(".pushsection .rodata.cvae_qsq,\"a\",@progbits\n.balign 2\n.global cvae_
 #define MUL_REQUANT(a, m) ((a) * (m))
 #endif
 #define TABLE_ACC(t) ((acc_t)(t) * (1 << CVAE_TABLE_SHIFT)) /* no left shift of a negative */
+#ifndef MUL_SIGNED
 #define MUL_SIGNED(w, x) ((acc_t)(w) * (acc_t)(x)) /* stage 0: z is signed */
+#endif
 #else
 typedef float acc_t;
 #define MUL(w, x) ((w) * (x))

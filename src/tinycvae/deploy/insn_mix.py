@@ -106,6 +106,32 @@ def readonly_ranges(emu: Emulator, elf: Path) -> list[tuple[int, int]]:
     return ranges
 
 
+# RAM the runtime writes code into at run time (the rv32ec requantisation's chain, written
+# once per output row: c.mv / c.slli / c.add / c.sub, then c.jr back; docs/firmware.md),
+# which objdump cannot name: an instruction there is named "c.jr" where every run of it
+# jumped away, "c.add" (an ALU instruction, what the others are) elsewhere
+GENERATED_CODE = ("cvae_rv_chain",)
+
+
+def generated_ranges(emu: Emulator, elf: Path) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of each :data:`GENERATED_CODE` object in ``elf``."""
+    ranges = []
+    for line in _tool(emu, "nm", "-S", str(elf)).splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3] in GENERATED_CODE:
+            lo = int(parts[0], 16)
+            ranges.append((lo, lo + int(parts[1], 16)))
+    return ranges
+
+
+def _name(pc: int, count: int, taken: int, names: dict, generated: list, elf: Path) -> tuple:
+    if pc in names:
+        return names[pc]
+    if any(lo <= pc < hi for lo, hi in generated):
+        return ("c.jr", "t2") if taken == count else ("c.add", "generated")
+    raise toolchain.ToolchainError(f"{elf}: no instruction at 0x{pc:x} in objdump -d")
+
+
 _LINE = re.compile(r"^\s*([0-9a-f]+):\t[0-9a-f ]+\t(\S+)[ \t]*(.*)$")
 
 
@@ -155,13 +181,12 @@ def parse(text: str, emu: Emulator, elf: Path) -> Mix:
         raise toolchain.ToolchainError("the QEMU plugin saw no measured image")
     names = disassembly(emu, elf)
     flash = readonly_ranges(emu, elf)
+    generated = generated_ranges(emu, elf)
     segments: list[list[Executed]] = [[] for _ in range(n_seg)]
     for ln in lines[:-1]:
         seg, pc, size, count, taken, ro = ln.split()
         pc_i = int(pc, 16)
-        if pc_i not in names:
-            raise toolchain.ToolchainError(f"{elf}: no instruction at 0x{pc_i:x} in objdump -d")
-        mnem, ops = names[pc_i]
+        mnem, ops = _name(pc_i, int(count), int(taken), names, generated, elf)
         in_flash = any(lo <= pc_i < hi for lo, hi in flash)
         segments[int(seg)].append(Executed(pc_i, int(size), int(count), int(taken), int(ro),
                                            mnem, ops, in_flash))  # fmt: skip
