@@ -439,8 +439,9 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
     const cvae_requant_t *r = &s->requant[chan];
 #ifdef RV_QSQ
     assert(bias == 0 && acc < end); /* the accumulators hold it (start_acc_row) */
-    if (!(last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(acc, end, y, r, cvae_sigmoid_lut))
-        return; /* else m = 0 or its trailing zeros at least the shift: below */
+    if (acc + 1 < end &&
+        !(last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(acc, end, y, r, cvae_sigmoid_lut))
+        return; /* else one output, m = 0 or its trailing zeros at least the shift: below */
 #endif
     const unsigned pre = r->pre, shift = r->shift;
     /* the multiplier; without a multiply instruction, the count of its set bits */
@@ -664,8 +665,7 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
 /* the taps of the channel at nibble t (24(sp)) of the weights (32(sp)): the two bytes
  * that hold nibbles t .. t + 2, as one 16-bit value shifted down by 4 (t & 1), each
  * nibble sign-extended by a shift up and back down */
-#define RV_END_W "slli t2, a3, 3\n add t2, t2, a3\n lw t1, 40(sp)\n add t2, t2, t1\n"         \
-                 "sw t1, 24(sp)\n sw t2, 28(sp)\n sw a1, 32(sp)\n"
+#define RV_FIRST_W "lw t1, 52(sp)\n sw t1, 44(sp)\n sw a1, 32(sp)\n"
 #define RV_TAPS                                                                \
     "lw t1, 24(sp)\n lw t2, 32(sp)\n srli s0, t1, 1\n add s0, s0, t2\n lbu a3, 0(s0)\n"   \
     "lbu a4, 1(s0)\n slli a4, a4, 8\n or a3, a3, a4\n andi s0, t1, 1\n slli s0, s0, 2\n"  \
@@ -673,33 +673,40 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
     "slli a3, a3, 28\n srai a3, a3, 28\n addi t1, t1, 9\n sw t1, 24(sp)\n"
 #else
 #define RV_T_PARAM
-#define RV_END_W "slli t2, a3, 3\n add t2, t2, a3\n add t2, t2, a1\n sw a1, 24(sp)\n sw t2, 28(sp)\n"
+#define RV_FIRST_W "sw a1, 44(sp)\n"
 #define RV_TAPS "lw t1, 24(sp)\n lb a3, 0(t1)\n lb a4, 1(t1)\n lb a5, 2(t1)\n addi t1, t1, 9\n" \
                 "sw t1, 24(sp)\n"
 #endif
-void cvae_rv_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
-                     uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
-void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
-                     uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
-/* The frame (40 B): ra, s0, s1, acc, in_chan_step, in_w, the next channel's taps (int8:
- * pointer, int4: nibble index), the end of the taps, the int4 weights. The row: a1 .. a2. */
+void cvae_rv_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const rows[CVAE_KERNEL],
+                     uint32_t in_c, uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const rows[CVAE_KERNEL],
+                     uint32_t in_c, uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+/* The frame (52 B): ra, s0, s1, acc, in_chan_step, in_w, the next channel's taps (int8:
+ * pointer, int4: nibble index), the end of the taps, the int4 weights, the next entry of
+ * rows, rows + 3, the next kernel row's taps (channel 0), 9 in_c. The row: a1 .. a2. */
 #define RV_KROW_ENTER(name)                                                    \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \
     ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
-    "addi sp, sp, -40\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a0, 12(sp)\n"     \
-    "sw a4, 16(sp)\n sw a5, 20(sp)\n" RV_END_W "mv a1, a2\n add a2, a2, a5\n"           \
-    "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n"
+    "addi sp, sp, -52\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a0, 12(sp)\n"     \
+    "sw a4, 16(sp)\n sw a5, 20(sp)\n" RV_FIRST_W "sw a2, 36(sp)\n addi t1, a2, 12\n"    \
+    "sw t1, 40(sp)\n slli t2, a3, 3\n add t2, t2, a3\n sw t2, 48(sp)\n"                  \
+    "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n j 11f\n"
 /* a channel: its taps (W = 2w), the accumulators (a0); an odd row enters at the pair's
  * second input, pointers one input back */
 #define RV_CHANNEL(step)                                                       \
     "8:\n" RV_TAPS "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n lw a0, 12(sp)\n"   \
     "sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"                                    \
     "addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"
-/* the next channel's row, or out */
+/* the next channel's row; or the next kernel row that has an input row (rows[ky]), its
+ * taps 3 on; or out */
 #define RV_KROW_LEAVE(name)                                                    \
     "lw t2, 16(sp)\n add a2, a2, t2\n lw t2, 20(sp)\n sub a1, a2, t2\n"            \
     "lw t1, 24(sp)\n lw t2, 28(sp)\n bltu t1, t2, 8b\n"                            \
-    "lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 40\n ret\n"     \
+    "11:\n lw t1, 36(sp)\n lw t2, 40(sp)\n bgeu t1, t2, 12f\n lw a1, 0(t1)\n"      \
+    "addi t1, t1, 4\n sw t1, 36(sp)\n lw t2, 44(sp)\n addi t1, t2, 3\n sw t1, 44(sp)\n" \
+    "beqz a1, 11b\n sw t2, 24(sp)\n lw t1, 48(sp)\n add t2, t2, t1\n sw t2, 28(sp)\n"   \
+    "lw t1, 20(sp)\n add a2, a1, t1\n j 8b\n"                                       \
+    "12:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 52\n ret\n"     \
     ".size " name ", .-" name "\n.popsection\n"
 /* stride 1: two copies of the pair loop, one while no sums are pending (labels 1-3:
  * a zero input costs 2 instructions there) and one while they are (4-6); a zero input
@@ -722,16 +729,18 @@ __asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("4")
         "7:\n" RV_ZERO_S2("0", "2b") "10:\n" RV_ZERO_S2("8", "3b")
         "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s2"));
 
-/* Kernel row ky of every input channel (weights from w, channel 0's taps; nibble t on
- * int4) over input row x (channel 0; channels in_chan_step apart) into acc. */
-static inline __attribute__((always_inline)) void rv_kernel_row(acc_t *acc, const cvae_stage_t *s,
-                                                               weight_pos_t w, const cvae_act_t *x,
-                                                               uint32_t in_chan_step)
+/* Kernel row ky of every input channel over input row rows[ky] (channel 0; channels
+ * in_chan_step apart), for every ky with one, into acc; w: channel 0's taps of kernel row
+ * 0 (nibble t on int4). */
+static inline __attribute__((always_inline)) void rv_kernel_rows(acc_t *acc, const cvae_stage_t *s,
+                                                                weight_pos_t w,
+                                                                const cvae_act_t *const rows[CVAE_KERNEL],
+                                                                uint32_t in_chan_step)
 {
 #ifdef CVAE_INT4
-#define RV_KROW_ARGS(s, w) (s)->weight, x, (s)->in_c, in_chan_step, (s)->in_w, (w)
+#define RV_KROW_ARGS(s, w) (s)->weight, rows, (s)->in_c, in_chan_step, (s)->in_w, (w)
 #else
-#define RV_KROW_ARGS(s, w) (w), x, (s)->in_c, in_chan_step, (s)->in_w
+#define RV_KROW_ARGS(s, w) (w), rows, (s)->in_c, in_chan_step, (s)->in_w
 #endif
     (s->stride == 1 ? cvae_rv_krow_s1 : cvae_rv_krow_s2)(acc, RV_KROW_ARGS(s, w));
 }
@@ -809,8 +818,11 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
     }
 #endif
 #ifdef RV_QSQ
-    rv_kernel_row(acc, s, w, x, in_chan_step);
-    return;
+    {
+        const cvae_act_t *const one_row[CVAE_KERNEL] = {x, NULL, NULL};
+        rv_kernel_rows(acc, s, w, one_row, in_chan_step);
+        return;
+    }
 #endif
     for (i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
         scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
@@ -861,20 +873,25 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
     for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
         acc_t *const a_end = start_acc_row(acc, s->out_w, s->bias[o]);
         unsigned ky = CVAE_KERNEL, i;
+#ifdef RV_QSQ
+        rv_kernel_rows(acc, s, w, rows, in_chan_step);
+        ky = 0; /* every kernel row done */
+#endif
         while (ky--) { /* the order of convt_single_channel_row: the same float sums */
             const cvae_act_t *x = rows[ky];
             if (!x)
                 continue;
-#ifdef RV_QSQ
-            rv_kernel_row(acc, s, w + ky * CVAE_KERNEL, x, in_chan_step);
-            continue;
-#endif
             /* scatter_kernel_row's loop, written out: calling it (even inlined) costs
              * 1.4% more instructions per image on ARMv6-M (8_8_8_8, measured) */
             for (i = 0; i < in_c; i++, x += in_chan_step)
                 scatter_row(acc, WEIGHTS(s, w + i * KERNEL_TAPS + ky * CVAE_KERNEL), x, x + in_w,
                             stride);
         }
+#ifdef RV_QSQ /* straight into the assembly (finish_row's C where it declines) */
+        if (!(last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(acc + 1, a_end - 1, out,
+                                                                  &s->requant[o], cvae_sigmoid_lut))
+            continue;
+#endif
         (last ? finish_row_last : finish_row_hidden)(acc + 1, a_end - 1, ROW_BIAS(s->bias[o]), s, o, out);
     }
 }

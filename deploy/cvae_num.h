@@ -73,7 +73,7 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
  * (__mulsi3). The buffer and the table are defined in assembly (below), which link-time
  * optimisation keeps as written, with the code that reads them. */
 #define REQUANT_SETUP(m) (m)
-#define MUL_REQUANT(a, m) ((a) * (m))
+#define MUL_REQUANT(a, m) rv_mul_requant((a), (m))
 /* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
  * (x + w and x - w have the same parity, so both floors drop the same quarter).
  * cvae_qsq[n + 128] = floor(n^2 / 4) for n = -128 .. 383 covers x in 0..255 and w in
@@ -95,6 +95,24 @@ static inline __attribute__((always_inline)) acc_t rv_mul_signed(int32_t w, int3
     return (acc_t)cvae_qsq[p + 128] - (acc_t)cvae_qsq[q + 128];
 }
 #define MUL_SIGNED(w, x) rv_mul_signed((w), (x))
+/* x * w for x in 0..255, w in -128..128 */
+static inline __attribute__((always_inline)) int32_t rv_qmul(uint32_t x, int32_t w)
+{
+    return (int32_t)cvae_qsq[x + (uint32_t)w + 128u] - (int32_t)cvae_qsq[x - (uint32_t)w + 128u];
+}
+/* a * m (-32768 <= a <= 32767, 0 <= m <= 32767) for the rows finish_row's C requantises
+ * (a linear stage's single outputs, where writing a chain costs more than it saves, and
+ * the rare rows the chain does not take): a + 2^15 and m in byte pieces (m's low one
+ * signed, its high one 0..128), four products from the table, modulo 2^32 */
+static inline __attribute__((always_inline)) int32_t rv_mul_requant(int32_t a, int32_t m)
+{
+    const uint32_t u = (uint32_t)(a + 32768), a0 = u & 255u, a1 = u >> 8;
+    const int32_t m0 = (int32_t)(int8_t)(uint8_t)m, m1 = (m - m0) >> 8;
+    const uint32_t p = ((uint32_t)rv_qmul(a1, m1) << 16) +
+                       ((uint32_t)(rv_qmul(a1, m0) + rv_qmul(a0, m1)) << 8) +
+                       (uint32_t)rv_qmul(a0, m0);
+    return (int32_t)(p - ((uint32_t)m << 15));
+}
 #endif /* CVAE_RV_QSQ */
 /* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
  * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
