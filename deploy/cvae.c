@@ -127,7 +127,7 @@ static union {
  * per pixel. The accumulators hold the bias already (start_acc_row). Arguments: acc,
  * end (acc < end), y, the channel's constants, the sigmoid LUT (last stage). Returns 0,
  * or 1 without a store where the chain does not apply (m = 0, f >= s: finish_row's C
- * then). Frame: ra, s0, s1, r, the LUT. */
+ * then). Frame: ra, s0, s1, r, the LUT, the chain (36 B). */
 int cvae_rv_finish_hidden(const acc_t *acc, const acc_t *end, cvae_act_t *y,
                           const cvae_requant_t *r, const uint8_t *lut);
 int cvae_rv_finish_last(const acc_t *acc, const acc_t *end, cvae_act_t *y, const cvae_requant_t *r,
@@ -145,36 +145,34 @@ CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) 
 #define RV_NAF_POS(i) "bgez a3, 1f\n slli t2, a3, 16\n bgez t2, 2f\n sub t1, t1, s1\n"        \
     "2:\n addi t2, t1, -4*" #i "\n sw t2, 0(t0)\n addi t0, t0, 4\n addi t1, s0, 4*" #i "\n" \
     "1:\n slli a3, a3, 1\n"
-/* cvae_rv_chain_setup: the chain for m (a3, 1..32767) into cvae_rv_chain, f (m's
- * trailing zeros: the last digit's position) in t1; nothing written where the chain
- * holds m already. Called from the two functions below (jal ra); clobbers a3-a5, t0-t2,
- * s0, s1. NAF: xh = m >> 1, x3 = m + xh, c = xh ^ x3: nz = c & (x3 | xh), nm = c & xh. */
+/* cvae_rv_chain_setup: the chain for m (a3, 1..32767) at t0 (the caller's frame), f
+ * (m's trailing zeros: the last digit's position) in t1. Called from the two functions
+ * below (jal ra); clobbers a3, a4, t0-t2, s0, s1. NAF: xh = m >> 1, x3 = m + xh, c = xh ^
+ * x3: nz = c & (x3 | xh), nm = c & xh. */
 __asm__(".pushsection .text.cvae_rv_chain_setup,\"ax\",@progbits\n"
         ".balign 2\n.type cvae_rv_chain_setup, @function\ncvae_rv_chain_setup:\n"
-        "lui t0, %hi(cvae_rv_chain)\n addi t0, t0, %lo(cvae_rv_chain)\n lhu t2, 0(t0)\n"
-        "bne t2, a3, 3f\n lbu t1, 35(t0)\n ret\n"
-        "3:\n mv a5, a3\n srli a4, a3, 1\n add t2, a3, a4\n xor a3, a4, t2\n or t2, t2, a4\n"
-        "and a4, a4, a3\n and a3, a3, t2\n slli a3, a3, 16\n or a3, a3, a4\n mv a4, t0\n"
+        "srli a4, a3, 1\n add t2, a3, a4\n xor a3, a4, t2\n or t2, t2, a4\n"
+        "and a4, a4, a3\n and a3, a3, t2\n slli a3, a3, 16\n or a3, a3, a4\n"
         "li s0, 0x94be0482\n lui s1, 0x8210\n li t1, 0x84be0040\n"
         RV_NAF_POS(15) RV_NAF_POS(14) RV_NAF_POS(13) RV_NAF_POS(12) RV_NAF_POS(11)
         RV_NAF_POS(10) RV_NAF_POS(9) RV_NAF_POS(8) RV_NAF_POS(7) RV_NAF_POS(6)
         RV_NAF_POS(5) RV_NAF_POS(4) RV_NAF_POS(3) RV_NAF_POS(2) RV_NAF_POS(1) RV_NAF_POS(0)
-        "li t2, 0x8382\n sh t2, 0(t0)\n sh a5, 0(a4)\n sub t1, t1, s0\n srli t1, t1, 2\n"
-        "sb t1, 35(a4)\n ret\n.size cvae_rv_chain_setup, .-cvae_rv_chain_setup\n.popsection\n");
+        "li t2, 0x8382\n sh t2, 0(t0)\n sub t1, t1, s0\n srli t1, t1, 2\n"
+        "ret\n.size cvae_rv_chain_setup, .-cvae_rv_chain_setup\n.popsection\n");
 /* the chain for m, a3 = pre, a4 = s - f, ra = the rounding term, t0 = the chain's entry;
  * t1 = s (then f), s0 scratch; or out with 1 */
 #define RV_FIN_ENTER(name)                                                     \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \
     ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
     "lhu t0, 0(a3)\n beqz t0, 8f\n"                                             \
-    "addi sp, sp, -20\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a3, 12(sp)\n" \
-    "sw a4, 16(sp)\n mv a3, t0\n jal ra, cvae_rv_chain_setup\n"                \
+    "addi sp, sp, -56\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a3, 12(sp)\n" \
+    "sw a4, 16(sp)\n mv a3, t0\n addi t0, sp, 20\n jal ra, cvae_rv_chain_setup\n"    \
     "lw a3, 12(sp)\n lbu a4, 3(a3)\n lbu a3, 2(a3)\n bgeu t1, a4, 7f\n"         \
     "sub a4, a4, t1\n add t1, t1, a4\n li ra, 1\n addi s0, a4, -1\n sll ra, ra, s0\n" \
-    "lui t0, %hi(cvae_rv_chain+2)\n addi t0, t0, %lo(cvae_rv_chain+2)\n"
+    "addi t0, sp, 22\n"
 #define RV_FIN_LEAVE(name)                                                     \
     "7:\n li a0, 1\n j 10f\n 9:\n li a0, 0\n"                                    \
-    "10:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 20\n ret\n"  \
+    "10:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 56\n ret\n"  \
     "8:\n li a0, 1\n ret\n.size " name ", .-" name "\n.popsection\n"
 /* cvae_rv_sat[k] = floor(511 * 2^16 / (k + 1)): for m < (k + 1) 2^11 (k = m >> 11) and
  * a < T = floor(511 * 2^(s-12) / (k + 1)) = cvae_rv_sat[k] >> (28 - s), a m + 2^(s-1) <

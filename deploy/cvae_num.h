@@ -61,17 +61,16 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 #else
 /* The requantisation's a * m by Horner's rule over the non-adjacent form of m (NAF:
  * digits -1, 0, +1, no two adjacent non-zero; 5.8 non-zero digits on average for m in
- * [2^14, 2^15), against 8 set bits), as code written to RAM once per output row:
+ * [2^14, 2^15), against 8 set bits), as code written once per output row into the
+ * requantising function's stack frame (cvae.c's RV32E assembly, cvae_rv_chain_setup):
  * p = a (c.mv s1, a5), then p = (p << d) +- a for each next digit d places lower (c.slli
  * s1, d; c.add / c.sub s1, a5: 2 compressed instructions a digit), then c.jr t2 back;
- * m's trailing zeros are folded into the rounding and the shift. cvae_rv_chain holds it
- * (entered at byte 2: the first word's low half is never run and holds the m it was
- * written for, byte 35 its trailing zeros, so that a row with the same m writes
- * nothing), written by cvae.c's RV32E assembly (cvae_rv_chain_setup). At most 8 digits:
- * 7 words, the first's high half and the return, 36 B of RAM. The rows that chain does
- * not take (m = 0, or m's trailing zeros at least the shift: rare) multiply in C
- * (__mulsi3). The buffer and the table are defined in assembly (below), which link-time
- * optimisation keeps as written, with the code that reads them. */
+ * m's trailing zeros are folded into the rounding and the shift. At most 8 digits: 8
+ * words (the first's high half only: the chain is entered at byte 2) and the return,
+ * 36 B of stack, no static RAM. The rows that chain does not take (m = 0, or m's
+ * trailing zeros at least the shift: rare; a linear stage's single outputs) multiply in
+ * C, through the table (rv_mul_requant). The table is defined in assembly (below),
+ * which link-time optimisation keeps as written. */
 #define REQUANT_SETUP(m) (m)
 #define MUL_REQUANT(a, m) rv_mul_requant((a), (m))
 /* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
@@ -80,9 +79,7 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
  * -128..127: 512 uint16 entries (the largest, 383^2 / 4 = 36672), 1 KB in flash. */
 __asm__(".pushsection .rodata.cvae_qsq,\"a\",@progbits\n.balign 2\n.global cvae_qsq\n"
         "cvae_qsq:\n.set cvae_qsq_n, -128\n.rept 512\n.hword (cvae_qsq_n * cvae_qsq_n) >> 2\n"
-        ".set cvae_qsq_n, cvae_qsq_n + 1\n.endr\n.size cvae_qsq, 1024\n.popsection\n"
-        ".pushsection .bss.cvae_rv_chain,\"aw\",@nobits\n.balign 4\n.global cvae_rv_chain\n"
-        "cvae_rv_chain:\n.skip 36\n.size cvae_rv_chain, 36\n.popsection\n");
+        ".set cvae_qsq_n, cvae_qsq_n + 1\n.endr\n.size cvae_qsq, 1024\n.popsection\n");
 #define RV_QSQ 1
 /* stage 0's w * z (both signed) from the same table, its symmetry taking |x + w| and
  * |x - w| (at most 255): about 15 instructions, not __mulsi3's loop over 32 bits */
@@ -103,8 +100,9 @@ static inline __attribute__((always_inline)) int32_t rv_qmul(uint32_t x, int32_t
 /* a * m (-32768 <= a <= 32767, 0 <= m <= 32767) for the rows finish_row's C requantises
  * (a linear stage's single outputs, where writing a chain costs more than it saves, and
  * the rare rows the chain does not take): a + 2^15 and m in byte pieces (m's low one
- * signed, its high one 0..128), four products from the table, modulo 2^32 */
-static inline __attribute__((always_inline)) int32_t rv_mul_requant(int32_t a, int32_t m)
+ * signed, its high one 0..128), four products from the table, modulo 2^32; one copy
+ * for both finish rows (flash) */
+static __attribute__((noinline)) int32_t rv_mul_requant(int32_t a, int32_t m)
 {
     const uint32_t u = (uint32_t)(a + 32768), a0 = u & 255u, a1 = u >> 8;
     const int32_t m0 = (int32_t)(int8_t)(uint8_t)m, m1 = (m - m0) >> 8;

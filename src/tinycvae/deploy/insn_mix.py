@@ -106,21 +106,23 @@ def readonly_ranges(emu: Emulator, elf: Path) -> list[tuple[int, int]]:
     return ranges
 
 
-# RAM the runtime writes code into at run time (the rv32ec requantisation's chain, written
-# once per output row: c.mv / c.slli / c.add / c.sub, then c.jr back; docs/firmware.md),
-# which objdump cannot name: an instruction there is named "c.jr" where every run of it
-# jumped away, "c.add" (an ALU instruction, what the others are) elsewhere
-GENERATED_CODE = ("cvae_rv_chain",)
-
-
-def generated_ranges(emu: Emulator, elf: Path) -> list[tuple[int, int]]:
-    """``[lo, hi)`` of each :data:`GENERATED_CODE` object in ``elf``."""
-    ranges = []
-    for line in _tool(emu, "nm", "-S", str(elf)).splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[3] in GENERATED_CODE:
-            lo = int(parts[0], 16)
-            ranges.append((lo, lo + int(parts[1], 16)))
+# Code the runtime writes into RAM at run time (the rv32ec requantisation's chain, written
+# once per output row into its function's stack frame: c.mv / c.slli / c.add / c.sub,
+# then c.jr back; docs/firmware.md), which objdump cannot name: an instruction in a
+# writable section is named "c.jr" where every run of it jumped away, "c.add" (an ALU
+# instruction, what the others are) elsewhere.
+def writable_ranges(emu: Emulator, elf: Path) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of each allocated writable section (data, bss) and of the stack (the
+    link script's ``__stack_limit`` .. ``__stack_top``, where it names them)."""
+    text = _tool(emu, "objdump", "-h", str(elf))
+    syms = {p[2]: int(p[0], 16) for p in (ln.split() for ln in _tool(emu, "nm", str(elf)).splitlines())
+            if len(p) == 3}  # fmt: skip
+    ranges = [(syms["__stack_limit"], syms["__stack_top"])] if "__stack_top" in syms else []
+    for m in re.finditer(r"^\s*\d+\s+\S+\s+([0-9a-f]+)\s+([0-9a-f]+)\s+\S+\s+\S+\s+\S+\n(.*)$",
+                         text, re.M):  # fmt: skip
+        size, vma, flags = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
+        if size and "ALLOC" in flags and "READONLY" not in flags:
+            ranges.append((vma, vma + size))
     return ranges
 
 
@@ -181,7 +183,7 @@ def parse(text: str, emu: Emulator, elf: Path) -> Mix:
         raise toolchain.ToolchainError("the QEMU plugin saw no measured image")
     names = disassembly(emu, elf)
     flash = readonly_ranges(emu, elf)
-    generated = generated_ranges(emu, elf)
+    generated = writable_ranges(emu, elf)
     segments: list[list[Executed]] = [[] for _ in range(n_seg)]
     for ln in lines[:-1]:
         seg, pc, size, count, taken, ro = ln.split()
