@@ -689,12 +689,12 @@ void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const
     "sw a4, 16(sp)\n sw a5, 20(sp)\n" RV_FIRST_W "sw a2, 36(sp)\n addi t1, a2, 12\n"    \
     "sw t1, 40(sp)\n slli t2, a3, 3\n add t2, t2, a3\n sw t2, 48(sp)\n"                  \
     "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n j 11f\n"
-/* a channel: its taps (W = 2w), the accumulators (a0); an odd row enters at the pair's
- * second input, pointers one input back */
-#define RV_CHANNEL(step)                                                       \
+/* a channel: its taps (W = 2w), the accumulators (a0); a row of n inputs enters the loop
+ * of four at input k = -n & 3 (pointers k inputs back) */
+#define RV_CHANNEL(log2)                                                       \
     "8:\n" RV_TAPS "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n lw a0, 12(sp)\n"   \
-    "sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"                                    \
-    "addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"
+    "sub t1, a1, a2\n andi t1, t1, 3\n beqz t1, 1f\n sub a1, a1, t1\n slli t2, t1, " log2 "\n" \
+    "sub a0, a0, t2\n addi t1, t1, -2\n bltz t1, 2f\n beqz t1, 13f\n j 14f\n"
 /* the next channel's row; or the next kernel row that has an input row (rows[ky]), its
  * taps 3 on; or out */
 #define RV_KROW_LEAVE(name)                                                    \
@@ -706,25 +706,32 @@ void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const
     "lw t1, 20(sp)\n add a2, a1, t1\n j 8b\n"                                       \
     "12:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 52\n ret\n"     \
     ".size " name ", .-" name "\n.popsection\n"
-/* stride 1: two copies of the pair loop, one while no sums are pending (labels 1-3:
- * a zero input costs 2 instructions there) and one while they are (4-6); a zero input
- * with sums pending adds them (7, 10) and goes on in the first, a non-zero one without
- * goes on in the second */
-__asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("4")
-        "1:\n" RV_CLEAN_S1("0", "0", "2f", "5f") "2:\n" RV_CLEAN_S1("1", "4", "3f", "6f")
-        "3:\n addi a1, a1, 2\n addi a0, a0, 8\n bltu a1, a2, 1b\n j 9f\n"
+/* stride 1: two copies of the loop of four inputs, one while no sums are pending (labels
+ * 1, 2, 13, 14, the step 3: a zero input costs 2 instructions there) and one while they
+ * are (4, 5, 15, 16, the step 6); a zero input with sums pending adds them (7, 10, 17, 18)
+ * and goes on in the first, a non-zero one without goes on in the second */
+__asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("2")
+        "1:\n" RV_CLEAN_S1("0", "0", "2f", "5f") "2:\n" RV_CLEAN_S1("1", "4", "13f", "15f")
+        "13:\n" RV_CLEAN_S1("2", "8", "14f", "16f") "14:\n" RV_CLEAN_S1("3", "12", "3f", "6f")
+        "3:\n addi a1, a1, 4\n addi a0, a0, 16\n bltu a1, a2, 1b\n j 9f\n"
         "4:\n" RV_UNIT_S1("0", "0", "7f") "5:\n" RV_UNIT_S1("1", "4", "10f")
-        "6:\n addi a1, a1, 2\n addi a0, a0, 8\n bltu a1, a2, 4b\n"
+        "15:\n" RV_UNIT_S1("2", "8", "17f") "16:\n" RV_UNIT_S1("3", "12", "18f")
+        "6:\n addi a1, a1, 4\n addi a0, a0, 16\n bltu a1, a2, 4b\n"
         RV_ADD("0", "s1") RV_ADD("4", "ra") "j 9f\n" /* the pending sums, past the row */
-        "7:\n" RV_ZERO_S1("0", "4", "2b") "10:\n" RV_ZERO_S1("4", "8", "3b")
+        "7:\n" RV_ZERO_S1("0", "4", "2b") "10:\n" RV_ZERO_S1("4", "8", "13b")
+        "17:\n" RV_ZERO_S1("8", "12", "14b") "18:\n" RV_ZERO_S1("12", "16", "3b")
         "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s1")
-        RV_KROW_ENTER("cvae_rv_krow_s2") RV_CHANNEL("8")
-        "1:\n" RV_CLEAN_S2("0", "0", "4", "2f", "5f") "2:\n" RV_CLEAN_S2("1", "8", "12", "3f", "6f")
-        "3:\n addi a1, a1, 2\n addi a0, a0, 16\n bltu a1, a2, 1b\n j 9f\n"
+        RV_KROW_ENTER("cvae_rv_krow_s2") RV_CHANNEL("3")
+        "1:\n" RV_CLEAN_S2("0", "0", "4", "2f", "5f") "2:\n" RV_CLEAN_S2("1", "8", "12", "13f", "15f")
+        "13:\n" RV_CLEAN_S2("2", "16", "20", "14f", "16f")
+        "14:\n" RV_CLEAN_S2("3", "24", "28", "3f", "6f")
+        "3:\n addi a1, a1, 4\n addi a0, a0, 32\n bltu a1, a2, 1b\n j 9f\n"
         "4:\n" RV_UNIT_S2("0", "0", "4", "7f") "5:\n" RV_UNIT_S2("1", "8", "12", "10f")
-        "6:\n addi a1, a1, 2\n addi a0, a0, 16\n bltu a1, a2, 4b\n"
+        "15:\n" RV_UNIT_S2("2", "16", "20", "17f") "16:\n" RV_UNIT_S2("3", "24", "28", "18f")
+        "6:\n addi a1, a1, 4\n addi a0, a0, 32\n bltu a1, a2, 4b\n"
         RV_ADD("0", "s1") "j 9f\n" /* C, past the row */
-        "7:\n" RV_ZERO_S2("0", "2b") "10:\n" RV_ZERO_S2("8", "3b")
+        "7:\n" RV_ZERO_S2("0", "2b") "10:\n" RV_ZERO_S2("8", "13b")
+        "17:\n" RV_ZERO_S2("16", "14b") "18:\n" RV_ZERO_S2("24", "3b")
         "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s2"));
 
 /* Kernel row ky of every input channel over input row rows[ky] (channel 0; channels
