@@ -115,8 +115,8 @@ def writable_ranges(emu: Emulator, elf: Path) -> list[tuple[int, int]]:
     """``[lo, hi)`` of each allocated writable section (data, bss) and of the stack (the
     link script's ``__stack_limit`` .. ``__stack_top``, where it names them)."""
     text = _tool(emu, "objdump", "-h", str(elf))
-    syms = {p[2]: int(p[0], 16) for p in (ln.split() for ln in _tool(emu, "nm", str(elf)).splitlines())
-            if len(p) == 3}  # fmt: skip
+    nm = (ln.split() for ln in _tool(emu, "nm", str(elf)).splitlines())
+    syms = {p[2]: int(p[0], 16) for p in nm if len(p) == 3}
     ranges = [(syms["__stack_limit"], syms["__stack_top"])] if "__stack_top" in syms else []
     for m in re.finditer(r"^\s*\d+\s+\S+\s+([0-9a-f]+)\s+([0-9a-f]+)\s+\S+\s+\S+\s+\S+\n(.*)$",
                          text, re.M):  # fmt: skip
