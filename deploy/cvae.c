@@ -616,25 +616,28 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
 }
 
 #ifdef RV_QSQ
-/* rv32ec kernels (no multiply instruction): kernel row ky of every input channel over
- * its input row, as scatter_row does channel by channel, in RV32E assembly. A product
+/* rv32ec kernels (no multiply instruction): every kernel row ky of every input channel
+ * over its input row rows[ky], as scatter_row does row by row and channel by channel, in
+ * RV32E assembly, one call per output row and channel. A product
  * is w * x = qsq[x + w] - qsq[x - w] (cvae_num.h's quarter squares, in flash): with B =
  * &qsq[x] (2 instructions per non-zero input) and W = 2w per tap (once per channel),
  * add, lhu, sub, lhu, sub: 5 instructions, no table built at run time. Zero inputs are
- * skipped (2 instructions); inputs go two a loop step (an odd row enters at the second).
+ * skipped (2 instructions); inputs go four a loop step (a row of n enters at input
+ * -n & 3).
  *   stride 1: acc[ix] += P0 + w0 x[ix]; P0 = P1 + w1 x[ix]; P1 = w2 x[ix] (the two
  *             pending sums in s1 and ra, flushed after the row): 24 instructions per
  *             non-zero input (3 MACs), the accumulator loaded and stored once;
  *   stride 2: acc[2ix + k] += w_k x[ix]: 26 per non-zero input.
- * Per channel about 20 (the taps, the row's pointers, the entry). Arguments: acc (slot
- * -1 of the accumulator row), w (int8: the taps of channel 0; int4: the weights' bytes),
- * x (channel 0's input row), in_c >= 1, the channels' distance in the input, in_w >= 1,
- * and on int4 t (the nibble index of channel 0's first tap); the frame: below. */
+ * Per channel about 20 (the taps, the row's pointers, the entry), per kernel row 16.
+ * Arguments: acc (slot -1 of the accumulator row), w (int8: channel 0's taps of kernel
+ * row 0; int4: the weights' bytes), rows (channel 0's input row of each kernel row, or
+ * NULL), in_c >= 1, the channels' distance in the input, in_w >= 1, and on int4 t (the
+ * nibble index of channel 0's first tap); the frame: below. */
 /* p = w * x into R, for B in t1 and W (2w) in register W; s0 and t2 scratch */
 #define RV_PROD(R, W) "add t2, t1, " W "\n lhu t2, 0(t2)\n sub s0, t1, " W "\n lhu s0, 0(s0)\n" \
                       "sub " R ", t2, s0\n"
 #define RV_ADD(OFF, R) "lw s0, " OFF "(a0)\n add s0, s0, " R "\n sw s0, " OFF "(a0)\n"
-/* x = input X of the pair; zero: to label Z; B = &qsq[x] in t1 */
+/* x = input X of the step; zero: to label Z; B = &qsq[x] in t1 */
 #define RV_LOAD(X, Z) "lbu t1, " X "(a1)\n beqz t1, " Z "\n slli t1, t1, 1\n add t1, t1, t0\n"
 #define RV_UNIT_S1(X, A, Z)                                                    \
     RV_LOAD(X, Z) RV_PROD("t2", "a3") "lw s0, " A "(a0)\n add s0, s0, s1\n add s0, s0, t2\n" \
@@ -650,7 +653,7 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
 #define RV_ZERO_S1(A0, A1, N) RV_ADD(A0, "s1") RV_ADD(A1, "ra") "j " N "\n"
 /* stride 2: x[ix] adds w0 x, w1 x to acc[2ix], acc[2ix + 1] and leaves C = w2 x (in s1)
  * pending for acc[2ix + 2], which the next input's w0 x also reaches; the same two
- * copies of the pair loop as stride 1 (C pending or not) */
+ * copies of the loop as stride 1 (C pending or not) */
 #define RV_CLEAN_S2(X, A0, A1, Z, N)                                           \
     RV_LOAD(X, Z) RV_PROD("t2", "a3") RV_ADD(A0, "t2") RV_PROD("t2", "a4") RV_ADD(A1, "t2") \
     RV_PROD("s1", "a5") "j " N "\n"
