@@ -118,67 +118,94 @@ static union {
 
 #ifdef RV_QSQ
 /* rv32ec requantisation of a row, in RV32E assembly: finish_row's arithmetic with the
- * multiply as Horner's rule over m's set bits (cvae_num.h), entered once per row at its
- * n - 1 steps (a jump into the unrolled chain, 12 bytes a step), m's trailing zeros f
- * folded into the rounding and the shift ((a m + 2^(s-1)) >> s = (a (m >> f) +
- * 2^(s-1-f)) >> (s - f) for f < s): 16 + 3 (n - 1) instructions per output of a hidden
- * stage (8 for one that the ReLU zeroes), 21 + 3 (n - 1) per pixel. Arguments: acc,
- * end, y, (s - f) | n << 8 | pre << 16 (n >= 1), bias, the sigmoid LUT (last stage).
- * Frame: ra, s0, s1, the LUT. */
-void cvae_rv_finish_hidden(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t shift_n_pre,
-                           acc_t bias, const uint8_t *lut);
-void cvae_rv_finish_last(const acc_t *acc, const acc_t *end, cvae_act_t *y, uint32_t shift_n_pre,
-                         acc_t bias, const uint8_t *lut);
-/* cvae_m_steps from m (a0): from the lowest set bit up, each set bit b stores b - the
- * previous one (the first: b itself, in [15]) one byte lower; returns n (the set bits) */
-#define RV_SETUP_BIT(b, mask) "andi t0, a0, " #mask "\n beqz t0, 1f\n addi t1, a2, " #b "\n" \
-    "sb t1, 0(a1)\n addi a1, a1, -1\n li a2, -" #b "\n 1:\n"
-__asm__(".pushsection .text.cvae_rv_requant_setup,\"ax\",@progbits\n"
-        ".balign 2\n.global cvae_rv_requant_setup\n.type cvae_rv_requant_setup, @function\n"
-        "cvae_rv_requant_setup:\n lui a1, %hi(cvae_m_steps+15)\n addi a1, a1, %lo(cvae_m_steps+15)\n"
-        "mv a3, a1\n li a2, 0\n"
-        RV_SETUP_BIT(0, 1) RV_SETUP_BIT(1, 2) RV_SETUP_BIT(2, 4) RV_SETUP_BIT(3, 8)
-        RV_SETUP_BIT(4, 16) RV_SETUP_BIT(5, 32) RV_SETUP_BIT(6, 64) RV_SETUP_BIT(7, 128)
-        RV_SETUP_BIT(8, 256) RV_SETUP_BIT(9, 512) RV_SETUP_BIT(10, 1024) "srli a0, a0, 11\n"
-        RV_SETUP_BIT(11, 1) RV_SETUP_BIT(12, 2) RV_SETUP_BIT(13, 4) RV_SETUP_BIT(14, 8)
-        "sub a0, a3, a1\n ret\n.size cvae_rv_requant_setup, .-cvae_rv_requant_setup\n.popsection\n");
-#define RV_RQ_STEP(k) "lbu s0, " #k "(s1)\n sll t2, t2, s0\n add t2, t2, t1\n"
-#define RV_RQ_ENTER(name)                                                      \
+ * multiply as the chain cvae_rv_chain_setup writes to RAM for m (cvae_num.h), called
+ * once per output (jalr t2; the chain returns through t2), m's trailing zeros f folded
+ * into the rounding and the shift ((a m + 2^(s-1)) >> s = (a (m >> f) + 2^(s-1-f)) >>
+ * (s - f) for f < s). Hidden stages: an output below a bound T (cvae_rv_sat, once per
+ * row) needs neither clamp: 11 instructions and the chain per output
+ * (7 for one that the ReLU zeroes), the others clamp; the last stage 15 and the chain
+ * per pixel. The accumulators hold the bias already (start_acc_row). Arguments: acc,
+ * end (acc < end), y, the channel's constants, the sigmoid LUT (last stage). Returns 0,
+ * or 1 without a store where the chain does not apply (m = 0, f >= s: finish_row's C
+ * then). Frame: ra, s0, s1, r, the LUT, the chain (36 B). */
+int cvae_rv_finish_hidden(const acc_t *acc, const acc_t *end, cvae_act_t *y,
+                          const cvae_requant_t *r, const uint8_t *lut);
+int cvae_rv_finish_last(const acc_t *acc, const acc_t *end, cvae_act_t *y, const cvae_requant_t *r,
+                        const uint8_t *lut);
+CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) == 2 &&
+                       offsetof(cvae_requant_t, shift) == 3,
+                   rv_requant_layout);
+/* Digit position i of m's NAF, from the top (15) down: a3 holds nz << 16 | nm (nz: the
+ * non-zero digits, nm: the negative ones), shifted left once a position, so digit i is
+ * a3's sign bit and its sign bit 15. A digit writes one word at t0: c.slli s1, d (d = 4
+ * times the distance from the previous digit, t1 - 4i: t1 holds the template s0 plus 4
+ * times the previous position) and c.add s1, a5 (c.sub: minus s1, the difference of
+ * the two templates). The first digit (always +1) leaves the word's high half c.mv
+ * s1, a5 (t1's first value). 2 instructions a position, 6-7 more a digit. */
+#define RV_NAF_POS(i) "bgez a3, 1f\n slli t2, a3, 16\n bgez t2, 2f\n sub t1, t1, s1\n"        \
+    "2:\n addi t2, t1, -4*" #i "\n sw t2, 0(t0)\n addi t0, t0, 4\n addi t1, s0, 4*" #i "\n" \
+    "1:\n slli a3, a3, 1\n"
+/* cvae_rv_chain_setup: the chain for m (a3, 1..32767) at t0 (the caller's frame), f
+ * (m's trailing zeros: the last digit's position) in t1. Called from the two functions
+ * below (jal ra); clobbers a3, a4, t0-t2, s0, s1. NAF: xh = m >> 1, x3 = m + xh, c = xh ^
+ * x3: nz = c & (x3 | xh), nm = c & xh. */
+__asm__(".pushsection .text.cvae_rv_chain_setup,\"ax\",@progbits\n"
+        ".balign 2\n.type cvae_rv_chain_setup, @function\ncvae_rv_chain_setup:\n"
+        "srli a4, a3, 1\n add t2, a3, a4\n xor a3, a4, t2\n or t2, t2, a4\n"
+        "and a4, a4, a3\n and a3, a3, t2\n slli a3, a3, 16\n or a3, a3, a4\n"
+        "li s0, 0x94be0482\n lui s1, 0x8210\n li t1, 0x84be0040\n"
+        RV_NAF_POS(15) RV_NAF_POS(14) RV_NAF_POS(13) RV_NAF_POS(12) RV_NAF_POS(11)
+        RV_NAF_POS(10) RV_NAF_POS(9) RV_NAF_POS(8) RV_NAF_POS(7) RV_NAF_POS(6)
+        RV_NAF_POS(5) RV_NAF_POS(4) RV_NAF_POS(3) RV_NAF_POS(2) RV_NAF_POS(1) RV_NAF_POS(0)
+        "li t2, 0x8382\n sh t2, 0(t0)\n sub t1, t1, s0\n srli t1, t1, 2\n"
+        "ret\n.size cvae_rv_chain_setup, .-cvae_rv_chain_setup\n.popsection\n");
+/* the chain for m, a3 = pre, a4 = s - f, ra = the rounding term, t0 = the chain's entry;
+ * t1 = s (then f), s0 scratch; or out with 1 */
+#define RV_FIN_ENTER(name)                                                     \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \
     ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
-    "addi sp, sp, -16\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a5, 12(sp)\n" \
-    "mv a5, a4\n srli t0, a3, 8\n andi t0, t0, 255\n andi a4, a3, 255\n srli a3, a3, 16\n" \
-    "li ra, 1\n addi s0, a4, -1\n sll ra, ra, s0\n"                              \
-    "lui s1, %hi(cvae_m_steps)\n addi s1, s1, %lo(cvae_m_steps)\n lla t2, 7f\n"  \
-    "addi t0, t0, -1\n slli s0, t0, 3\n slli t0, t0, 2\n add t0, t0, s0\n sub t0, t2, t0\n" \
-    "bgeu a0, a1, 9f\n"
-/* the chain: p = a (t1) into t2, n - 1 steps, then + round, >> shift */
-#define RV_RQ_CHAIN                                                            \
-    "mv t2, t1\n jr t0\n .option push\n .option norvc\n"                       \
-    RV_RQ_STEP(1) RV_RQ_STEP(2) RV_RQ_STEP(3) RV_RQ_STEP(4) RV_RQ_STEP(5) RV_RQ_STEP(6) \
-    RV_RQ_STEP(7) RV_RQ_STEP(8) RV_RQ_STEP(9) RV_RQ_STEP(10) RV_RQ_STEP(11) RV_RQ_STEP(12) \
-    RV_RQ_STEP(13) RV_RQ_STEP(14) ".option pop\n 7:\n add t2, t2, ra\n sra t2, t2, a4\n"
-#define RV_RQ_LEAVE(name)                                                      \
-    "9:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 16\n ret\n"  \
-    ".size " name ", .-" name "\n.popsection\n"
-__asm__(RV_RQ_ENTER("cvae_rv_finish_hidden")
-        "1:\n lw t1, 0(a0)\n addi a0, a0, 4\n add t1, t1, a5\n sra t1, t1, a3\n blez t1, 4f\n"
-        "srai s0, t1, 15\n bnez s0, 5f\n 2:\n" RV_RQ_CHAIN
-        "srli s0, t2, 8\n bnez s0, 6f\n 3:\n sb t2, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n"
+    "lhu t0, 0(a3)\n beqz t0, 8f\n"                                             \
+    "addi sp, sp, -56\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a3, 12(sp)\n" \
+    "sw a4, 16(sp)\n mv a3, t0\n addi t0, sp, 20\n jal ra, cvae_rv_chain_setup\n"    \
+    "lw a3, 12(sp)\n lbu a4, 3(a3)\n lbu a3, 2(a3)\n bgeu t1, a4, 7f\n"         \
+    "sub a4, a4, t1\n add t1, t1, a4\n li ra, 1\n addi s0, a4, -1\n sll ra, ra, s0\n" \
+    "addi t0, sp, 22\n"
+#define RV_FIN_LEAVE(name)                                                     \
+    "7:\n li a0, 1\n j 10f\n 9:\n li a0, 0\n"                                    \
+    "10:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 56\n ret\n"  \
+    "8:\n li a0, 1\n ret\n.size " name ", .-" name "\n.popsection\n"
+/* cvae_rv_sat[k] = floor(511 * 2^16 / (k + 1)): for m < (k + 1) 2^11 (k = m >> 11) and
+ * a < T = floor(511 * 2^(s-12) / (k + 1)) = cvae_rv_sat[k] >> (28 - s), a m + 2^(s-1) <
+ * 2^(s+8), so y <= 255 (T is within 1 + 2^11 / m of the exact bound). 64 B of flash. */
+__asm__(".pushsection .rodata.cvae_rv_sat,\"a\",@progbits\n.balign 4\ncvae_rv_sat:\n"
+        ".set cvae_rv_k, 1\n.rept 16\n.word (511 << 16) / cvae_rv_k\n.set cvae_rv_k, cvae_rv_k + 1\n"
+        ".endr\n.size cvae_rv_sat, 64\n.popsection\n");
+__asm__(RV_FIN_ENTER("cvae_rv_finish_hidden")
+        /* t1 = min(cvae_rv_sat[m >> 11] >> (28 - s), 32768) (s < 28; else 32768) */
+        "lw s0, 12(sp)\n lhu s0, 0(s0)\n srli s0, s0, 11\n slli s0, s0, 2\n"
+        "lui t2, %hi(cvae_rv_sat)\n addi t2, t2, %lo(cvae_rv_sat)\n add s0, s0, t2\n lw s0, 0(s0)\n"
+        "li t2, 28\n bgeu t1, t2, 1f\n sub t2, t2, t1\n srl t1, s0, t2\n lui s0, 8\n"
+        "bleu t1, s0, 2f\n 1:\n lui t1, 8\n 2:\n"
+        "1:\n lw a5, 0(a0)\n addi a0, a0, 4\n sra a5, a5, a3\n blez a5, 4f\n bge a5, t1, 5f\n"
+        "jalr t2, 0(t0)\n add s1, s1, ra\n sra s1, s1, a4\n"
+        "3:\n sb s1, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n"
         "4:\n sb zero, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n" /* the ReLU's 0 */
-        "5:\n lui t1, 8\n addi t1, t1, -1\n j 2b\n"                        /* a > 32767 */
-        "6:\n li t2, 255\n j 3b\n"                                          /* y > 255 */
-        RV_RQ_LEAVE("cvae_rv_finish_hidden")
-        RV_RQ_ENTER("cvae_rv_finish_last")
-        "1:\n lw t1, 0(a0)\n addi a0, a0, 4\n add t1, t1, a5\n sra t1, t1, a3\n"
-        "srai s0, t1, 15\n addi s0, s0, 1\n sltiu s0, s0, 2\n beqz s0, 5f\n 2:\n" RV_RQ_CHAIN
-        "addi t2, t2, 128\n sltiu s0, t2, 256\n beqz s0, 6f\n"
-        "3:\n lw s0, 12(sp)\n add s0, s0, t2\n lbu t2, 0(s0)\n"
-        "sb t2, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n j 9f\n"
-        "5:\n slti s0, t1, 0\n lui t1, 8\n addi t1, t1, -1\n beqz s0, 2b\n" /* a > 32767 */
-        "lui t1, 1048568\n j 2b\n"                                       /* a < -32768 */
-        "6:\n srai t2, t2, 31\n not t2, t2\n andi t2, t2, 255\n j 3b\n" /* logit past -128..127 */
-        RV_RQ_LEAVE("cvae_rv_finish_last"));
+        "5:\n lui s0, 8\n addi s0, s0, -1\n ble a5, s0, 6f\n mv a5, s0\n"   /* a > 32767 */
+        "6:\n jalr t2, 0(t0)\n add s1, s1, ra\n sra s1, s1, a4\n srli s0, s1, 8\n"
+        "beqz s0, 3b\n li s1, 255\n j 3b\n"                                /* y > 255 */
+        RV_FIN_LEAVE("cvae_rv_finish_hidden")
+        RV_FIN_ENTER("cvae_rv_finish_last")
+        "lw t1, 16(sp)\n"
+        "1:\n lw a5, 0(a0)\n addi a0, a0, 4\n sra a5, a5, a3\n"
+        "srai s0, a5, 15\n addi s0, s0, 1\n sltiu s0, s0, 2\n beqz s0, 5f\n"
+        "2:\n jalr t2, 0(t0)\n add s1, s1, ra\n sra s1, s1, a4\n addi s1, s1, 128\n"
+        "sltiu s0, s1, 256\n beqz s0, 6f\n"
+        "3:\n add s1, s1, t1\n lbu s1, 0(s1)\n sb s1, 0(a2)\n addi a2, a2, 1\n bltu a0, a1, 1b\n"
+        "j 9f\n"
+        "5:\n slti s0, a5, 0\n lui a5, 8\n addi a5, a5, -1\n beqz s0, 2b\n" /* a > 32767 */
+        "lui a5, 1048568\n j 2b\n"                                       /* a < -32768 */
+        "6:\n srai s1, s1, 31\n not s1, s1\n andi s1, s1, 255\n j 3b\n" /* logit past -128..127 */
+        RV_FIN_LEAVE("cvae_rv_finish_last"));
 #endif
 
 /* ARMv6-M kernels (Cortex-M0/M0+: Thumb-1; int8 and int4 weights). Hand-written,
@@ -465,17 +492,15 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
 {
 #ifdef CVAE_INT8
     const cvae_requant_t *r = &s->requant[chan];
+#ifdef RV_QSQ
+    assert(bias == 0 && acc < end); /* the accumulators hold it (start_acc_row) */
+    if (acc + 1 < end &&
+        !(last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(acc, end, y, r, cvae_sigmoid_lut))
+        return; /* else one output, m = 0 or its trailing zeros at least the shift: below */
+#endif
     const unsigned pre = r->pre, shift = r->shift;
     /* the multiplier; without a multiply instruction, the count of its set bits */
     const int32_t m = REQUANT_SETUP(r->m), round = (int32_t)1 << (shift - 1);
-#ifdef RV_QSQ
-    const unsigned n = cvae_rv_requant_setup((uint32_t)m); /* m's set bits, listed */
-    if (n && cvae_m_steps[15] < shift) { /* m > 0 and its trailing zeros below the shift */
-        (last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(
-            acc, end, y, (shift - cvae_m_steps[15]) | n << 8 | pre << 16, bias, cvae_sigmoid_lut);
-        return;
-    }
-#endif
     for (; acc < end; acc++) {
         int32_t a = (*acc + bias) >> pre; /* arithmetic shift with gcc */
         if (!last && a <= 0) { /* a * m + round < 2^shift: y <= 0, so 0 after the ReLU */
@@ -648,25 +673,28 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
 }
 
 #ifdef RV_QSQ
-/* rv32ec kernels (no multiply instruction): kernel row ky of every input channel over
- * its input row, as scatter_row does channel by channel, in RV32E assembly. A product
+/* rv32ec kernels (no multiply instruction): every kernel row ky of every input channel
+ * over its input row rows[ky], as scatter_row does row by row and channel by channel, in
+ * RV32E assembly, one call per output row and channel. A product
  * is w * x = qsq[x + w] - qsq[x - w] (cvae_num.h's quarter squares, in flash): with B =
  * &qsq[x] (2 instructions per non-zero input) and W = 2w per tap (once per channel),
  * add, lhu, sub, lhu, sub: 5 instructions, no table built at run time. Zero inputs are
- * skipped (2 instructions); inputs go two a loop step (an odd row enters at the second).
+ * skipped (2 instructions); inputs go four a loop step (a row of n enters at input
+ * -n & 3).
  *   stride 1: acc[ix] += P0 + w0 x[ix]; P0 = P1 + w1 x[ix]; P1 = w2 x[ix] (the two
  *             pending sums in s1 and ra, flushed after the row): 24 instructions per
  *             non-zero input (3 MACs), the accumulator loaded and stored once;
  *   stride 2: acc[2ix + k] += w_k x[ix]: 26 per non-zero input.
- * Per channel about 20 (the taps, the row's pointers, the entry). Arguments: acc (slot
- * -1 of the accumulator row), w (int8: the taps of channel 0; int4: the weights' bytes),
- * x (channel 0's input row), in_c >= 1, the channels' distance in the input, in_w >= 1,
- * and on int4 t (the nibble index of channel 0's first tap); the frame: below. */
+ * Per channel about 20 (the taps, the row's pointers, the entry), per kernel row 16.
+ * Arguments: acc (slot -1 of the accumulator row), w (int8: channel 0's taps of kernel
+ * row 0; int4: the weights' bytes), rows (channel 0's input row of each kernel row, or
+ * NULL), in_c >= 1, the channels' distance in the input, in_w >= 1, and on int4 t (the
+ * nibble index of channel 0's first tap); the frame: below. */
 /* p = w * x into R, for B in t1 and W (2w) in register W; s0 and t2 scratch */
 #define RV_PROD(R, W) "add t2, t1, " W "\n lhu t2, 0(t2)\n sub s0, t1, " W "\n lhu s0, 0(s0)\n" \
                       "sub " R ", t2, s0\n"
 #define RV_ADD(OFF, R) "lw s0, " OFF "(a0)\n add s0, s0, " R "\n sw s0, " OFF "(a0)\n"
-/* x = input X of the pair; zero: to label Z; B = &qsq[x] in t1 */
+/* x = input X of the step; zero: to label Z; B = &qsq[x] in t1 */
 #define RV_LOAD(X, Z) "lbu t1, " X "(a1)\n beqz t1, " Z "\n slli t1, t1, 1\n add t1, t1, t0\n"
 #define RV_UNIT_S1(X, A, Z)                                                    \
     RV_LOAD(X, Z) RV_PROD("t2", "a3") "lw s0, " A "(a0)\n add s0, s0, s1\n add s0, s0, t2\n" \
@@ -682,7 +710,7 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
 #define RV_ZERO_S1(A0, A1, N) RV_ADD(A0, "s1") RV_ADD(A1, "ra") "j " N "\n"
 /* stride 2: x[ix] adds w0 x, w1 x to acc[2ix], acc[2ix + 1] and leaves C = w2 x (in s1)
  * pending for acc[2ix + 2], which the next input's w0 x also reaches; the same two
- * copies of the pair loop as stride 1 (C pending or not) */
+ * copies of the loop as stride 1 (C pending or not) */
 #define RV_CLEAN_S2(X, A0, A1, Z, N)                                           \
     RV_LOAD(X, Z) RV_PROD("t2", "a3") RV_ADD(A0, "t2") RV_PROD("t2", "a4") RV_ADD(A1, "t2") \
     RV_PROD("s1", "a5") "j " N "\n"
@@ -695,8 +723,7 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
 /* the taps of the channel at nibble t (24(sp)) of the weights (32(sp)): the two bytes
  * that hold nibbles t .. t + 2, as one 16-bit value shifted down by 4 (t & 1), each
  * nibble sign-extended by a shift up and back down */
-#define RV_END_W "slli t2, a3, 3\n add t2, t2, a3\n lw t1, 40(sp)\n add t2, t2, t1\n"         \
-                 "sw t1, 24(sp)\n sw t2, 28(sp)\n sw a1, 32(sp)\n"
+#define RV_FIRST_W "lw t1, 52(sp)\n sw t1, 44(sp)\n sw a1, 32(sp)\n"
 #define RV_TAPS                                                                \
     "lw t1, 24(sp)\n lw t2, 32(sp)\n srli s0, t1, 1\n add s0, s0, t2\n lbu a3, 0(s0)\n"   \
     "lbu a4, 1(s0)\n slli a4, a4, 8\n or a3, a3, a4\n andi s0, t1, 1\n slli s0, s0, 2\n"  \
@@ -704,65 +731,81 @@ static inline __attribute__((always_inline)) void scatter(acc_t *acc, const tap_
     "slli a3, a3, 28\n srai a3, a3, 28\n addi t1, t1, 9\n sw t1, 24(sp)\n"
 #else
 #define RV_T_PARAM
-#define RV_END_W "slli t2, a3, 3\n add t2, t2, a3\n add t2, t2, a1\n sw a1, 24(sp)\n sw t2, 28(sp)\n"
+#define RV_FIRST_W "sw a1, 44(sp)\n"
 #define RV_TAPS "lw t1, 24(sp)\n lb a3, 0(t1)\n lb a4, 1(t1)\n lb a5, 2(t1)\n addi t1, t1, 9\n" \
                 "sw t1, 24(sp)\n"
 #endif
-void cvae_rv_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
-                     uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
-void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *x, uint32_t in_c,
-                     uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
-/* The frame (40 B): ra, s0, s1, acc, in_chan_step, in_w, the next channel's taps (int8:
- * pointer, int4: nibble index), the end of the taps, the int4 weights. The row: a1 .. a2. */
+void cvae_rv_krow_s1(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const rows[CVAE_KERNEL],
+                     uint32_t in_c, uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+void cvae_rv_krow_s2(acc_t *acc, const cvae_weight_t *w, const cvae_act_t *const rows[CVAE_KERNEL],
+                     uint32_t in_c, uint32_t in_chan_step, uint32_t in_w RV_T_PARAM);
+/* The frame (52 B): ra, s0, s1, acc, in_chan_step, in_w, the next channel's taps (int8:
+ * pointer, int4: nibble index), the end of the taps, the int4 weights, the next entry of
+ * rows, rows + 3, the next kernel row's taps (channel 0), 9 in_c. The row: a1 .. a2. */
 #define RV_KROW_ENTER(name)                                                    \
     ".pushsection .text." name ",\"ax\",@progbits\n"                          \
     ".balign 2\n.global " name "\n.type " name ", @function\n" name ":\n"     \
-    "addi sp, sp, -40\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a0, 12(sp)\n"     \
-    "sw a4, 16(sp)\n sw a5, 20(sp)\n" RV_END_W "mv a1, a2\n add a2, a2, a5\n"           \
-    "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n"
-/* a channel: its taps (W = 2w), the accumulators (a0); an odd row enters at the pair's
- * second input, pointers one input back */
-#define RV_CHANNEL(step)                                                       \
+    "addi sp, sp, -52\n sw ra, 0(sp)\n sw s0, 4(sp)\n sw s1, 8(sp)\n sw a0, 12(sp)\n"     \
+    "sw a4, 16(sp)\n sw a5, 20(sp)\n" RV_FIRST_W "sw a2, 36(sp)\n addi t1, a2, 12\n"    \
+    "sw t1, 40(sp)\n slli t2, a3, 3\n add t2, t2, a3\n sw t2, 48(sp)\n"                  \
+    "lui t0, %hi(cvae_qsq+256)\n addi t0, t0, %lo(cvae_qsq+256)\n j 11f\n"
+/* a channel: its taps (W = 2w), the accumulators (a0); a row of n inputs enters the loop
+ * of four at input k = -n & 3 (pointers k inputs back) */
+#define RV_CHANNEL(log2)                                                       \
     "8:\n" RV_TAPS "slli a3, a3, 1\n slli a4, a4, 1\n slli a5, a5, 1\n lw a0, 12(sp)\n"   \
-    "sub t1, a2, a1\n andi t1, t1, 1\n beqz t1, 1f\n"                                    \
-    "addi a1, a1, -1\n addi a0, a0, -" step "\n j 2f\n"
-/* the next channel's row, or out */
+    "sub t1, a1, a2\n andi t1, t1, 3\n beqz t1, 1f\n sub a1, a1, t1\n slli t2, t1, " log2 "\n" \
+    "sub a0, a0, t2\n addi t1, t1, -2\n bltz t1, 2f\n beqz t1, 13f\n j 14f\n"
+/* the next channel's row; or the next kernel row that has an input row (rows[ky]), its
+ * taps 3 on; or out */
 #define RV_KROW_LEAVE(name)                                                    \
     "lw t2, 16(sp)\n add a2, a2, t2\n lw t2, 20(sp)\n sub a1, a2, t2\n"            \
     "lw t1, 24(sp)\n lw t2, 28(sp)\n bltu t1, t2, 8b\n"                            \
-    "lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 40\n ret\n"     \
+    "11:\n lw t1, 36(sp)\n lw t2, 40(sp)\n bgeu t1, t2, 12f\n lw a1, 0(t1)\n"      \
+    "addi t1, t1, 4\n sw t1, 36(sp)\n lw t2, 44(sp)\n addi t1, t2, 3\n sw t1, 44(sp)\n" \
+    "beqz a1, 11b\n sw t2, 24(sp)\n lw t1, 48(sp)\n add t2, t2, t1\n sw t2, 28(sp)\n"   \
+    "lw t1, 20(sp)\n add a2, a1, t1\n j 8b\n"                                       \
+    "12:\n lw ra, 0(sp)\n lw s0, 4(sp)\n lw s1, 8(sp)\n addi sp, sp, 52\n ret\n"     \
     ".size " name ", .-" name "\n.popsection\n"
-/* stride 1: two copies of the pair loop, one while no sums are pending (labels 1-3:
- * a zero input costs 2 instructions there) and one while they are (4-6); a zero input
- * with sums pending adds them (7, 10) and goes on in the first, a non-zero one without
- * goes on in the second */
-__asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("4")
-        "1:\n" RV_CLEAN_S1("0", "0", "2f", "5f") "2:\n" RV_CLEAN_S1("1", "4", "3f", "6f")
-        "3:\n addi a1, a1, 2\n addi a0, a0, 8\n bltu a1, a2, 1b\n j 9f\n"
+/* stride 1: two copies of the loop of four inputs, one while no sums are pending (labels
+ * 1, 2, 13, 14, the step 3: a zero input costs 2 instructions there) and one while they
+ * are (4, 5, 15, 16, the step 6); a zero input with sums pending adds them (7, 10, 17, 18)
+ * and goes on in the first, a non-zero one without goes on in the second */
+__asm__(RV_KROW_ENTER("cvae_rv_krow_s1") RV_CHANNEL("2")
+        "1:\n" RV_CLEAN_S1("0", "0", "2f", "5f") "2:\n" RV_CLEAN_S1("1", "4", "13f", "15f")
+        "13:\n" RV_CLEAN_S1("2", "8", "14f", "16f") "14:\n" RV_CLEAN_S1("3", "12", "3f", "6f")
+        "3:\n addi a1, a1, 4\n addi a0, a0, 16\n bltu a1, a2, 1b\n j 9f\n"
         "4:\n" RV_UNIT_S1("0", "0", "7f") "5:\n" RV_UNIT_S1("1", "4", "10f")
-        "6:\n addi a1, a1, 2\n addi a0, a0, 8\n bltu a1, a2, 4b\n"
+        "15:\n" RV_UNIT_S1("2", "8", "17f") "16:\n" RV_UNIT_S1("3", "12", "18f")
+        "6:\n addi a1, a1, 4\n addi a0, a0, 16\n bltu a1, a2, 4b\n"
         RV_ADD("0", "s1") RV_ADD("4", "ra") "j 9f\n" /* the pending sums, past the row */
-        "7:\n" RV_ZERO_S1("0", "4", "2b") "10:\n" RV_ZERO_S1("4", "8", "3b")
+        "7:\n" RV_ZERO_S1("0", "4", "2b") "10:\n" RV_ZERO_S1("4", "8", "13b")
+        "17:\n" RV_ZERO_S1("8", "12", "14b") "18:\n" RV_ZERO_S1("12", "16", "3b")
         "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s1")
-        RV_KROW_ENTER("cvae_rv_krow_s2") RV_CHANNEL("8")
-        "1:\n" RV_CLEAN_S2("0", "0", "4", "2f", "5f") "2:\n" RV_CLEAN_S2("1", "8", "12", "3f", "6f")
-        "3:\n addi a1, a1, 2\n addi a0, a0, 16\n bltu a1, a2, 1b\n j 9f\n"
+        RV_KROW_ENTER("cvae_rv_krow_s2") RV_CHANNEL("3")
+        "1:\n" RV_CLEAN_S2("0", "0", "4", "2f", "5f") "2:\n" RV_CLEAN_S2("1", "8", "12", "13f", "15f")
+        "13:\n" RV_CLEAN_S2("2", "16", "20", "14f", "16f")
+        "14:\n" RV_CLEAN_S2("3", "24", "28", "3f", "6f")
+        "3:\n addi a1, a1, 4\n addi a0, a0, 32\n bltu a1, a2, 1b\n j 9f\n"
         "4:\n" RV_UNIT_S2("0", "0", "4", "7f") "5:\n" RV_UNIT_S2("1", "8", "12", "10f")
-        "6:\n addi a1, a1, 2\n addi a0, a0, 16\n bltu a1, a2, 4b\n"
+        "15:\n" RV_UNIT_S2("2", "16", "20", "17f") "16:\n" RV_UNIT_S2("3", "24", "28", "18f")
+        "6:\n addi a1, a1, 4\n addi a0, a0, 32\n bltu a1, a2, 4b\n"
         RV_ADD("0", "s1") "j 9f\n" /* C, past the row */
-        "7:\n" RV_ZERO_S2("0", "2b") "10:\n" RV_ZERO_S2("8", "3b")
+        "7:\n" RV_ZERO_S2("0", "2b") "10:\n" RV_ZERO_S2("8", "13b")
+        "17:\n" RV_ZERO_S2("16", "14b") "18:\n" RV_ZERO_S2("24", "3b")
         "9:\n" RV_KROW_LEAVE("cvae_rv_krow_s2"));
 
-/* Kernel row ky of every input channel (weights from w, channel 0's taps; nibble t on
- * int4) over input row x (channel 0; channels in_chan_step apart) into acc. */
-static inline __attribute__((always_inline)) void rv_kernel_row(acc_t *acc, const cvae_stage_t *s,
-                                                               weight_pos_t w, const cvae_act_t *x,
-                                                               uint32_t in_chan_step)
+/* Kernel row ky of every input channel over input row rows[ky] (channel 0; channels
+ * in_chan_step apart), for every ky with one, into acc; w: channel 0's taps of kernel row
+ * 0 (nibble t on int4). */
+static inline __attribute__((always_inline)) void rv_kernel_rows(acc_t *acc, const cvae_stage_t *s,
+                                                                weight_pos_t w,
+                                                                const cvae_act_t *const rows[CVAE_KERNEL],
+                                                                uint32_t in_chan_step)
 {
 #ifdef CVAE_INT4
-#define RV_KROW_ARGS(s, w) (s)->weight, x, (s)->in_c, in_chan_step, (s)->in_w, (w)
+#define RV_KROW_ARGS(s, w) (s)->weight, rows, (s)->in_c, in_chan_step, (s)->in_w, (w)
 #else
-#define RV_KROW_ARGS(s, w) (w), x, (s)->in_c, in_chan_step, (s)->in_w
+#define RV_KROW_ARGS(s, w) (w), rows, (s)->in_c, in_chan_step, (s)->in_w
 #endif
     (s->stride == 1 ? cvae_rv_krow_s1 : cvae_rv_krow_s2)(acc, RV_KROW_ARGS(s, w));
 }
@@ -797,24 +840,26 @@ static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
     return acc + out_w + 2;
 }
 #define ROW_BIAS(bias) 0
-#else
-#ifdef RV_QSQ
-/* rv32ec: two words a step, not gcc's call to picolibc's memset (10-16 instructions a
- * word) */
+#elif defined(RV_QSQ)
+/* rv32ec: the bias (the requantisation adds none), two words a step, not gcc's call to
+ * picolibc's memset for the zeros it had been (10-16 instructions a word) */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
-#endif
+static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
+{
+    acc_t *const end = acc + out_w + 2;
+    if (out_w & 1) /* then two words a step (3 instructions for 2) */
+        *acc++ = bias;
+    for (; acc < end; acc += 2)
+        acc[0] = acc[1] = bias;
+    return end;
+}
+#define ROW_BIAS(bias) 0
+#else
 static acc_t *clear_acc_row(acc_t *acc, unsigned out_w)
 {
     acc_t *const end = acc + out_w + 2;
-#ifdef RV_QSQ
-    if (out_w & 1) /* then two words a step (3 instructions for 2) */
-        *acc++ = 0;
-    for (; acc < end; acc += 2)
-        acc[0] = acc[1] = 0;
-#else
     while (acc < end)
         *acc++ = 0;
-#endif
     return end;
 }
 #define start_acc_row(acc, out_w, bias) clear_acc_row((acc), (out_w))
@@ -839,8 +884,11 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
     }
 #endif
 #ifdef RV_QSQ
-    rv_kernel_row(acc, s, w, x, in_chan_step);
-    return;
+    {
+        const cvae_act_t *const one_row[CVAE_KERNEL] = {x, NULL, NULL};
+        rv_kernel_rows(acc, s, w, one_row, in_chan_step);
+        return;
+    }
 #endif
     for (i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
         scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
@@ -883,20 +931,25 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
     for (o = 0; o < s->out_c; o++, out += out_chan_step, w += in_c * KERNEL_TAPS) {
         acc_t *const a_end = start_acc_row(acc, s->out_w, s->bias[o]);
         unsigned ky = CVAE_KERNEL, i;
+#ifdef RV_QSQ
+        rv_kernel_rows(acc, s, w, rows, in_chan_step);
+        ky = 0; /* every kernel row done */
+#endif
         while (ky--) { /* the order of convt_single_channel_row: the same float sums */
             const cvae_act_t *x = rows[ky];
             if (!x)
                 continue;
-#ifdef RV_QSQ
-            rv_kernel_row(acc, s, w + ky * CVAE_KERNEL, x, in_chan_step);
-            continue;
-#endif
             /* scatter_kernel_row's loop, written out: calling it (even inlined) costs
              * 1.4% more instructions per image on ARMv6-M (8_8_8_8, measured) */
             for (i = 0; i < in_c; i++, x += in_chan_step)
                 scatter_row(acc, WEIGHTS(s, w + i * KERNEL_TAPS + ky * CVAE_KERNEL), x, x + in_w,
                             stride);
         }
+#ifdef RV_QSQ /* straight into the assembly (finish_row's C where it declines) */
+        if (!(last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(acc + 1, a_end - 1, out,
+                                                                  &s->requant[o], cvae_sigmoid_lut))
+            continue;
+#endif
         (last ? finish_row_last : finish_row_hidden)(acc + 1, a_end - 1, ROW_BIAS(s->bias[o]), s, o, out);
     }
 }

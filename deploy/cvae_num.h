@@ -59,30 +59,58 @@ static inline __attribute__((always_inline)) int32_t mul_requant(int32_t a, unsi
 #define REQUANT_SETUP(m) requant_setup((uint32_t)(m))
 #define MUL_REQUANT(a, m) mul_requant((a), (m))
 #else
-/* The requantisation's a * m by Horner's rule over the set bits of m, from the top one
- * down: p = a, then p = (p << d) + a for each next set bit d places lower, then p <<
- * (the lowest set bit's position): cvae_rv_requant_setup(m) lists once per output row
- * the n - 1 distances, right-aligned in cvae_m_steps[1..14] (the top pair's first, so
- * that cvae.c's unrolled chain is entered at its n - 1 last steps and ends at one
- * place), the lowest set bit's position in cvae_m_steps[15], and returns n, the set
- * bits (RV32E assembly in cvae.c: 2 instructions a bit of m, 4 more a set bit). Static,
- * not on the stack. The rows that chain does not take (m = 0, or m's trailing zeros at
- * least the shift: rare) multiply in C (__mulsi3). Both tables are defined in assembly
- * (below), which link-time optimisation keeps as written, with the code that reads them. */
-extern uint8_t cvae_m_steps[16];
-unsigned cvae_rv_requant_setup(uint32_t m);
+/* The requantisation's a * m by Horner's rule over the non-adjacent form of m (NAF:
+ * digits -1, 0, +1, no two adjacent non-zero; 5.8 non-zero digits on average for m in
+ * [2^14, 2^15), against 8 set bits), as code written once per output row into the
+ * requantising function's stack frame (cvae.c's RV32E assembly, cvae_rv_chain_setup):
+ * p = a (c.mv s1, a5), then p = (p << d) +- a for each next digit d places lower (c.slli
+ * s1, d; c.add / c.sub s1, a5: 2 compressed instructions a digit), then c.jr t2 back;
+ * m's trailing zeros are folded into the rounding and the shift. At most 8 digits: 8
+ * words (the first's high half only: the chain is entered at byte 2) and the return,
+ * 36 B of stack, no static RAM. The rows that chain does not take (m = 0, or m's
+ * trailing zeros at least the shift: rare; a linear stage's single outputs) multiply in
+ * C, through the table (rv_mul_requant). The table is defined in assembly (below),
+ * which link-time optimisation keeps as written. */
 #define REQUANT_SETUP(m) (m)
-#define MUL_REQUANT(a, m) ((a) * (m))
+#define MUL_REQUANT(a, m) rv_mul_requant((a), (m))
 /* Quarter squares: w * x = floor((x + w)^2 / 4) - floor((x - w)^2 / 4) for any integers
  * (x + w and x - w have the same parity, so both floors drop the same quarter).
  * cvae_qsq[n + 128] = floor(n^2 / 4) for n = -128 .. 383 covers x in 0..255 and w in
  * -128..127: 512 uint16 entries (the largest, 383^2 / 4 = 36672), 1 KB in flash. */
 __asm__(".pushsection .rodata.cvae_qsq,\"a\",@progbits\n.balign 2\n.global cvae_qsq\n"
         "cvae_qsq:\n.set cvae_qsq_n, -128\n.rept 512\n.hword (cvae_qsq_n * cvae_qsq_n) >> 2\n"
-        ".set cvae_qsq_n, cvae_qsq_n + 1\n.endr\n.size cvae_qsq, 1024\n.popsection\n"
-        ".pushsection .bss.cvae_m_steps,\"aw\",@nobits\n.global cvae_m_steps\n"
-        "cvae_m_steps:\n.skip 16\n.size cvae_m_steps, 16\n.popsection\n");
+        ".set cvae_qsq_n, cvae_qsq_n + 1\n.endr\n.size cvae_qsq, 1024\n.popsection\n");
 #define RV_QSQ 1
+/* stage 0's w * z (both signed) from the same table, its symmetry taking |x + w| and
+ * |x - w| (at most 255): about 15 instructions, not __mulsi3's loop over 32 bits */
+extern const uint16_t cvae_qsq[512];
+static inline __attribute__((always_inline)) acc_t rv_mul_signed(int32_t w, int32_t x)
+{
+    int32_t p = x + w, q = x - w;
+    p = p < 0 ? -p : p;
+    q = q < 0 ? -q : q;
+    return (acc_t)cvae_qsq[p + 128] - (acc_t)cvae_qsq[q + 128];
+}
+#define MUL_SIGNED(w, x) rv_mul_signed((w), (x))
+/* x * w for x in 0..255, w in -128..128 */
+static inline __attribute__((always_inline)) int32_t rv_qmul(uint32_t x, int32_t w)
+{
+    return (int32_t)cvae_qsq[x + (uint32_t)w + 128u] - (int32_t)cvae_qsq[x - (uint32_t)w + 128u];
+}
+/* a * m (-32768 <= a <= 32767, 0 <= m <= 32767) for the rows finish_row's C requantises
+ * (a linear stage's single outputs, where writing a chain costs more than it saves, and
+ * the rare rows the chain does not take): a + 2^15 and m in byte pieces (m's low one
+ * signed, its high one 0..128), four products from the table, modulo 2^32; one copy
+ * for both finish rows (flash) */
+static __attribute__((noinline)) int32_t rv_mul_requant(int32_t a, int32_t m)
+{
+    const uint32_t u = (uint32_t)(a + 32768), a0 = u & 255u, a1 = u >> 8;
+    const int32_t m0 = (int32_t)(int8_t)(uint8_t)m, m1 = (m - m0) >> 8;
+    const uint32_t p = ((uint32_t)rv_qmul(a1, m1) << 16) +
+                       ((uint32_t)(rv_qmul(a1, m0) + rv_qmul(a0, m1)) << 8) +
+                       (uint32_t)rv_qmul(a0, m0);
+    return (int32_t)(p - ((uint32_t)m << 15));
+}
 #endif /* CVAE_RV_QSQ */
 /* The three taps of one input x, over the bits of x once: acc[k] += w_k * x. Taps 0
  * and 1 share one register as two 16-bit lanes (u01 = w0 + w1 * 2^16, modulo 2^32):
@@ -126,7 +154,9 @@ __asm__(".pushsection .rodata.cvae_qsq,\"a\",@progbits\n.balign 2\n.global cvae_
 #define MUL_REQUANT(a, m) ((a) * (m))
 #endif
 #define TABLE_ACC(t) ((acc_t)(t) * (1 << CVAE_TABLE_SHIFT)) /* no left shift of a negative */
+#ifndef MUL_SIGNED
 #define MUL_SIGNED(w, x) ((acc_t)(w) * (acc_t)(x)) /* stage 0: z is signed */
+#endif
 #else
 typedef float acc_t;
 #define MUL(w, x) ((w) * (x))

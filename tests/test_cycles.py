@@ -191,3 +191,18 @@ def test_the_plugin_counts_an_armv6m_loop_as_worked_out_by_hand(tmp_path):
     assert cycles.cycles(mix.rows, _part("cortex_m0plus", 1, 8)) == 72
     # Cortex-M0: a taken branch costs 3, not 2
     assert cycles.cycles(mix.rows, _part("cortex_m0", 1, 8)) == 81
+
+
+def test_code_run_from_ram_is_named_by_how_it_ran(tmp_path):
+    """The rv32ec requantisation runs a chain it writes into its stack frame, which objdump
+    cannot name: there an instruction that always jumped is the chain's c.jr, any other
+    one of its ALU instructions (and the cycle model classes them so); outside the
+    writable ranges an unknown pc is still an error."""
+    names, ram = {0x100: ("c.addi", "sp,-16")}, [(0x8000, 0x9000)]
+    assert insn_mix._name(0x100, 5, 0, names, ram, tmp_path) == ("c.addi", "sp,-16")
+    assert insn_mix._name(0x8002, 7, 7, names, ram, tmp_path) == ("c.jr", "t2")
+    assert insn_mix._name(0x8004, 7, 0, names, ram, tmp_path) == ("c.add", "generated")
+    assert cycles.classify_rv32("c.add", "generated") == ("alu", 0)
+    assert cycles.classify_rv32("c.jr", "t2")[0] != "alu"
+    with pytest.raises(insn_mix.toolchain.ToolchainError, match="no instruction at 0x9000"):
+        insn_mix._name(0x9000, 1, 0, names, ram, tmp_path)

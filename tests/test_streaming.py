@@ -145,8 +145,8 @@ def test_wider_streams_save_more():
 
 
 # Rows at and one past the widths of the ARMv6-M kernels (cvae.c: ARM_S1_MAX 18 for
-# stride 1, ARM_S2_MAX 16 for stride 2; wider rows take scatter_row) and odd rows (the
-# rv32ec kernels enter a pair loop at its second input), on image sizes other than 32:
+# stride 1, ARM_S2_MAX 16 for stride 2; wider rows take scatter_row) and rows that are
+# not a multiple of 4 (the rv32ec kernels' loop steps four inputs), on sizes other than 32:
 # (size, weight bits, dims, the convT stages' (stride, in_w), the last stage's int16 clamp)
 EDGES = {
     "36x36 int8: stride-1 rows of 18, stride-2 rows of 5, 9 and 18": (
@@ -154,6 +154,14 @@ EDGES = {
     ),
     "38x38 int4: stride-1 rows of 19, stride-2 rows of 5, 10 and 19": (
         38, 4, (3, 5, 2, 4), {(2, 5), (2, 10), (1, 19), (2, 19)}, False,
+    ),
+    # the rv32ec kernels' loop of four inputs, entered at input -n & 3: 3 on stride-1
+    # rows of 17, 1 on rows of 15 (the rows above: 1, 2 and 3 on stride 2, 2 and 1 on 1)
+    "34x34 int8: stride-1 rows of 17, stride-2 rows of 5, 9 and 17": (
+        34, 8, (7, 3, 2, 3), {(2, 5), (2, 9), (1, 17), (2, 17)}, True,
+    ),
+    "30x30 int8: stride-1 rows of 15, stride-2 rows of 4, 8 and 15": (
+        30, 8, (7, 3, 2, 3), {(2, 4), (2, 8), (1, 15), (2, 15)}, True,
     ),
 }  # fmt: skip
 # (m, pre, shift) given to six of every seven channels of the hidden stages: m at INT16_MAX,

@@ -106,6 +106,34 @@ def readonly_ranges(emu: Emulator, elf: Path) -> list[tuple[int, int]]:
     return ranges
 
 
+# Code the runtime writes into RAM at run time (the rv32ec requantisation's chain, written
+# once per output row into its function's stack frame: c.mv / c.slli / c.add / c.sub,
+# then c.jr back; docs/firmware.md), which objdump cannot name: an instruction in a
+# writable section is named "c.jr" where every run of it jumped away, "c.add" (an ALU
+# instruction, what the others are) elsewhere.
+def writable_ranges(emu: Emulator, elf: Path) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of each allocated writable section (data, bss) and of the stack (the
+    link script's ``__stack_limit`` .. ``__stack_top``, where it names them)."""
+    text = _tool(emu, "objdump", "-h", str(elf))
+    nm = (ln.split() for ln in _tool(emu, "nm", str(elf)).splitlines())
+    syms = {p[2]: int(p[0], 16) for p in nm if len(p) == 3}
+    ranges = [(syms["__stack_limit"], syms["__stack_top"])] if "__stack_top" in syms else []
+    for m in re.finditer(r"^\s*\d+\s+\S+\s+([0-9a-f]+)\s+([0-9a-f]+)\s+\S+\s+\S+\s+\S+\n(.*)$",
+                         text, re.M):  # fmt: skip
+        size, vma, flags = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
+        if size and "ALLOC" in flags and "READONLY" not in flags:
+            ranges.append((vma, vma + size))
+    return ranges
+
+
+def _name(pc: int, count: int, taken: int, names: dict, generated: list, elf: Path) -> tuple:
+    if pc in names:
+        return names[pc]
+    if any(lo <= pc < hi for lo, hi in generated):
+        return ("c.jr", "t2") if taken == count else ("c.add", "generated")
+    raise toolchain.ToolchainError(f"{elf}: no instruction at 0x{pc:x} in objdump -d")
+
+
 _LINE = re.compile(r"^\s*([0-9a-f]+):\t[0-9a-f ]+\t(\S+)[ \t]*(.*)$")
 
 
@@ -155,13 +183,12 @@ def parse(text: str, emu: Emulator, elf: Path) -> Mix:
         raise toolchain.ToolchainError("the QEMU plugin saw no measured image")
     names = disassembly(emu, elf)
     flash = readonly_ranges(emu, elf)
+    generated = writable_ranges(emu, elf)
     segments: list[list[Executed]] = [[] for _ in range(n_seg)]
     for ln in lines[:-1]:
         seg, pc, size, count, taken, ro = ln.split()
         pc_i = int(pc, 16)
-        if pc_i not in names:
-            raise toolchain.ToolchainError(f"{elf}: no instruction at 0x{pc_i:x} in objdump -d")
-        mnem, ops = names[pc_i]
+        mnem, ops = _name(pc_i, int(count), int(taken), names, generated, elf)
         in_flash = any(lo <= pc_i < hi for lo, hi in flash)
         segments[int(seg)].append(Executed(pc_i, int(size), int(count), int(taken), int(ro),
                                            mnem, ops, in_flash))  # fmt: skip

@@ -44,7 +44,8 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   layer reads (3 before a stride-1 layer, 2 before a stride-2 one, 1 before a last
   stride-2 layer with one output channel), so no activation of a conv decoder is ever
   whole in RAM (:func:`arena_bytes`).
-  With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added.
+  With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added (and on
+  rv32ec the table-free kernels' 16 B scratch where that build links: :func:`runtime_ram_bytes`).
 """
 
 from __future__ import annotations
@@ -84,13 +85,19 @@ CODE_INT4_SOFT_MULTIPLY_BYTES = 108  # int4 without a multiplier: the dot produc
 # rv32ec: the inline shift-and-add MACs (three taps at once, unrolled) and requant
 CODE_SOFT_MULTIPLY_BYTES = 448
 # rv32ec, where the model leaves room for it in the part's flash: the quarter-square MAC
-# (a 1024 B table of floor(n^2 / 4)), the RV32E assembly kernel rows (both strides, int8 or
-# int4 taps) and row requantisation, on top of the table-free kernels: 2700 B (3_3_3_3 and
-# 8_8_8_8 int8), 2688 B (3_3_3_3 and 8_8_8_8 int4), 2624 B (16_16_16_16 int4), measured
-# December 2026 as the ch32v003 demo with CVAE_RV_QSQ=1 minus the one with 0. Elsewhere
+# (a 1024 B table of floor(n^2 / 4)), the RV32E assembly kernel rows (both strides, four
+# inputs a loop step, int8 or int4 taps), the row requantisation with the code that writes
+# its multiply chain (the NAF of m) and its 64 B bound table, and the C multiplies through
+# the table (stage 0's w z, single outputs), on top of the table-free kernels: 3760 B
+# (3_3_3_3 and 8_8_8_8 int8), 3740 B (3_3_3_3 int4), 3668 B (16_16_16_16 int4), measured
+# 2026-12-02 as the ch32v003 demo with CVAE_RV_QSQ=1 minus the one with 0. Elsewhere
 # the ch32v003 build links the table-free kernels (deploy/Makefile's fallback), and so
 # does the estimate (uses_qsq).
-CODE_QSQ_BYTES = 2690
+CODE_QSQ_BYTES = 3730
+# rv32ec's table-free kernels list m's set bits in 16 B of static RAM (cvae_num.h's
+# m_steps), counted on top of the profile's reserve; the quarter-square build writes its
+# requantisation chain into the stack frame instead (no static RAM)
+RAM_TABLE_FREE_STEPS_BYTES = 16
 # ARMv6-M (Cortex-M0/M0+), int8 and int4: the hand-written Thumb-1 kernels of deploy/cvae.c
 # (the two whole-row kernels and their shared channel tail, the requantisation, the
 # accumulator-row fill and their C driver) beside the portable C path they replace where a
@@ -218,6 +225,21 @@ def uses_qsq(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_r
         return False
     code = code_bytes(precision, mcu, last_acc_row, qsq=True)
     return mcu is None or data_flash + code <= mcu.flash_bytes
+
+
+def runtime_ram_bytes(
+    precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool
+) -> int:
+    """RAM beside the arena on ``mcu`` (None: 0): its reserve (stack + runtime state),
+    plus the table-free rv32ec kernels' static scratch where that build links."""
+    if mcu is None:
+        return 0
+    table_free = (
+        precision != "fp32"
+        and not mcu.hw_multiply
+        and not uses_qsq(precision, mcu, data_flash, last_acc_row)
+    )
+    return mcu.reserve_ram_bytes + (RAM_TABLE_FREE_STEPS_BYTES if table_free else 0)
 
 
 def _code_for(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> int:
@@ -392,7 +414,9 @@ class Footprint:
 
     @property
     def ram_bytes(self) -> int:
-        return self.activation_bytes + (self.mcu.reserve_ram_bytes if self.mcu else 0)
+        return self.activation_bytes + runtime_ram_bytes(
+            self.precision, self.mcu, self.data_flash_bytes, self.last_acc_row
+        )
 
     def fits(self, mcu: MCUProfile | None = None) -> dict[str, Any]:
         """Whether it fits ``mcu`` (default: the one estimated for), with that core's code
@@ -405,7 +429,9 @@ class Footprint:
         flash = self.data_flash_bytes + _code_for(
             self.precision, mcu, self.data_flash_bytes, self.last_acc_row
         )
-        ram = self.activation_bytes + mcu.reserve_ram_bytes
+        ram = self.activation_bytes + runtime_ram_bytes(
+            self.precision, mcu, self.data_flash_bytes, self.last_acc_row
+        )
         return {
             "flash_bytes": flash,
             "ram_bytes": ram,
