@@ -23,6 +23,8 @@ from tinycvae.deploy.quantize import quantize, run_int8
 from tinycvae.mcu.stages import extract, run_fp32
 from tinycvae.models import build_cvae
 
+from conftest import needs_tools
+
 ARCHS = {"conv": {"dim1": 3, "dim2": 3, "dim3": 3, "dim4": 3}, "mlp": {"hidden": 15}}
 DRAWS = 400
 
@@ -87,37 +89,22 @@ def test_the_runtime_is_clean_under_asan_and_ubsan_on_random_inputs(models, arch
         assert "runtime error" not in out and "Sanitizer" not in out, out[-800:]
 
 
-needs_rv32 = pytest.mark.skipif(
-    shutil.which("riscv64-unknown-elf-gcc") is None or shutil.which("qemu-system-riscv32") is None,
-    reason="needs gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf and qemu-system-misc",
-)
+needs_rv32 = needs_tools("riscv64-unknown-elf-gcc", "qemu-system-riscv32",
+                         install="gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf and "
+                         "qemu-system-misc")  # fmt: skip
+needs_arm = needs_tools("arm-none-eabi-gcc", "qemu-system-arm",
+                        install="gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm")
 
 
-@needs_rv32
+@pytest.mark.parametrize("goal", [pytest.param("check-fuzz-rv32", marks=needs_rv32),
+                                  pytest.param("check-fuzz-arm", marks=needs_arm)])  # fmt: skip
 @pytest.mark.parametrize("arch", ARCHS)
-def test_the_rv32ec_kernels_draw_the_host_images_on_random_inputs(models, arch, tmp_path):
-    """``make check-fuzz-rv32``: the same random draws through the rv32ec assembly kernels
-    (qemu-system-riscv32) and the host's portable C path give the same image digest."""
+def test_the_mcu_kernels_draw_the_host_images_on_random_inputs(models, arch, goal, tmp_path):
+    """``make check-fuzz-rv32`` / ``check-fuzz-arm``: the same random draws through the
+    rv32ec or ARMv6-M assembly kernels (under QEMU) and the host's portable C path give the
+    same image digest."""
     for precision in ("int8", "int4"):
-        out = toolchain.make("check-fuzz-rv32", models / arch / precision,
-                             tmp_path / f"build-{precision}")  # fmt: skip
-        assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, out[-800:]
-
-
-needs_arm = pytest.mark.skipif(
-    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
-    reason="needs gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm",
-)
-
-
-@needs_arm
-@pytest.mark.parametrize("arch", ARCHS)
-def test_the_armv6m_kernels_draw_the_host_images_on_random_inputs(models, arch, tmp_path):
-    """``make check-fuzz-arm``: the same random draws through the ARMv6-M Thumb-1 kernels
-    (qemu-system-arm) and the host's portable C path give the same image digest."""
-    for precision in ("int8", "int4"):
-        out = toolchain.make("check-fuzz-arm", models / arch / precision,
-                             tmp_path / f"build-{precision}")  # fmt: skip
+        out = toolchain.make(goal, models / arch / precision, tmp_path / f"build-{precision}")
         assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, out[-800:]
 
 
