@@ -129,9 +129,10 @@ class CVAEModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         # Conv weights channels-last while training on a CPU: oneDNN's NHWC kernels ran the
-        # dice conv CVAE's steps 8-14% faster than NCHW at 1 torch thread (docs/results.md,
-        # the harness's speed). Values are unchanged; on_fit_end and the checkpoints give
-        # the usual layout back. GPUs keep cuDNN's default layout (not measured there).
+        # dice conv CVAEs' steps 1.11-1.39x as fast as NCHW at 1 torch thread
+        # (bench/conv_layout.py; docs/results.md, Speed). Values are unchanged; on_fit_end
+        # and the checkpoints give the usual layout back. GPUs keep cuDNN's default layout
+        # (not measured there).
         if stage == "fit" and self.trainer.strategy.root_device.type == "cpu":
             self.model.to(memory_format=torch.channels_last)
 
