@@ -484,16 +484,25 @@ def test_unknown_mcu_names_the_choices(tmp_path):
      (["checkpoint=x.ckpt", "device=tpu"], "device=tpu is unknown; allowed: auto, cpu"),
      (["artifact=me/tinycvae/model-abc:best"], "needs W&B online")],
 )  # fmt: skip
-def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+def test_bad_input_is_one_line_before_any_work(args, message, tmp_path):
+    with pytest.raises(TinyCVAEError) as err:
+        export(export_cfg(*args, out_dir=tmp_path / "d"))
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert not (tmp_path / "d").exists()  # a refused export leaves no folder it made
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
+    """What the command line makes of a refusal (the cases above, in-process): one
+    ``error:`` line, exit status 2, and no folder."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "export.py"), *args, f"out_dir={tmp_path}/d"],
+        [sys.executable, str(ROOT / "src" / "export.py"), "checkpoint=x.ckpt",
+         "precision=int5", f"out_dir={tmp_path}/d"],
         capture_output=True, text=True, cwd=tmp_path,
         env={**os.environ, "HYDRA_FULL_ERROR": "0"},
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
-    assert not (tmp_path / "d").exists()  # a refused export leaves no folder it made
+    assert done.stderr.strip() == "error: precision=int5 is unknown; allowed: int8, int4"
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")

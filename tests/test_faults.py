@@ -22,6 +22,7 @@ from tinycvae.errors import ConfigError
 from tinycvae.front.core import mark_fronts
 from tinycvae.front.summaries import collect_runs
 from tinycvae.job import build
+from tinycvae.run_folder import writer_lock
 from tinycvae.summary import read_summary
 
 from conftest import ROOT, TINY, run_train
@@ -59,8 +60,8 @@ def run_dirs(root: Path) -> list[Path]:
 # 1. Two runs in one folder: the second is refused with one line; the first is intact.
 def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
     folder = tmp_path / "runs" / "same"
-    # long enough to outlive two more interpreter starts, even on a quiet machine
-    args = [*LONG, "trainer.max_epochs=150", f"hydra.run.dir={folder}"]
+    # far longer than two more interpreter starts on any machine: it is stopped below
+    args = [*LONG, "trainer.max_epochs=100000", f"hydra.run.dir={folder}"]
     first = start_train(args, tmp_path)
     wait_for(folder / ".tinycvae.lock", first)  # as early as it gets: no checkpoint yet
     early = run_train(args, tmp_path)
@@ -73,11 +74,17 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
             f"error: run folder {folder} is in use by a running job (pid {first.pid}); "
             "allowed: another folder (hydra.run.dir=...), or wait for that job to end"
         )
-    out, err = first.communicate(timeout=900)
-    assert first.returncode == 0, err[-2000:]
+    # The first job is still training, and its folder is its own: the refused writers left
+    # its record, lock and checkpoints alone (SIGTERM ends it with its record, as in 2.).
+    assert first.poll() is None
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 143, err[-2000:]
     summary = read_summary(folder)
-    assert summary["status"] == "ok" and "resumed_at" not in summary
-    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 149
+    assert summary["status"] == "failed: interrupted (SIGTERM)" and "resumed_at" not in summary
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] >= 0
+    with writer_lock(folder):  # and its lock went with it
+        pass
 
 
 # 2. SIGTERM (pre-emption, timeout, docker stop) exits 143; ckpt_path=last resumes the
