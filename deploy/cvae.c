@@ -840,9 +840,10 @@ static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
     return acc + out_w + 2;
 }
 #define ROW_BIAS(bias) 0
-#elif defined(RV_QSQ)
-/* rv32ec: the bias (the requantisation adds none), two words a step, not gcc's call to
- * picolibc's memset for the zeros it had been (10-16 instructions a word) */
+#elif defined(CVAE_INT8) && defined(__riscv) && !defined(__riscv_mul)
+/* rv32ec (both kernels, the table-free ones too): the bias (the requantisation adds
+ * none), two words a step, not gcc's call to picolibc's memset for the zeros it had been
+ * (10-16 instructions a word) */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
 {
