@@ -30,6 +30,10 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
 #ifndef CVAE_RV_QSQ
 #define CVAE_RV_QSQ 1
 #endif
+/* Both builds requantise convT rows in cvae.c's RV32E assembly (the chain over m's NAF
+ * written into the stack frame); the table-free one writes it with a loop (36 B of code,
+ * not the 574 B unrolled writer) and keeps the C below for the rows it declines. */
+#define RV_CHAIN 1
 #if !CVAE_RV_QSQ
 /* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
  * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances
