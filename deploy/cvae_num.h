@@ -23,10 +23,11 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
     return (acc_t)p;
 }
 #define MUL(w, x) mul8((w), (x))
-/* CVAE_RV_QSQ (default 1): the quarter-square MAC (a 1 KB table in flash) and the
- * unrolled Horner requantisation; 0: the table-free kernels (shift-and-add over x's bits,
- * a loop over m's bits), about 1.5 KB less flash and slower (docs/firmware.md). The
- * ch32v003 build falls back to 0 where the model leaves no room for the table. */
+/* CVAE_RV_QSQ (default 1): the quarter-square MAC (a 1 KB table in flash), the assembly
+ * kernel rows and the chain writer unrolled; 0: the table-free kernels (shift-and-add over
+ * x's bits; the rows the chain declines loop over m's bits), about 3.1 KB less flash and
+ * slower (docs/firmware.md). The ch32v003 build falls back to 0 where the model leaves no
+ * room for the table. */
 #ifndef CVAE_RV_QSQ
 #define CVAE_RV_QSQ 1
 #endif
