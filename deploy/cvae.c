@@ -821,6 +821,7 @@ static inline __attribute__((always_inline)) void rv_kernel_rows(acc_t *acc, con
 }
 #endif
 
+#if !defined(RV_CHAIN) || defined(RV_QSQ) /* table-free rv32ec: scatter_channels, below */
 /* scatter() with the stride a constant: one register fewer in the loop. */
 static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
                                  const cvae_act_t *end, unsigned stride)
@@ -839,6 +840,30 @@ static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
         scatter(acc, TAP(0), TAP(1), TAP(2), x, end, 2);
 #endif
 }
+#endif
+
+#if defined(RV_CHAIN) && !defined(RV_QSQ)
+/* rv32ec's table-free build: kernel row w of every input channel (in_c >= 1, channels
+ * in_chan_step apart from x) in one call: gcc spilled about 20 registers around each call
+ * of scatter_row there (RV32E keeps two saved registers) */
+#define RV_SCATTER_CHANNELS 1
+#ifdef CVAE_INT4
+#define NEXT_CHANNEL_TAPS (t += KERNEL_TAPS)
+#else
+#define NEXT_CHANNEL_TAPS (w += KERNEL_TAPS)
+#endif
+static NOINLINE void scatter_channels(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x, unsigned in_c,
+                                      uint32_t in_chan_step, unsigned in_w, unsigned stride)
+{
+    for (; in_c; in_c--, x += in_chan_step, NEXT_CHANNEL_TAPS) {
+        const tap_t w0 = TAP(0), w1 = TAP(1), w2 = TAP(2);
+        if (stride == 1)
+            scatter(acc, w0, w1, w2, x, x + in_w, 1);
+        else
+            scatter(acc, w0, w1, w2, x, x + in_w, 2);
+    }
+}
+#endif
 
 /* The accumulators acc of one output row of a convT (and its two edge slots) at
  * the start of the row: 0, and finish_row adds ROW_BIAS(bias); on ARMv6-M the
@@ -901,8 +926,13 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
         return;
     }
 #endif
+#ifdef RV_SCATTER_CHANNELS
+    (void)i;
+    scatter_channels(acc, WEIGHTS(s, w), x, in_c, in_chan_step, in_w, stride);
+#else
     for (i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
         scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
+#endif
 }
 
 #ifdef ARM_KERNELS
@@ -952,9 +982,15 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
                 continue;
             /* scatter_kernel_row's loop, written out: calling it (even inlined) costs
              * 1.4% more instructions per image on ARMv6-M (8_8_8_8, measured) */
+#ifdef RV_SCATTER_CHANNELS
+            (void)i;
+            scatter_channels(acc, WEIGHTS(s, w + ky * CVAE_KERNEL), x, in_c, in_chan_step, in_w,
+                             stride);
+#else
             for (i = 0; i < in_c; i++, x += in_chan_step)
                 scatter_row(acc, WEIGHTS(s, w + i * KERNEL_TAPS + ky * CVAE_KERNEL), x, x + in_w,
                             stride);
+#endif
         }
 #ifdef RV_CHAIN /* straight into the assembly (finish_row's C where it declines) */
         if (!(last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(acc + 1, a_end - 1, out,
