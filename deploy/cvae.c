@@ -8,9 +8,9 @@
  * The int8 path uses integers only, no division, and multiplies only in the
  * MAC, the requant (one per output) and a few per row or stage (rv32ec has no
  * multiply instruction: the RV32E kernels below take the MAC from a quarter-square
- * table and the requant as shift-and-adds over m's set bits; with CVAE_RV_QSQ=0 the
- * C MAC shifts and adds over the input's bits, three taps at once; the rest calls
- * __mulsi3).
+ * table and the requant as shift-and-adds over m's non-adjacent form, code written
+ * per row; with CVAE_RV_QSQ=0 the C MAC shifts and adds over the input's bits, three
+ * taps at once, and the requant is the same assembly; the rest calls __mulsi3).
  * Weights and inputs are walked with pointers. int4 models (CVAE_INT4, which
  * also defines CVAE_INT8) run the same kernels on packed weights: a weight is
  * then a nibble index into the stage's bytes, and the kernels unpack nibbles by
@@ -116,7 +116,7 @@ static union {
 #define LAST_ACC_ROW ACC_ROW
 #endif
 
-#ifdef RV_QSQ
+#ifdef RV_CHAIN
 /* rv32ec requantisation of a row, in RV32E assembly: finish_row's arithmetic with the
  * multiply as the chain cvae_rv_chain_setup writes to RAM for m (cvae_num.h), called
  * once per output (jalr t2; the chain returns through t2), m's trailing zeros f folded
@@ -145,6 +145,18 @@ CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) 
 #define RV_NAF_POS(i) "bgez a3, 1f\n slli t2, a3, 16\n bgez t2, 2f\n sub t1, t1, s1\n"        \
     "2:\n addi t2, t1, -4*" #i "\n sw t2, 0(t0)\n addi t0, t0, 4\n addi t1, s0, 4*" #i "\n" \
     "1:\n slli a3, a3, 1\n"
+#ifdef RV_QSQ /* the positions written out: 2 instructions a position */
+#define RV_NAF_WALK                                                            \
+    RV_NAF_POS(15) RV_NAF_POS(14) RV_NAF_POS(13) RV_NAF_POS(12) RV_NAF_POS(11) \
+    RV_NAF_POS(10) RV_NAF_POS(9) RV_NAF_POS(8) RV_NAF_POS(7) RV_NAF_POS(6)     \
+    RV_NAF_POS(5) RV_NAF_POS(4) RV_NAF_POS(3) RV_NAF_POS(2) RV_NAF_POS(1) RV_NAF_POS(0)
+#else /* table-free build (flash): RV_NAF_POS as a loop over i = 15 .. 0, 4i in a4
+       * (4 instructions a position) */
+#define RV_NAF_WALK                                                            \
+    "li a4, 60\n 1:\n bgez a3, 3f\n slli t2, a3, 16\n bgez t2, 2f\n sub t1, t1, s1\n" \
+    "2:\n sub t2, t1, a4\n sw t2, 0(t0)\n addi t0, t0, 4\n add t1, s0, a4\n"      \
+    "3:\n slli a3, a3, 1\n addi a4, a4, -4\n bgez a4, 1b\n"
+#endif
 /* cvae_rv_chain_setup: the chain for m (a3, 1..32767) at t0 (the caller's frame), f
  * (m's trailing zeros: the last digit's position) in t1. Called from the two functions
  * below (jal ra); clobbers a3, a4, t0-t2, s0, s1. NAF: xh = m >> 1, x3 = m + xh, c = xh ^
@@ -154,9 +166,7 @@ __asm__(".pushsection .text.cvae_rv_chain_setup,\"ax\",@progbits\n"
         "srli a4, a3, 1\n add t2, a3, a4\n xor a3, a4, t2\n or t2, t2, a4\n"
         "and a4, a4, a3\n and a3, a3, t2\n slli a3, a3, 16\n or a3, a3, a4\n"
         "li s0, 0x94be0482\n lui s1, 0x8210\n li t1, 0x84be0040\n"
-        RV_NAF_POS(15) RV_NAF_POS(14) RV_NAF_POS(13) RV_NAF_POS(12) RV_NAF_POS(11)
-        RV_NAF_POS(10) RV_NAF_POS(9) RV_NAF_POS(8) RV_NAF_POS(7) RV_NAF_POS(6)
-        RV_NAF_POS(5) RV_NAF_POS(4) RV_NAF_POS(3) RV_NAF_POS(2) RV_NAF_POS(1) RV_NAF_POS(0)
+        RV_NAF_WALK
         "li t2, 0x8382\n sh t2, 0(t0)\n sub t1, t1, s0\n srli t1, t1, 2\n"
         "ret\n.size cvae_rv_chain_setup, .-cvae_rv_chain_setup\n.popsection\n");
 /* the chain for m, a3 = pre, a4 = s - f, ra = the rounding term, t0 = the chain's entry;
@@ -492,7 +502,7 @@ static inline __attribute__((always_inline)) void finish_row(const acc_t *acc, c
 {
 #ifdef CVAE_INT8
     const cvae_requant_t *r = &s->requant[chan];
-#ifdef RV_QSQ
+#ifdef RV_CHAIN
     assert(bias == 0 && acc < end); /* the accumulators hold it (start_acc_row) */
     if (acc + 1 < end &&
         !(last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(acc, end, y, r, cvae_sigmoid_lut))
@@ -811,6 +821,7 @@ static inline __attribute__((always_inline)) void rv_kernel_rows(acc_t *acc, con
 }
 #endif
 
+#if !defined(RV_CHAIN) || defined(RV_QSQ) /* table-free rv32ec: scatter_channels, below */
 /* scatter() with the stride a constant: one register fewer in the loop. */
 static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
                                  const cvae_act_t *end, unsigned stride)
@@ -829,6 +840,30 @@ static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
         scatter(acc, TAP(0), TAP(1), TAP(2), x, end, 2);
 #endif
 }
+#endif
+
+#if defined(RV_CHAIN) && !defined(RV_QSQ)
+/* rv32ec's table-free build: kernel row w of every input channel (in_c >= 1, channels
+ * in_chan_step apart from x) in one call: gcc spilled about 20 registers around each call
+ * of scatter_row there (RV32E keeps two saved registers) */
+#define RV_SCATTER_CHANNELS 1
+#ifdef CVAE_INT4
+#define NEXT_CHANNEL_TAPS (t += KERNEL_TAPS)
+#else
+#define NEXT_CHANNEL_TAPS (w += KERNEL_TAPS)
+#endif
+static NOINLINE void scatter_channels(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x, unsigned in_c,
+                                      uint32_t in_chan_step, unsigned in_w, unsigned stride)
+{
+    for (; in_c; in_c--, x += in_chan_step, NEXT_CHANNEL_TAPS) {
+        const tap_t w0 = TAP(0), w1 = TAP(1), w2 = TAP(2);
+        if (stride == 1)
+            scatter(acc, w0, w1, w2, x, x + in_w, 1);
+        else
+            scatter(acc, w0, w1, w2, x, x + in_w, 2);
+    }
+}
+#endif
 
 /* The accumulators acc of one output row of a convT (and its two edge slots) at
  * the start of the row: 0, and finish_row adds ROW_BIAS(bias); on ARMv6-M the
@@ -840,9 +875,10 @@ static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
     return acc + out_w + 2;
 }
 #define ROW_BIAS(bias) 0
-#elif defined(RV_QSQ)
-/* rv32ec: the bias (the requantisation adds none), two words a step, not gcc's call to
- * picolibc's memset for the zeros it had been (10-16 instructions a word) */
+#elif defined(CVAE_INT8) && defined(__riscv) && !defined(__riscv_mul)
+/* rv32ec (both kernels, the table-free ones too): the bias (the requantisation adds
+ * none), two words a step, not gcc's call to picolibc's memset for the zeros it had been
+ * (10-16 instructions a word) */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 static acc_t *start_acc_row(acc_t *acc, unsigned out_w, acc_t bias)
 {
@@ -890,8 +926,13 @@ static void scatter_kernel_row(acc_t *acc, const cvae_stage_t *s, unsigned ky,
         return;
     }
 #endif
+#ifdef RV_SCATTER_CHANNELS
+    (void)i;
+    scatter_channels(acc, WEIGHTS(s, w), x, in_c, in_chan_step, in_w, stride);
+#else
     for (i = 0; i < in_c; i++, x += in_chan_step, w += KERNEL_TAPS)
         scatter_row(acc, WEIGHTS(s, w), x, x + in_w, stride);
+#endif
 }
 
 #ifdef ARM_KERNELS
@@ -941,11 +982,17 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
                 continue;
             /* scatter_kernel_row's loop, written out: calling it (even inlined) costs
              * 1.4% more instructions per image on ARMv6-M (8_8_8_8, measured) */
+#ifdef RV_SCATTER_CHANNELS
+            (void)i;
+            scatter_channels(acc, WEIGHTS(s, w + ky * CVAE_KERNEL), x, in_c, in_chan_step, in_w,
+                             stride);
+#else
             for (i = 0; i < in_c; i++, x += in_chan_step)
                 scatter_row(acc, WEIGHTS(s, w + i * KERNEL_TAPS + ky * CVAE_KERNEL), x, x + in_w,
                             stride);
+#endif
         }
-#ifdef RV_QSQ /* straight into the assembly (finish_row's C where it declines) */
+#ifdef RV_CHAIN /* straight into the assembly (finish_row's C where it declines) */
         if (!(last ? cvae_rv_finish_last : cvae_rv_finish_hidden)(acc + 1, a_end - 1, out,
                                                                   &s->requant[o], cvae_sigmoid_lut))
             continue;

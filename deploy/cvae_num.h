@@ -23,13 +23,18 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
     return (acc_t)p;
 }
 #define MUL(w, x) mul8((w), (x))
-/* CVAE_RV_QSQ (default 1): the quarter-square MAC (a 1 KB table in flash) and the
- * unrolled Horner requantisation; 0: the table-free kernels (shift-and-add over x's bits,
- * a loop over m's bits), about 1.5 KB less flash and slower (docs/firmware.md). The
- * ch32v003 build falls back to 0 where the model leaves no room for the table. */
+/* CVAE_RV_QSQ (default 1): the quarter-square MAC (a 1 KB table in flash), the assembly
+ * kernel rows and the chain writer unrolled; 0: the table-free kernels (shift-and-add over
+ * x's bits; the rows the chain declines loop over m's bits), about 3.1 KB less flash and
+ * slower (docs/firmware.md). The ch32v003 build falls back to 0 where the model leaves no
+ * room for the table. */
 #ifndef CVAE_RV_QSQ
 #define CVAE_RV_QSQ 1
 #endif
+/* Both builds requantise convT rows in cvae.c's RV32E assembly (the chain over m's NAF
+ * written into the stack frame); the table-free one writes it with a loop (36 B of code,
+ * not the 574 B unrolled writer) and keeps the C below for the rows it declines. */
+#define RV_CHAIN 1
 #if !CVAE_RV_QSQ
 /* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
  * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances

@@ -383,6 +383,10 @@ def test_projects_without_room_for_the_rv32ec_table_build_the_table_free_kernels
     _link_ch32v003(flags, [*objs, tmp_path / "link.o"], tmp_path / "demo.elf")
     syms = _run(["riscv64-unknown-elf-nm", tmp_path / "demo.elf"]).stdout
     assert "cvae_generate_rows" in syms and " cvae_qsq\n" not in syms
+    # the table-free build still requantises its convT rows in the RV32E assembly (the
+    # chain over m's NAF, written by the looped writer), without the kernel rows
+    assert " cvae_rv_finish_hidden\n" in syms and " cvae_rv_chain_setup\n" in syms
+    assert " cvae_rv_krow_s1\n" not in syms
 
 
 @need(RV)

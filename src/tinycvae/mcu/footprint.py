@@ -84,16 +84,23 @@ CODE_INT4_UNPACK_BYTES = 108
 CODE_INT4_SOFT_MULTIPLY_BYTES = 108  # int4 without a multiplier: the dot product's inline MAC
 # rv32ec: the inline shift-and-add MACs (three taps at once, unrolled) and requant
 CODE_SOFT_MULTIPLY_BYTES = 448
+# rv32ec, int8 and int4, both builds: the RV32E row requantisation (cvae_rv_finish_hidden,
+# _last, the 64 B bound table, the chain writer as a loop), the accumulator row started
+# at the bias and the table-free kernel rows' one call for every input channel: the
+# table-free ch32v003 demo's code minus a0a6d6e's (which had none of it), measured
+# 2026-12-02: 672 B (3_3_3_3 and 8_8_8_8 int8), 652 B (3_3_3_3 int4), 564 B (16_16_16_16
+# int4), 584 B (16_16_16_16 int8, the one such build that links on the CH32V003)
+CODE_RV_CHAIN_BYTES = 600
 # rv32ec, where the model leaves room for it in the part's flash: the quarter-square MAC
 # (a 1024 B table of floor(n^2 / 4)), the RV32E assembly kernel rows (both strides, four
-# inputs a loop step, int8 or int4 taps), the row requantisation with the code that writes
-# its multiply chain (the NAF of m) and its 64 B bound table, and the C multiplies through
-# the table (stage 0's w z, single outputs), on top of the table-free kernels: 3760 B
-# (3_3_3_3 and 8_8_8_8 int8), 3740 B (3_3_3_3 int4), 3668 B (16_16_16_16 int4), measured
-# 2026-12-02 as the ch32v003 demo with CVAE_RV_QSQ=1 minus the one with 0. Elsewhere
-# the ch32v003 build links the table-free kernels (deploy/Makefile's fallback), and so
-# does the estimate (uses_qsq).
-CODE_QSQ_BYTES = 3730
+# inputs a loop step, int8 or int4 taps), the chain writer unrolled over m's 16 positions,
+# and the C multiplies through the table (stage 0's w z, single outputs), on top of the
+# table-free kernels: 3088 B (3_3_3_3 and 8_8_8_8 int8, 3_3_3_3 int4), 3104 B
+# (16_16_16_16 int4), measured 2026-12-02 as the ch32v003 demo with CVAE_RV_QSQ=1 minus
+# the one with 0 (3668-3760 B before the table-free build had the row requantisation).
+# Elsewhere the ch32v003 build links the table-free kernels (deploy/Makefile's fallback),
+# and so does the estimate (uses_qsq).
+CODE_QSQ_BYTES = 3130
 # rv32ec's table-free kernels list m's set bits in 16 B of static RAM (cvae_num.h's
 # m_steps), counted on top of the profile's reserve; the quarter-square build writes its
 # requantisation chain into the stack frame instead (no static RAM)
@@ -205,7 +212,8 @@ def code_bytes(
     check_precision(precision)
     hw_mul, fpu = (mcu.hw_multiply, mcu.fpu) if mcu else (False, False)
     n = CODE_BASE_BYTES + (0 if hw_mul else CODE_SOFT_MULTIPLY_BYTES)
-    n += CODE_QSQ_BYTES if qsq and not hw_mul and precision != "fp32" else 0
+    if not hw_mul and precision != "fp32":
+        n += CODE_RV_CHAIN_BYTES + (CODE_QSQ_BYTES if qsq else 0)
     n += CODE_LAST_ACC_ROW_BYTES if last_acc_row else 0
     if precision == "fp32":
         return n + (CODE_FPU_EXPF_BYTES if fpu else CODE_SOFT_FLOAT_BYTES)
