@@ -424,7 +424,7 @@ CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) 
     ARM_FUNC(name) "push {lr}\n"                                               \
     "ldrb r4, [r2, #2]\n ldrb r5, [r2, #3]\n ldrh r6, [r2, #0]\n"              \
     "subs r7, r5, #1\n movs r2, #1\n lsls r2, r7\n mov r12, r2\n"              \
-    "movs r7, #128\n lsls r7, #8\n subs r7, #1\n mov lr, r7\n"                 \
+    "ldr r7, =32767\n mov lr, r7\n"                                             \
     "adds r3, r1\n rsbs r1, r1, #0\n"
 /* one hidden output: acc into r7, then to [Y, r1] (labels from B on) */
 #define ARM_FIN_H(B, Y)                                                        \
@@ -443,6 +443,7 @@ __asm__(".syntax unified\n.thumb\n"
         "1:\n" ARM_FIN_H("1", "r3") "8:\n" ARM_FIN_H("2", "r2")
         "adds r1, #2\n bne 1b\n pop {pc}\n"
         ARM_FIN_H_RARE("1") ARM_FIN_H_RARE("2")
+        ".ltorg\n"
         ARM_END("cvae_arm_fin_hidden")
 
         /* r8 (saved) INT16_MIN */
