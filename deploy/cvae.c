@@ -260,8 +260,9 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
  * a frame of 19 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
  * channel's taps), [sp+4] the next entry of the list, [sp+8] its end, [sp+12] the
  * channel's weights, [sp+16] 9 in_c (the taps of all channels), [sp+20] out_w,
- * [sp+24] acc + 4 (output column 0), [sp+28] the stage's weights (int4's nibble base), [sp+32] the channel's bias,
- * [sp+36] its requantisation, [sp+40] the channels left, [sp+44] the list: (input row
+ * [sp+24] acc + 4 (output column 0), [sp+28] the stage's weights (int4's nibble base),
+ * [sp+32] the bias array less the requantisation array (both 4 B a channel), [sp+36]
+ * the channel's requantisation, [sp+40] the channels left, [sp+44] the list: (input row
  * + r3, 3 ky) for each kernel row ky that has an input row, [sp+68] the kernel's walk
  * (label 3); then the arguments out ([sp+112], moved on per channel), out_chan_step
  * ([sp+116]), finish ([sp+120]). rowoff sets r3. */
@@ -272,8 +273,8 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
     "push {r4-r7}\n sub sp, #76\n ldrh r4, [r2, #16]\n str r4, [sp, #20]\n"     \
     "adds r4, r0, #4\n str r4, [sp, #24]\n"                                     \
     "mov r11, r3\n ldr r4, [r2, #20]\n str r4, [sp, #28]\n" ARM_W0              \
-    "str r4, [sp, #12]\n ldr r4, [r2, #24]\n str r4, [sp, #32]\n"              \
-    "ldr r4, [r2, #28]\n str r4, [sp, #36]\n ldrh r4, [r2, #12]\n str r4, [sp, #40]\n" \
+    "str r4, [sp, #12]\n ldr r4, [r2, #24]\n ldr r6, [r2, #28]\n subs r4, r4, r6\n"  \
+    "str r4, [sp, #32]\n str r6, [sp, #36]\n ldrh r4, [r2, #12]\n str r4, [sp, #40]\n" \
     "ldrh r3, [r2, #6]\n movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n"      \
     "adr r4, 3f\n str r4, [sp, #68]\n" rowoff "add r6, sp, #44\n"               \
     ".irp k, 0, 1, 2\n ldr r4, [r1, #4*\\k]\n cmp r4, #0\n beq 6f\n adds r4, r3\n" \
@@ -322,9 +323,8 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
     "ldr r3, [sp, #112]\n blx r5\n"                                            \
     "ldr r5, [sp, #40]\n subs r5, #1\n beq 10f\n str r5, [sp, #40]\n"          \
     "ldr r5, [sp, #12]\n ldr r6, [sp, #16]\n adds r5, r6\n str r5, [sp, #12]\n" \
-    "ldr r5, [sp, #36]\n adds r5, #4\n str r5, [sp, #36]\n"                    \
+    "ldr r5, [sp, #36]\n adds r5, #4\n str r5, [sp, #36]\n ldr r6, [sp, #32]\n ldr r2, [r5, r6]\n" \
     "ldr r5, [sp, #112]\n ldr r6, [sp, #116]\n adds r5, r6\n str r5, [sp, #112]\n" \
-    "ldr r2, [sp, #32]\n adds r2, #4\n str r2, [sp, #32]\n ldr r2, [r2]\n"     \
     "ldr r0, [sp, #24]\n ldr r1, [sp, #20]\n"                                    \
     "mov r3, r2\n mov r4, r2\n mov r5, r2\n subs r1, #4\n blt 12f\n"             \
     "11:\n stm r0!, {r2-r5}\n subs r1, #4\n bge 11b\n 12:\n adds r1, #4\n beq 13f\n" \
