@@ -269,9 +269,10 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
 /* Saves r4-r11 and lr, then: r11 = the channels' distance, r5 = in_w, r0 = acc, and
  * a frame of 19 words: [sp] (stride 1: column 0's accumulator; stride 2: the next
  * channel's taps), [sp+4] the next entry of the list, [sp+8] its end, [sp+12] the
- * channel's weights, [sp+16] 9 in_c (the taps of all channels), [sp+20] s, [sp+24]
- * acc, [sp+28] the stage's weights (int4's nibble base), [sp+32] the channel's bias,
- * [sp+36] its requantisation, [sp+40] the channels left, [sp+44] the list: (input row
+ * channel's weights, [sp+16] 9 in_c (the taps of all channels), [sp+20] out_w,
+ * [sp+24] acc + 4 (output column 0), [sp+28] the stage's weights (int4's nibble base),
+ * [sp+32] the bias array less the requantisation array (both 4 B a channel), [sp+36]
+ * the channel's requantisation, [sp+40] the channels left, [sp+44] the list: (input row
  * + r3, 3 ky) for each kernel row ky that has an input row, [sp+68] the kernel's walk
  * (label 3); then the arguments out ([sp+112], moved on per channel), out_chan_step
  * ([sp+116]), finish ([sp+120]). rowoff sets r3. */
@@ -279,10 +280,11 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
     ".balign 2\n.global " name "\n.type " name ", %function\n.thumb_func\n"    \
     name ":\n"                                                                 \
     "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n" \
-    "push {r4-r7}\n sub sp, #76\n str r2, [sp, #20]\n str r0, [sp, #24]\n"     \
+    "push {r4-r7}\n sub sp, #76\n ldrh r4, [r2, #16]\n str r4, [sp, #20]\n"     \
+    "adds r4, r0, #4\n str r4, [sp, #24]\n"                                     \
     "mov r11, r3\n ldr r4, [r2, #20]\n str r4, [sp, #28]\n" ARM_W0              \
-    "str r4, [sp, #12]\n ldr r4, [r2, #24]\n str r4, [sp, #32]\n"              \
-    "ldr r4, [r2, #28]\n str r4, [sp, #36]\n ldrh r4, [r2, #12]\n str r4, [sp, #40]\n" \
+    "str r4, [sp, #12]\n ldr r4, [r2, #24]\n ldr r6, [r2, #28]\n subs r4, r4, r6\n"  \
+    "str r4, [sp, #32]\n str r6, [sp, #36]\n ldrh r4, [r2, #12]\n str r4, [sp, #40]\n" \
     "ldrh r3, [r2, #6]\n movs r4, #9\n muls r4, r3\n str r4, [sp, #16]\n"      \
     "adr r4, 3f\n str r4, [sp, #68]\n" rowoff "add r6, sp, #44\n"               \
     ".irp k, 0, 1, 2\n ldr r4, [r1, #4*\\k]\n cmp r4, #0\n beq 6f\n adds r4, r3\n" \
@@ -322,20 +324,21 @@ CVAE_STATIC_ASSERT(offsetof(cvae_stage_t, in_c) == 6 && offsetof(cvae_stage_t, i
     "9:\n b cvae_arm_row_tail\n"
 /* Both kernels' end of a channel: its row requantised (finish; NULL: return), the
  * fields moved on to the next channel, its accumulators (output columns 0 .. out_w -
- * 1) set to its bias (cvae_arm_fill), then the kernel's walk again; or restore and
- * return. */
+ * 1) set to its bias (cvae_arm_fill's loop, inline: 4 words per STM), then the kernel's
+ * walk again; or restore and return. */
 #define ARM_TAIL                                                               \
     ".type cvae_arm_row_tail, %function\n.thumb_func\ncvae_arm_row_tail:\n"    \
     "ldr r5, [sp, #120]\n cmp r5, #0\n beq 10f\n ldr r0, [sp, #24]\n"          \
-    "adds r0, #4\n ldr r4, [sp, #20]\n ldrh r1, [r4, #16]\n ldr r2, [sp, #36]\n" \
+    "ldr r1, [sp, #20]\n ldr r2, [sp, #36]\n"                                    \
     "ldr r3, [sp, #112]\n blx r5\n"                                            \
     "ldr r5, [sp, #40]\n subs r5, #1\n beq 10f\n str r5, [sp, #40]\n"          \
     "ldr r5, [sp, #12]\n ldr r6, [sp, #16]\n adds r5, r6\n str r5, [sp, #12]\n" \
-    "ldr r5, [sp, #36]\n adds r5, #4\n str r5, [sp, #36]\n"                    \
+    "ldr r5, [sp, #36]\n adds r5, #4\n str r5, [sp, #36]\n ldr r6, [sp, #32]\n ldr r2, [r5, r6]\n" \
     "ldr r5, [sp, #112]\n ldr r6, [sp, #116]\n adds r5, r6\n str r5, [sp, #112]\n" \
-    "ldr r2, [sp, #32]\n adds r2, #4\n str r2, [sp, #32]\n ldr r2, [r2]\n"     \
-    "ldr r0, [sp, #24]\n adds r0, #4\n ldr r4, [sp, #20]\n ldrh r1, [r4, #16]\n" \
-    "bl cvae_arm_fill\n"                                                       \
+    "ldr r0, [sp, #24]\n ldr r1, [sp, #20]\n"                                    \
+    "mov r3, r2\n mov r4, r2\n mov r5, r2\n subs r1, #4\n blt 12f\n"             \
+    "11:\n stm r0!, {r2-r5}\n subs r1, #4\n bge 11b\n 12:\n adds r1, #4\n beq 13f\n" \
+    "14:\n stm r0!, {r2}\n subs r1, #1\n bne 14b\n 13:\n"                         \
     "add r4, sp, #44\n str r4, [sp, #4]\n ldr r4, [sp, #68]\n mov pc, r4\n"    \
     "10:\n add sp, #76\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n" \
     "mov r11, r7\n pop {r4-r7, pc}\n"                                          \
@@ -382,18 +385,20 @@ __asm__(".syntax unified\n.thumb\n"
          * (the slot of column -1 first); a zero input costs 3 instructions (MOVS copies
          * and tests it), another 16. A body of 8 inputs, the bases moved on by 8 inputs
          * a pass: the first pass enters at unit j0 = 7 - (in_w - 1) % 8 (r12 is the
-         * channel's input row + in_w - 8, the last pass's base). [sp] the taps. */
-        ARM_PROLOGUE("cvae_arm_row_s2", "ldrh r3, [r2, #10]\n subs r3, #8\n")
+         * channel's input row - j0, the first pass's base; r8 the last pass's
+         * accumulators, acc + 8 in_w - 64). [sp] the taps. */
+        ARM_PROLOGUE("cvae_arm_row_s2",
+                     "ldrh r3, [r2, #10]\n subs r3, #1\n movs r4, #7\n ands r3, r4\n subs r3, r3, r4\n")
         "subs r6, r5, #1\n movs r4, #7\n ands r6, r4\n subs r6, r4, r6\n" /* j0 */
-        "movs r4, #8\n subs r4, r4, r6\n subs r4, r4, r5\n mov r8, r4\n"  /* x - j0 from r12 */
+        "lsls r4, r5, #3\n adds r4, r0\n subs r4, #64\n mov r8, r4\n"     /* the last pass */
         "lsls r4, r6, #3\n subs r4, r0, r4\n mov r9, r4\n"                 /* acc - 8 j0 */
         "lsls r7, r6, #5\n adr r4, 2f\n adds r7, r4\n mov r10, r7\n b 3f\n"
         ".balign 4\n2:\n"
         ".irp j, 0,1,2,3,4,5,6,7\n" ARM_S2_UNIT("\\j") ".endr\n"
         ".if . - 2b != 8 * 32\n .error \"stride-2 units are not 32 bytes\"\n.endif\n"
-        "cmp r1, r12\n bhs 4f\n adds r1, #8\n adds r0, #64\n b 2b\n"
+        "cmp r0, r8\n bhs 4f\n adds r1, #8\n adds r0, #64\n b 2b\n"
         "4:\n ldr r7, [sp]\n add r12, r11\n"
-        "1:\n cmp r7, lr\n beq 3f\n" ARM_TAPS "str r7, [sp]\n mov r1, r12\n" ARM_ENTER
+        "1:\n cmp r7, lr\n beq 3f\n" ARM_TAPS "str r7, [sp]\n mov r1, r12\n mov r0, r9\n mov pc, r10\n"
         ARM_WALK ".size cvae_arm_row_s2, .-cvae_arm_row_s2\n"
         ARM_TAIL ".popsection\n");
 
@@ -429,7 +434,7 @@ CVAE_STATIC_ASSERT(sizeof(cvae_requant_t) == 4 && offsetof(cvae_requant_t, pre) 
     ARM_FUNC(name) "push {lr}\n"                                               \
     "ldrb r4, [r2, #2]\n ldrb r5, [r2, #3]\n ldrh r6, [r2, #0]\n"              \
     "subs r7, r5, #1\n movs r2, #1\n lsls r2, r7\n mov r12, r2\n"              \
-    "movs r7, #128\n lsls r7, #8\n subs r7, #1\n mov lr, r7\n"                 \
+    "ldr r7, =32767\n mov lr, r7\n"                                             \
     "adds r3, r1\n rsbs r1, r1, #0\n"
 /* one hidden output: acc into r7, then to [Y, r1] (labels from B on) */
 #define ARM_FIN_H(B, Y)                                                        \
@@ -448,6 +453,7 @@ __asm__(".syntax unified\n.thumb\n"
         "1:\n" ARM_FIN_H("1", "r3") "8:\n" ARM_FIN_H("2", "r2")
         "adds r1, #2\n bne 1b\n pop {pc}\n"
         ARM_FIN_H_RARE("1") ARM_FIN_H_RARE("2")
+        ".ltorg\n"
         ARM_END("cvae_arm_fin_hidden")
 
         /* r8 (saved) INT16_MIN */
