@@ -19,11 +19,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tinycvae.cli import check_group_choices, exit_on_error  # noqa: E402
-from tinycvae.commands.export import run  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    # imported here, not on top: check_group_choices refuses data=nosuch without torch
+    from tinycvae.commands.export import run
+
     with exit_on_error():
         run(cfg)
 

@@ -21,11 +21,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tinycvae.cli import check_group_choices, exit_on_error  # noqa: E402
-from tinycvae.commands.generate import generate  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
+    # imported here, not on top: check_group_choices refuses data=nosuch without torch
+    from tinycvae.commands.generate import generate
+
     with exit_on_error():
         generate(cfg)
 

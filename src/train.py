@@ -11,11 +11,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tinycvae.cli import check_group_choices, exit_on_error, objective  # noqa: E402
-from tinycvae.commands.train import run  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    # imported here, not on top: check_group_choices refuses data=nosuch without torch
+    from tinycvae.commands.train import run
+
     with exit_on_error():
         return objective(run(cfg), cfg)
 

@@ -267,6 +267,19 @@ def test_an_unknown_group_choice_is_one_line(tmp_path, script, override, allowed
     assert run_dirs(tmp_path) == []
 
 
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "generate.py", "export.py"])
+def test_an_unknown_group_choice_is_refused_before_torch_is_loaded(tmp_path, script):
+    """The refusal is the interpreter's start, not torch's and Lightning's imports (about
+    8 s of CPU): ``-X importtime`` lists every module the command imported."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "src" / script), "data=nosuch"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "error: data=nosuch is unknown" in proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "hydra" in imported and not imported & {"torch", "lightning", "pytorch_lightning"}
+
+
 def test_a_sweep_with_one_unknown_choice_is_refused(tmp_path):
     proc = run_train(["-m", "data=dice,nosuch", *TINY], tmp_path)
     assert proc.returncode == 2 and "data=nosuch is unknown" in proc.stderr

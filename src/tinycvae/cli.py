@@ -14,8 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from tinycvae.errors import TinyCVAEError
-from tinycvae.outcome import EXIT_BAD_INPUT, EXIT_FAILED
+from tinycvae.errors import EXIT_BAD_INPUT, EXIT_FAILED, TinyCVAEError
 from tinycvae.repo import CONF_DIR, is_multirun
 
 

@@ -1,4 +1,8 @@
-"""Errors the command-line entries turn into one clear line and a non-zero exit."""
+"""Errors the command-line entries turn into one clear line and a non-zero exit, and the
+exit statuses (the rule is :mod:`tinycvae.outcome`'s). Imports nothing: a refusal on the
+command line is answered before torch and Lightning are loaded."""
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class TinyCVAEError(Exception):

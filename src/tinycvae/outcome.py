@@ -1,7 +1,8 @@
 """How a job ends: the status it records in ``summary.json`` and the exit status a
 scheduler sees.
 
-One rule for exit statuses, used by every command:
+One rule for exit statuses, used by every command (the numbers are
+:mod:`tinycvae.errors`' ``EXIT_*``):
 
 * ``0`` the job (every job of a sweep) finished ``ok``;
 * ``1`` a job failed (its summary says why; its checkpoints are kept);
@@ -34,7 +35,6 @@ from tinycvae.sweep_signals import in_pool_worker
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 OUT_OF_MEMORY = tuple(
     t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t
