@@ -241,6 +241,9 @@ def compose_generate(overrides: list[str], tmp_path: Path):
     "args, message",
     [
         (["n=0"], "n=0 is invalid; allowed: an integer from 1 to 1024"),
+        (["n=-1"], "n=-1 is invalid; allowed: an integer from 1 to 1024"),
+        (['prompt="a red coat"'], 'prompt "a red coat" matches no class of data=dice; '
+                                  "allowed: 1, 2, 3, 4, 5, 6"),
         (["label=7"], "label=7 is not a class of data=dice; allowed: 1, 2, 3, 4, 5, 6"),
         (["label=Coat"], "label=Coat is not a class of data=dice; allowed: 1, 2, 3, 4, 5, 6"),
         (["prompt=dog"], 'prompt "dog" matches no class of data=dice; allowed: 1, 2, 3, 4, 5, 6'),
@@ -278,10 +281,8 @@ def test_bad_sources_are_refused(tmp_path):
 
 def test_the_command_line_says_one_line_and_exits_2(runs, tmp_path):
     folder = runs["vae"]
+    # (a bad value such as n=-1 or an unmatched prompt: test_bad_input_is_refused_before_drawing)
     for args, line in (
-        (["n=-1"], "error: n=-1 is invalid; allowed: an integer from 1 to 1024"),
-        (['prompt="a red coat"'], 'error: prompt "a red coat" matches no class of data=dice; '
-                                  "allowed: 1, 2, 3, 4, 5, 6"),
         ([f"run={tmp_path}"], f"error: run={tmp_path} has no checkpoints/best.ckpt; allowed: "
                               "a run folder"),
         (["data=mnist"], f"error: run={folder} was trained on data=dice; allowed: data=dice "
