@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from conftest import TINY, run_train
+from tinycvae.errors import ConfigError
+from tinycvae.job import build
+
+from conftest import TINY, compose_train, run_train
 
 
 def summaries(root):
@@ -58,12 +61,21 @@ def test_a_failing_job_does_not_take_its_neighbours_down(tmp_path):
         ("seed=abc", "seed=abc"),
     ],
 )
-def test_bad_values_exit_2_with_one_line_before_any_work(tmp_path, override, named):
-    proc = run_train([*TINY, override], tmp_path)
+def test_bad_values_are_refused_by_name_before_any_work(tmp_path, override, named):
+    """In-process: the job's checks (what the command runs first) name the value."""
+    with pytest.raises(ConfigError) as err:
+        build(compose_train([*TINY, override], tmp_path))
+    assert named in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "data").exists()  # nothing rendered
+
+
+def test_a_bad_value_exits_2_with_one_line_before_any_work(tmp_path):
+    """The command line: the same refusal is one ``error:`` line and exit status 2."""
+    proc = run_train([*TINY, "model.latent=true"], tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert named in line
+    assert "model.latent=True is invalid; allowed: an integer >= 1" in line
     assert not (tmp_path / "data").exists()  # nothing rendered
 
 
