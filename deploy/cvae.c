@@ -827,7 +827,7 @@ static inline __attribute__((always_inline)) void rv_kernel_rows(acc_t *acc, con
 }
 #endif
 
-#if !defined(RV_CHAIN) || defined(RV_QSQ) /* table-free rv32ec: scatter_channels, below */
+#ifndef RV_TABLE_FREE /* table-free rv32ec: scatter_channels, below */
 /* scatter() with the stride a constant: one register fewer in the loop. */
 static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
                                  const cvae_act_t *end, unsigned stride)
@@ -848,10 +848,11 @@ static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
 }
 #endif
 
-#if defined(RV_CHAIN) && !defined(RV_QSQ)
-/* rv32ec's table-free build: kernel row w of every input channel (in_c >= 1, channels
- * in_chan_step apart from x) in one call: gcc spilled about 20 registers around each call
- * of scatter_row there (RV32E keeps two saved registers) */
+#ifdef RV_TABLE_FREE
+/* rv32ec's table-free builds (with or without the assembly requantisation): kernel row w
+ * of every input channel (in_c >= 1, channels in_chan_step apart from x) in one call: gcc
+ * spilled about 20 registers around each call of scatter_row there (RV32E keeps two
+ * saved registers) */
 #define RV_SCATTER_CHANNELS 1
 #ifdef CVAE_INT4
 #define NEXT_CHANNEL_TAPS (t += KERNEL_TAPS)

@@ -12,7 +12,7 @@ import numpy as np
 
 from tinycvae.deploy import insn_mix, toolchain
 from tinycvae.deploy.cycles import timing_report
-from tinycvae.mcu.footprint import load_mcu
+from tinycvae.mcu.footprint import RV_TIER_CHAIN, RV_TIER_PLAIN, RV_TIER_QSQ, load_mcu
 
 
 def _golden(goal: str, model_dir: Path, build_dir: Path, what: str) -> tuple[str, str]:
@@ -60,8 +60,11 @@ def build_and_check(
             "cycles": timing_report(executed.segments, executed.isa),
         }
     toolchain.make(name, model_dir / shipped, build / shipped)
-    measured = toolchain.elf_size(target, build / shipped)
+    measured: dict[str, Any] = dict(toolchain.elf_size(target, build / shipped))
     est = estimates[name]
+    if "rv32ec_tier" in est:  # the tier deploy/Makefile's link took, beside the estimate's
+        assert target.elf
+        measured["rv32ec_tier"] = linked_rv_tier((build / shipped / target.elf).with_suffix(".map"))
     mcu = load_mcu(target.mcu)
     return {
         "mcu": mcu.name,
@@ -72,6 +75,16 @@ def build_and_check(
         "flash_error": round(est["flash_bytes"] / measured["flash_bytes"] - 1, 4),
         "ram_error": round(est["ram_bytes"] / measured["ram_bytes"] - 1, 4),
     }
+
+
+def linked_rv_tier(map_file: Path) -> str:
+    """The rv32ec tier of the ch32v003 image whose link map is ``map_file``: the fallback
+    object deploy/Makefile's link_fallback linked, if any (``cvae_fallback.o``: the
+    table-free kernels, ``cvae_fallback2.o``: with the C requantisation)."""
+    text = map_file.read_text(errors="replace")
+    if "cvae_fallback2.o" in text:
+        return RV_TIER_PLAIN
+    return RV_TIER_CHAIN if "cvae_fallback.o" in text else RV_TIER_QSQ
 
 
 def host_images(build_dir: Path, labels: np.ndarray, zq: np.ndarray, out_size: int) -> np.ndarray:
