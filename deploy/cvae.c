@@ -10,7 +10,8 @@
  * multiply instruction: the RV32E kernels below take the MAC from a quarter-square
  * table and the requant as shift-and-adds over m's non-adjacent form, code written
  * per row; with CVAE_RV_QSQ=0 the C MAC shifts and adds over the input's bits, three
- * taps at once, and the requant is the same assembly; the rest calls __mulsi3).
+ * taps at once, and the requant is the same assembly, or with CVAE_RV_CHAIN=0 too
+ * shift-and-adds in C over m's set bits; the rest calls __mulsi3).
  * Weights and inputs are walked with pointers. int4 models (CVAE_INT4, which
  * also defines CVAE_INT8) run the same kernels on packed weights: a weight is
  * then a nibble index into the stage's bytes, and the kernels unpack nibbles by

@@ -151,6 +151,10 @@ def test_mcu_images_fit_and_match_the_estimator(exported, target, flash, ram):
     assert t["measured"]["flash_bytes"] <= flash and t["measured"]["ram_bytes"] <= ram
     assert abs(t["flash_error"]) <= 0.10, t
     assert abs(t["ram_error"]) <= 0.10, t
+    if target == "ch32v003":  # the rv32ec tier the link took is the one estimated
+        assert t["measured"]["rv32ec_tier"] == t["estimated"]["rv32ec_tier"] == "quarter-square"
+    else:
+        assert "rv32ec_tier" not in t["estimated"] and "rv32ec_tier" not in t["measured"]
 
 
 def test_c_images_score_like_the_pytorch_model(exported):

@@ -91,12 +91,6 @@ def ch32v003_tier(fm: FloatModel, precision: str) -> str:
     return tier
 
 
-def rv_qsq_fits(fm: FloatModel, precision: str) -> bool:
-    """Whether the CH32V003 image of ``fm`` (streamed) has room for the rv32ec
-    quarter-square table and its kernels (:func:`ch32v003_tier`)."""
-    return ch32v003_tier(fm, precision) == RV_TIER_QSQ
-
-
 def write_projects(
     model_dir: Path, names: list[str], precision: str = "int8", rv_tier: str = RV_TIER_QSQ
 ) -> list[Path]:

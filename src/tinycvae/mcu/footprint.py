@@ -261,11 +261,6 @@ def rv_tier(
     return RV_TIER_PLAIN
 
 
-def uses_qsq(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> bool:
-    """Whether the build links the quarter-square table (:func:`rv_tier`)."""
-    return rv_tier(precision, mcu, data_flash, last_acc_row) == RV_TIER_QSQ
-
-
 def runtime_ram_bytes(
     precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool
 ) -> int:
