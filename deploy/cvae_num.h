@@ -35,7 +35,7 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
  * assembly (the chain over m's NAF written into the stack frame); the table-free one
  * writes it with a loop (36 B of code, not the 574 B unrolled writer) and keeps the C
  * below for the rows it declines. 0 (table-free build only): no assembly requantisation,
- * every row through finish_row's C below (about 0.6 KB less flash, slower: the
+ * every row through finish_row's C below (660-676 B less flash, slower: the
  * ch32v003 build's third tier, where the chain does not fit either). */
 #ifndef CVAE_RV_CHAIN
 #define CVAE_RV_CHAIN 1

@@ -10,6 +10,8 @@ ch32v003 link's tier is the estimator's."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -19,6 +21,7 @@ from tinycvae.deploy.builds import linked_rv_tier
 from tinycvae.deploy.quantize import quantize, run_int8
 from tinycvae.mcu.footprint import (
     RV_TIER_CHAIN,
+    RV_TIER_FLAGS,
     RV_TIER_PLAIN,
     RV_TIER_QSQ,
     estimate_stages,
@@ -74,3 +77,15 @@ def test_estimated_flash_and_ram_are_within_1_percent_of_the_linked_images(
             assert rv_tier(precision, est.mcu, est.data_flash_bytes, est.last_acc_row) == tier
         assert abs(est.flash_bytes / measured["flash_bytes"] - 1) <= 0.01, (target, measured, est)
         assert est.ram_bytes == measured["ram_bytes"], (target, measured, est)
+
+
+def test_the_tier_flags_are_the_makefiles_fallbacks():
+    """RV_TIER_FLAGS (the projects' heads, the QEMU checks of each tier) are the flags
+    deploy/Makefile's ch32v003 link falls back to, in its order."""
+    text = (toolchain.DEPLOY_SRC / "Makefile").read_text()
+    fallbacks = dict(re.findall(r"^ch32v003_(FALLBACK2?) := (.*)$", text, re.M))
+    assert fallbacks == {
+        "FALLBACK": RV_TIER_FLAGS[RV_TIER_CHAIN],
+        "FALLBACK2": RV_TIER_FLAGS[RV_TIER_PLAIN],
+    }
+    assert RV_TIER_FLAGS[RV_TIER_QSQ] == ""
