@@ -242,6 +242,7 @@ def test_kernel_boundaries_and_saturation_match_the_reference_on_both_cores(
         out = toolchain.make("check-qemu-rv32", folder, build,
                              variables={"RV_FLAGS": RV_TIER_FLAGS[tier]})  # fmt: skip
         assert toolchain.golden_result(out) == (12, 12), (tier, out[-800:])
+        assert toolchain.stack_high_water(out) < 320, tier  # the CH32V003's reserved stack
         syms = subprocess.run(["riscv64-unknown-elf-nm", build / "qemu-rv32" / "golden_test.elf"],
                               capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert (" cvae_rv_finish_hidden\n" in syms) == (tier == RV_TIER_CHAIN), tier
