@@ -10,7 +10,8 @@
  * multiply instruction: the RV32E kernels below take the MAC from a quarter-square
  * table and the requant as shift-and-adds over m's non-adjacent form, code written
  * per row; with CVAE_RV_QSQ=0 the C MAC shifts and adds over the input's bits, three
- * taps at once, and the requant is the same assembly; the rest calls __mulsi3).
+ * taps at once, and the requant is the same assembly, or with CVAE_RV_CHAIN=0 too
+ * shift-and-adds in C over m's set bits; the rest calls __mulsi3).
  * Weights and inputs are walked with pointers. int4 models (CVAE_INT4, which
  * also defines CVAE_INT8) run the same kernels on packed weights: a weight is
  * then a nibble index into the stage's bytes, and the kernels unpack nibbles by
@@ -827,7 +828,7 @@ static inline __attribute__((always_inline)) void rv_kernel_rows(acc_t *acc, con
 }
 #endif
 
-#if !defined(RV_CHAIN) || defined(RV_QSQ) /* table-free rv32ec: scatter_channels, below */
+#ifndef RV_TABLE_FREE /* table-free rv32ec: scatter_channels, below */
 /* scatter() with the stride a constant: one register fewer in the loop. */
 static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
                                  const cvae_act_t *end, unsigned stride)
@@ -848,10 +849,11 @@ static NOINLINE void scatter_row(acc_t *acc, WEIGHTS_PARAM, const cvae_act_t *x,
 }
 #endif
 
-#if defined(RV_CHAIN) && !defined(RV_QSQ)
-/* rv32ec's table-free build: kernel row w of every input channel (in_c >= 1, channels
- * in_chan_step apart from x) in one call: gcc spilled about 20 registers around each call
- * of scatter_row there (RV32E keeps two saved registers) */
+#ifdef RV_TABLE_FREE
+/* rv32ec's table-free builds (with or without the assembly requantisation): kernel row w
+ * of every input channel (in_c >= 1, channels in_chan_step apart from x) in one call: gcc
+ * spilled about 20 registers around each call of scatter_row there (RV32E keeps two
+ * saved registers) */
 #define RV_SCATTER_CHANNELS 1
 #ifdef CVAE_INT4
 #define NEXT_CHANNEL_TAPS (t += KERNEL_TAPS)

@@ -31,11 +31,23 @@ static inline __attribute__((always_inline)) acc_t mul8(int32_t w, uint32_t x)
 #ifndef CVAE_RV_QSQ
 #define CVAE_RV_QSQ 1
 #endif
-/* Both builds requantise convT rows in cvae.c's RV32E assembly (the chain over m's NAF
- * written into the stack frame); the table-free one writes it with a loop (36 B of code,
- * not the 574 B unrolled writer) and keeps the C below for the rows it declines. */
+/* CVAE_RV_CHAIN (default 1): both builds requantise convT rows in cvae.c's RV32E
+ * assembly (the chain over m's NAF written into the stack frame); the table-free one
+ * writes it with a loop (36 B of code, not the 574 B unrolled writer) and keeps the C
+ * below for the rows it declines. 0 (table-free build only): no assembly requantisation,
+ * every row through finish_row's C below (660-676 B less flash, slower: the
+ * ch32v003 build's third tier, where the chain does not fit either). */
+#ifndef CVAE_RV_CHAIN
+#define CVAE_RV_CHAIN 1
+#endif
+#if CVAE_RV_CHAIN
 #define RV_CHAIN 1
+#elif CVAE_RV_QSQ
+#error "CVAE_RV_CHAIN=0 is a table-free build: it needs CVAE_RV_QSQ=0"
+#endif
 #if !CVAE_RV_QSQ
+/* the table-free kernels (the C MAC over x's bits; cvae.c's scatter_channels) */
+#define RV_TABLE_FREE 1
 /* a * m for the requantisation (0 <= m <= INT16_MAX) by shift-and-add over the
  * set bits of m only: REQUANT_SETUP(m) lists once per output row the distances
  * between them (static, not on the stack), MUL_REQUANT(a, m) adds a shifted by

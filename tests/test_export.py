@@ -22,10 +22,12 @@ from omegaconf import DictConfig, open_dict
 from tinycvae.checkpoints import load_model
 from tinycvae.deploy import export as export_module
 from tinycvae.deploy import toolchain
+from tinycvae.deploy.builds import build_and_check
 from tinycvae.deploy.export import export
 from tinycvae.deploy.out_dir import EXPORT_FOLDER
 from tinycvae.deploy.report import format_layers
 from tinycvae.errors import ConfigWarning, TinyCVAEError
+from tinycvae.mcu.footprint import RV_TIER_PLAIN
 from tinycvae.run_folder import LOCK_NAME, writer_lock
 
 from conftest import CONF, ROOT, needs_tools, run_train
@@ -91,6 +93,24 @@ def test_host_qemu_and_mcu_builds_verify_the_golden_vectors(exported):
     assert not list(out.glob(".export-*"))  # the scratch folder is gone
 
 
+def test_the_rv32ec_emulator_runs_the_tier_the_ch32v003_gets(exported, tmp_path):
+    """qemu-rv32 builds the CH32V003's rv32ec tier (the export's estimate; this model's
+    is quarter-square, so the report's count is that build's), and for a table-free-c
+    estimate that tier: more instructions, the same golden vectors, no assembly
+    requantisation linked."""
+    out, report = exported
+    rv = report["targets"]["qemu-rv32"]
+    assert rv["rv32ec_tier"] == report["targets"]["ch32v003"]["estimated"]["rv32ec_tier"]
+    estimates = {"ch32v003": {"rv32ec_tier": RV_TIER_PLAIN}}
+    plain = build_and_check(toolchain.TARGETS["qemu-rv32"], out / "model", tmp_path, estimates)
+    assert plain["rv32ec_tier"] == RV_TIER_PLAIN and plain["golden_int8"] == "12/12"
+    assert plain["instructions_per_image"] > rv["instructions_per_image"]
+    elf = tmp_path / "int8" / "qemu-rv32" / "golden_test.elf"
+    syms = subprocess.run(["riscv64-unknown-elf-nm", str(elf)], capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip
+    assert " cvae_rv_finish_hidden\n" not in syms and " cvae_qsq\n" not in syms
+
+
 def test_the_report_models_cycles_and_microseconds_per_part(exported):
     targets = exported[1]["targets"]
     for target, want in (("qemu", {"STM32C011F4", "STM32F030F4", "STM32G031K8", "RP2040"}),
@@ -151,6 +171,10 @@ def test_mcu_images_fit_and_match_the_estimator(exported, target, flash, ram):
     assert t["measured"]["flash_bytes"] <= flash and t["measured"]["ram_bytes"] <= ram
     assert abs(t["flash_error"]) <= 0.10, t
     assert abs(t["ram_error"]) <= 0.10, t
+    if target == "ch32v003":  # the rv32ec tier the link took is the one estimated
+        assert t["measured"]["rv32ec_tier"] == t["estimated"]["rv32ec_tier"] == "quarter-square"
+    else:
+        assert "rv32ec_tier" not in t["estimated"] and "rv32ec_tier" not in t["measured"]
 
 
 def test_c_images_score_like_the_pytorch_model(exported):

@@ -26,6 +26,10 @@ from tinycvae.mcu.footprint import (
     CODE_SOFT_MULTIPLY_BYTES,
     PRECISIONS,
     RAM_TABLE_FREE_STEPS_BYTES,
+    RV_TIER_CHAIN,
+    RV_TIER_PLAIN,
+    RV_TIER_QSQ,
+    RV_TIERS,
     MCUProfile,
     all_mcus,
     code_bytes,
@@ -33,6 +37,8 @@ from tinycvae.mcu.footprint import (
     flat_metrics,
     layer_costs,
     load_mcu,
+    runtime_ram_bytes,
+    rv_tier,
     summary_dict,
 )
 from tinycvae.mcu.stages import extract, fold_label
@@ -236,8 +242,8 @@ def test_fits_and_over():
     big = estimate(dice_decoder((64, 64, 64, 64)), 1, K, stream=True)
     check = big.fits(ch32)
     assert not check["flash_ok"] and not check["ram_ok"]
-    # over by the smaller build: the table-free rv32ec kernels (no room for the table)
-    code = code_bytes("int8", ch32, last_acc_row=True, qsq=False)
+    # over by the smallest build: the table-free rv32ec kernels with the C requantisation
+    code = code_bytes("int8", ch32, last_acc_row=True, qsq=False, chain=False)
     assert check["flash_over_bytes"] == big.data_flash_bytes + code - 16384
     assert check["flash_over_bytes"] > 0
     # and the table-free kernels' static scratch (RAM_TABLE_FREE_STEPS_BYTES) with them
@@ -246,6 +252,37 @@ def test_fits_and_over():
     assert big.fits(load_mcu("rp2040"))["flash_ok"]
     with pytest.raises(ConfigError, match="needs an MCU"):
         big.fits()
+
+
+@pytest.mark.parametrize("last_acc_row", [False, True])
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_the_rv32ec_tier_is_the_first_that_fits_as_the_ch32v003_link_picks_it(
+    precision, last_acc_row
+):
+    """rv_tier at each tier's boundary: the quarter-square build while data + its code fit
+    the flash, then the table-free kernels while theirs fit, then their C requantisation
+    (also past every fit: the link's last try, the smallest); the code and the RAM are
+    that tier's (RAM_TABLE_FREE_STEPS_BYTES in both table-free ones)."""
+    ch32 = load_mcu("ch32v003")
+    qsq = code_bytes(precision, ch32, last_acc_row)
+    chain = code_bytes(precision, ch32, last_acc_row, qsq=False)
+    plain = code_bytes(precision, ch32, last_acc_row, qsq=False, chain=False)
+    assert qsq - chain == CODE_QSQ_BYTES and chain - plain == CODE_RV_CHAIN_BYTES
+    flash = ch32.flash_bytes
+    cases = [
+        (flash - qsq, RV_TIER_QSQ), (flash - qsq + 1, RV_TIER_CHAIN),
+        (flash - chain, RV_TIER_CHAIN), (flash - chain + 1, RV_TIER_PLAIN),
+        (flash - plain, RV_TIER_PLAIN), (flash - plain + 1, RV_TIER_PLAIN), (0, RV_TIER_QSQ),
+    ]  # fmt: skip
+    assert RV_TIERS == (RV_TIER_QSQ, RV_TIER_CHAIN, RV_TIER_PLAIN)  # fastest first
+    for data, tier in cases:
+        assert rv_tier(precision, ch32, data, last_acc_row) == tier, data
+        ram = ch32.reserve_ram_bytes + (0 if tier == RV_TIER_QSQ else RAM_TABLE_FREE_STEPS_BYTES)
+        assert runtime_ram_bytes(precision, ch32, data, last_acc_row) == ram
+    # no tier: a core with a multiplier, fp32; no MCU: assumed to fit, the quarter-square one
+    assert rv_tier(precision, load_mcu("cortex_m0plus_16k"), 0, last_acc_row) is None
+    assert rv_tier("fp32", ch32, 0, last_acc_row) is None
+    assert rv_tier(precision, None, 10**6, last_acc_row) == RV_TIER_QSQ
 
 
 def test_summary_dict_schema_and_flat_metrics():
@@ -262,6 +299,7 @@ def test_summary_dict_schema_and_flat_metrics():
             "fits",
             "over",
             "need",
+            "rv32ec_tier",
         }
         assert sorted(entry["fits"]) == sorted(entry["over"]) == sorted(entry["need"]) == names
         assert all(type(entry[k]) is int for k in ("params", "macs", "flash_bytes"))
@@ -270,6 +308,10 @@ def test_summary_dict_schema_and_flat_metrics():
             assert set(over) == {"flash_bytes", "ram_bytes"}
     assert block["int8"]["params"] == 357
     assert block["int8"]["fits"]["ch32v003"] is True
+    # the rv32ec build it is counted with, on the one core without a multiplier
+    assert block["int8"]["rv32ec_tier"] == {"ch32v003": RV_TIER_QSQ}
+    assert block["fp32"]["rv32ec_tier"] == {}
+    assert not any("rv32ec_tier" in k for k in flat_metrics(block))
     assert json.loads(json.dumps(block)) == block
     flat = flat_metrics(block)
     assert flat["mcu/int8/params"] == 357.0
@@ -285,6 +327,7 @@ def test_summary_dict_schema_and_flat_metrics():
     big = summary_dict(dice_decoder((64, 64, 64, 64)), 1, K, mcus=["ch32v003"])
     assert big["int8"]["fits"] == {"ch32v003": False}
     assert big["int8"]["over"]["ch32v003"]["flash_bytes"] > 0
+    assert big["int8"]["rv32ec_tier"] == {"ch32v003": RV_TIER_PLAIN}  # the smallest
 
 
 def test_unknown_mcu_and_precision():

@@ -27,9 +27,17 @@ from torch import nn
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.preflight import check_settings
-from tinycvae.deploy.projects import NO_QSQ, PROJECTS, TEMPLATES, rv_qsq_fits, write_projects
+from tinycvae.deploy.projects import (
+    NO_CHAIN,
+    NO_QSQ,
+    PROJECTS,
+    TEMPLATES,
+    ch32v003_tier,
+    write_projects,
+)
 from tinycvae.deploy.quantize import quantize
 from tinycvae.errors import ConfigError
+from tinycvae.mcu.footprint import RV_TIER_CHAIN, RV_TIER_PLAIN, RV_TIER_QSQ
 from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
@@ -351,28 +359,23 @@ def test_ch32fun_project_compiles_and_links_for_the_ch32v003(model, tmp_path):
     assert " cvae_qsq\n" in syms  # the rv32ec quarter-square kernels: 3_3_3_3 has the room
 
 
-def test_the_rv32ec_table_goes_where_the_ch32v003_has_room_for_it():
-    """The estimator's choice for the projects: 3_3_3_3 int8 fits the CH32V003 with the
-    quarter-square table, 16_16_16_16 int8 only without it (deploy/Makefile's fallback)."""
-    sizes = {}
-    for dim in (3, 16):
+def test_the_rv32ec_tier_is_the_fastest_that_the_ch32v003_has_room_for():
+    """The estimator's choice for the projects, as deploy/Makefile's ch32v003 link makes it:
+    3_3_3_3 int8 fits the CH32V003 with the quarter-square table, 16_16_16_16 int8 only
+    without it, 12_12_18_20 int8 (12,628 B of constants) only without the table-free
+    kernels' assembly requantisation too (tests/test_code_size.py links them)."""
+    tiers = {}
+    for dims in ((3, 3, 3, 3), (16, 16, 16, 16), (12, 12, 18, 20)):
         m = build_cvae(dice_spec(32), arch="conv", latent=1, latent_mode="bypass",
-                       dim1=dim, dim2=dim, dim3=dim, dim4=dim)  # fmt: skip
-        sizes[dim] = rv_qsq_fits(extract(m.decoder, m.latent, m.num_classes), "int8")
-    assert sizes == {3: True, 16: False}
+                       **dict(zip(("dim1", "dim2", "dim3", "dim4"), dims)))  # fmt: skip
+        tiers[dims[-1]] = ch32v003_tier(extract(m.decoder, m.latent, m.num_classes), "int8")
+    assert tiers == {3: RV_TIER_QSQ, 16: RV_TIER_CHAIN, 20: RV_TIER_PLAIN}
 
 
-@need(RV)
-def test_projects_without_room_for_the_rv32ec_table_build_the_table_free_kernels(model, tmp_path):
-    """``rv_qsq=False`` (the export's choice for a model that leaves no room): every copy
-    of cvae.c starts with ``#define CVAE_RV_QSQ 0``, and the ch32fun project links
-    without the table."""
-    out = tmp_path / "model"
-    shutil.copytree(model / "int8", out / "int8")
-    write_projects(out, list(PROJECTS), rv_qsq=False)
-    for cvae in ("ch32fun/cvae.c", "platformio/lib/tinycvae/src/cvae.c", "library/src/cvae.c"):
-        assert (out / cvae).read_text().startswith(NO_QSQ), cvae
-    folder, stub = out / "ch32fun", tmp_path / "stub"
+def _ch32fun_symbols(folder: Path, tmp_path: Path) -> str:
+    """``nm`` of the ch32fun project in ``folder`` compiled with ch32fun's flags and linked
+    for the CH32V003 (stub ch32fun.h)."""
+    stub = tmp_path / "stub"
     stub.mkdir()
     (stub / "ch32fun.h").write_text(STUB_CH32FUN_RV)
     (stub / "link.c").write_text(STUB_LINK_RV)
@@ -381,12 +384,35 @@ def test_projects_without_room_for_the_rv32ec_table_build_the_table_free_kernels
                                 folder / "cvae_demo.c"], tmp_path / "o")  # fmt: skip
     _run([RV, *flags, "-c", stub / "link.c", "-o", tmp_path / "link.o"])
     _link_ch32v003(flags, [*objs, tmp_path / "link.o"], tmp_path / "demo.elf")
-    syms = _run(["riscv64-unknown-elf-nm", tmp_path / "demo.elf"]).stdout
+    return _run(["riscv64-unknown-elf-nm", tmp_path / "demo.elf"]).stdout
+
+
+@need(RV)
+@pytest.mark.parametrize(
+    "tier, head",
+    [(RV_TIER_CHAIN, NO_QSQ), (RV_TIER_PLAIN, NO_CHAIN)],
+    ids=[RV_TIER_CHAIN, RV_TIER_PLAIN],
+)
+def test_projects_without_room_for_the_rv32ec_table_build_the_table_free_kernels(
+    tier, head, model, tmp_path
+):
+    """``rv_tier`` table-free (the export's choice for a model that leaves no room for the
+    table): every copy of cvae.c starts with ``#define CVAE_RV_QSQ 0``, and the ch32fun
+    project links without the table; table-free-c (no room for the assembly
+    requantisation either): with ``#define CVAE_RV_CHAIN 0`` too, and links without it."""
+    out = tmp_path / "model"
+    shutil.copytree(model / "int8", out / "int8")
+    write_projects(out, list(PROJECTS), rv_tier=tier)
+    for cvae in ("ch32fun/cvae.c", "platformio/lib/tinycvae/src/cvae.c", "library/src/cvae.c"):
+        assert (out / cvae).read_text().startswith(head), cvae
+    syms = _ch32fun_symbols(out / "ch32fun", tmp_path)
     assert "cvae_generate_rows" in syms and " cvae_qsq\n" not in syms
-    # the table-free build still requantises its convT rows in the RV32E assembly (the
-    # chain over m's NAF, written by the looped writer), without the kernel rows
-    assert " cvae_rv_finish_hidden\n" in syms and " cvae_rv_chain_setup\n" in syms
     assert " cvae_rv_krow_s1\n" not in syms
+    # the table-free build still requantises its convT rows in the RV32E assembly (the
+    # chain over m's NAF, written by the looped writer); the third tier in C only
+    chain = tier == RV_TIER_CHAIN
+    assert (" cvae_rv_finish_hidden\n" in syms) == chain
+    assert (" cvae_rv_chain_setup\n" in syms) == chain
 
 
 @need(RV)

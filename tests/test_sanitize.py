@@ -20,6 +20,7 @@ import torch
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen, toolchain
 from tinycvae.deploy.quantize import quantize, run_int8
+from tinycvae.mcu.footprint import RV_TIER_FLAGS
 from tinycvae.mcu.stages import extract, run_fp32
 from tinycvae.models import build_cvae
 
@@ -102,10 +103,14 @@ needs_arm = needs_tools("arm-none-eabi-gcc", "qemu-system-arm",
 def test_the_mcu_kernels_draw_the_host_images_on_random_inputs(models, arch, goal, tmp_path):
     """``make check-fuzz-rv32`` / ``check-fuzz-arm``: the same random draws through the
     rv32ec or ARMv6-M assembly kernels (under QEMU) and the host's portable C path give the
-    same image digest."""
+    same image digest; on rv32ec in each of the ch32v003 build's tiers (``RV_FLAGS``)."""
+    tiers = RV_TIER_FLAGS if goal == "check-fuzz-rv32" else {"": ""}
     for precision in ("int8", "int4"):
-        out = toolchain.make(goal, models / arch / precision, tmp_path / f"build-{precision}")
-        assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, out[-800:]
+        for tier, flags in tiers.items():
+            build = tmp_path / f"build-{precision}-{tier}"
+            out = toolchain.make(goal, models / arch / precision, build,
+                                 variables={"RV_FLAGS": flags})  # fmt: skip
+            assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, (tier, out[-800:])
 
 
 def _check_with_fault(models, tmp_path, good: str, bad: str, count: int, goal: str):

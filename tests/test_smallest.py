@@ -5,6 +5,7 @@ was exported; the refusals."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -92,11 +93,33 @@ def test_the_answer_prints_what_select_prints_the_chip_needs(tmp_path, capsys):
     row = next(r for r in collect_runs([folders[(8, 8, 8, 8)]]))
     needs = need(row, "ch32v003")
     assert needs["ram_bytes"] > row.ram_bytes  # the reserve is on top of the activations
-    figures = f"flash {needs['flash_bytes']:.0f} B, RAM {needs['ram_bytes']:.0f} B"
+    # and the rv32ec build it is counted with (the CH32V003's tier, as its link picks it)
+    figures = (
+        f"flash {needs['flash_bytes']:.0f} B, RAM {needs['ram_bytes']:.0f} B, "
+        "quarter-square rv32ec kernels"
+    )
     code, out, _ = pareto([str(tmp_path), "--select", "ch32v003"], capsys)
     assert code == 0 and figures in out[out.index("selected for ch32v003") :]
     code, out, _ = pareto([str(tmp_path), "--select", "ch32v003", "--min-acc", "1"], capsys)
     assert code == 0 and figures in out[out.index("smallest for ch32v003") :]
+
+
+def test_select_names_the_rv32ec_tier_only_where_one_is_recorded(tmp_path, capsys):
+    """A core with a multiplier has no rv32ec tier, and a summary written before the tier
+    was recorded prints none (its figures as before)."""
+    folders = fake_sweep(tmp_path)
+    code, out, _ = pareto([str(tmp_path), "--select", "cortex_m0plus_16k"], capsys)
+    assert code == 0 and "rv32ec kernels" not in out[out.index("selected for") :]
+    for run_dir in folders.values():
+        path = run_dir / "summary.json"
+        summary = json.loads(path.read_text())
+        for entry in summary["footprint"].values():
+            del entry["rv32ec_tier"]
+        path.write_text(json.dumps(summary))
+    code, out, _ = pareto([str(tmp_path), "--select", "ch32v003"], capsys)
+    answer = out[out.index("selected for ch32v003") :]
+    assert code == 0 and "rv32ec kernels" not in answer
+    assert re.search(r", RAM \d+ B$", answer.splitlines()[0]), answer  # the figures end it
 
 
 def test_an_exported_run_is_judged_by_its_c_accuracy(tmp_path, capsys):

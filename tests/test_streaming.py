@@ -19,7 +19,7 @@ from tinycvae.deploy import quantize as quantize_module
 from tinycvae.deploy import toolchain
 from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.quantize import quantize
-from tinycvae.mcu.footprint import estimate
+from tinycvae.mcu.footprint import RV_TIER_CHAIN, RV_TIER_FLAGS, RV_TIER_PLAIN, estimate
 from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
@@ -235,7 +235,15 @@ def test_kernel_boundaries_and_saturation_match_the_reference_on_both_cores(
     for goal in ("check-qemu", "check-qemu-rv32"):
         out = toolchain.make(goal, folder, tmp_path / "build")
         assert toolchain.golden_result(out) == (12, 12), out[-800:]
-    # rv32ec's table-free build (the ch32v003 fallback): its own chain writer (a loop)
-    out = toolchain.make("check-qemu-rv32", folder, tmp_path / "build-tf",
-                         variables={"RV_FLAGS": "-DCVAE_RV_QSQ=0"})  # fmt: skip
-    assert toolchain.golden_result(out) == (12, 12), out[-800:]
+    # rv32ec's table-free builds (the ch32v003 fallbacks): the assembly requantisation's
+    # own chain writer (a loop), and without it (the third tier) every row in C
+    for tier in (RV_TIER_CHAIN, RV_TIER_PLAIN):
+        build = tmp_path / f"build-{tier}"
+        out = toolchain.make("check-qemu-rv32", folder, build,
+                             variables={"RV_FLAGS": RV_TIER_FLAGS[tier]})  # fmt: skip
+        assert toolchain.golden_result(out) == (12, 12), (tier, out[-800:])
+        assert toolchain.stack_high_water(out) < 320, tier  # the CH32V003's reserved stack
+        syms = subprocess.run(["riscv64-unknown-elf-nm", build / "qemu-rv32" / "golden_test.elf"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert (" cvae_rv_finish_hidden\n" in syms) == (tier == RV_TIER_CHAIN), tier
+        assert " cvae_qsq\n" not in syms

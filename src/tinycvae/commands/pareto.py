@@ -11,7 +11,7 @@ from tinycvae.checks import require_writable_dir
 from tinycvae.errors import ConfigError
 from tinycvae.front.core import mark_fronts, select
 from tinycvae.front.outputs import log_wandb, plot, write_table
-from tinycvae.front.rows import RunRow, need
+from tinycvae.front.rows import RunRow, kernels_note, need
 from tinycvae.front.smallest import check_min_acc, smallest_meeting
 from tinycvae.front.summaries import collect_runs, rows_from_wandb
 from tinycvae.mcu.footprint import check_precision, load_mcu
@@ -73,7 +73,8 @@ def run(
     needs = need(best, mcu)
     print(
         f"selected for {mcu} ({precision}): {best.name}: acc {best.acc:.3f}, "
-        f"flash {needs['flash_bytes']:.0f} B, RAM {needs['ram_bytes']:.0f} B\n"
+        f"flash {needs['flash_bytes']:.0f} B, RAM {needs['ram_bytes']:.0f} B"
+        f"{kernels_note(best, mcu)}\n"
         f"run: {best.run_dir}\ncheckpoint: {best.checkpoint}"
     )
     return best

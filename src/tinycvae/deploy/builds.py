@@ -12,7 +12,13 @@ import numpy as np
 
 from tinycvae.deploy import insn_mix, toolchain
 from tinycvae.deploy.cycles import timing_report
-from tinycvae.mcu.footprint import load_mcu
+from tinycvae.mcu.footprint import (
+    RV_TIER_CHAIN,
+    RV_TIER_FLAGS,
+    RV_TIER_PLAIN,
+    RV_TIER_QSQ,
+    load_mcu,
+)
 
 
 def _golden(goal: str, model_dir: Path, build_dir: Path, what: str) -> tuple[str, str]:
@@ -47,21 +53,13 @@ def build_and_check(
             out[f"golden_{precision}"] = _golden("check-host", model_dir / precision, b, what)[1]
         return out
     if target.check:  # an emulator runs the golden test, counting what it executes
-        text, executed = insn_mix.run_with_mix(name, model_dir / shipped, build / shipped)
-        ok, n = toolchain.golden_result(text)
-        if ok != n:
-            raise toolchain.ToolchainError(f"the {name} build gives {ok} of {n} golden vectors")
-        return {
-            f"golden_{shipped}": f"{ok}/{n}",
-            "instructions_per_image": toolchain.instructions_per_image(text),
-            "instructions_per_stage": toolchain.instructions_per_stage(text),
-            "stack_high_water_bytes": toolchain.stack_high_water(text),
-            "machine": target.machine,
-            "cycles": timing_report(executed.segments, executed.isa),
-        }
+        return _emulated(target, model_dir / shipped, build / shipped, estimates, shipped)
     toolchain.make(name, model_dir / shipped, build / shipped)
-    measured = toolchain.elf_size(target, build / shipped)
+    measured: dict[str, Any] = dict(toolchain.elf_size(target, build / shipped))
     est = estimates[name]
+    if "rv32ec_tier" in est:  # the tier deploy/Makefile's link took, beside the estimate's
+        assert target.elf
+        measured["rv32ec_tier"] = linked_rv_tier((build / shipped / target.elf).with_suffix(".map"))
     mcu = load_mcu(target.mcu)
     return {
         "mcu": mcu.name,
@@ -72,6 +70,48 @@ def build_and_check(
         "flash_error": round(est["flash_bytes"] / measured["flash_bytes"] - 1, 4),
         "ram_error": round(est["ram_bytes"] / measured["ram_bytes"] - 1, 4),
     }
+
+
+def ch32v003_tier_estimated(estimates: dict[str, Any]) -> str | None:
+    """The CH32V003's rv32ec tier in the export's estimates (its ch32v003 target or
+    ``mcu=ch32v003``), or None where neither was estimated."""
+    for key in ("ch32v003", "mcu:ch32v003"):
+        if "rv32ec_tier" in estimates.get(key, {}):
+            return str(estimates[key]["rv32ec_tier"])
+    return None
+
+
+def _emulated(
+    target: toolchain.Target, model_dir: Path, build: Path, estimates: dict[str, Any], shipped: str
+) -> dict[str, Any]:
+    """The golden test under QEMU, counting what it executes; qemu-rv32 builds the tier the
+    CH32V003 gets (``RV_FLAGS``, where the export estimated it), so that its counts and
+    cycles are those of the part's code."""
+    name = target.name
+    tier = ch32v003_tier_estimated(estimates) if name == "qemu-rv32" else None
+    variables = {"RV_FLAGS": RV_TIER_FLAGS[tier]} if tier else None
+    text, executed = insn_mix.run_with_mix(name, model_dir, build, variables)
+    ok, n = toolchain.golden_result(text)
+    if ok != n:
+        raise toolchain.ToolchainError(f"the {name} build gives {ok} of {n} golden vectors")
+    return {
+        f"golden_{shipped}": f"{ok}/{n}",
+        "instructions_per_image": toolchain.instructions_per_image(text),
+        "instructions_per_stage": toolchain.instructions_per_stage(text),
+        "stack_high_water_bytes": toolchain.stack_high_water(text),
+        "machine": target.machine,
+        "cycles": timing_report(executed.segments, executed.isa),
+    } | ({"rv32ec_tier": tier} if tier else {})
+
+
+def linked_rv_tier(map_file: Path) -> str:
+    """The rv32ec tier of the ch32v003 image whose link map is ``map_file``: the fallback
+    object deploy/Makefile's link_fallback linked, if any (``cvae_fallback.o``: the
+    table-free kernels, ``cvae_fallback2.o``: with the C requantisation)."""
+    text = map_file.read_text(errors="replace")
+    if "cvae_fallback2.o" in text:
+        return RV_TIER_PLAIN
+    return RV_TIER_CHAIN if "cvae_fallback.o" in text else RV_TIER_QSQ
 
 
 def host_images(build_dir: Path, labels: np.ndarray, zq: np.ndarray, out_size: int) -> np.ndarray:

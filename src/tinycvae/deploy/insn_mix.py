@@ -195,11 +195,14 @@ def parse(text: str, emu: Emulator, elf: Path) -> Mix:
     return Mix(emu.isa, segments)
 
 
-def run_with_mix(target: str, model_dir: Path, build_dir: Path) -> tuple[str, Mix]:
+def run_with_mix(
+    target: str, model_dir: Path, build_dir: Path, variables: dict[str, str] | None = None
+) -> tuple[str, Mix]:
     """``make <target>``, then its golden test (``make check-<target>``) under QEMU with the
-    plugin: the test's output and the mix of its measured image."""
+    plugin: the test's output and the mix of its measured image. ``variables``: more make
+    variables for both (e.g. ``RV_FLAGS``)."""
     emu = EMULATORS[target]
-    toolchain.make(target, model_dir, build_dir)
+    toolchain.make(target, model_dir, build_dir, variables=variables)
     elf = build_dir / target / "golden_test.elf"
     work = build_dir / target / "mix"
     work.mkdir(parents=True, exist_ok=True)
@@ -214,7 +217,7 @@ def run_with_mix(target: str, model_dir: Path, build_dir: Path) -> tuple[str, Mi
                        '"$@"\n')  # fmt: skip
     wrapper.chmod(0o755)
     text = toolchain.make(f"check-{target}", model_dir, build_dir,
-                          variables={emu.make_var: str(wrapper)})  # fmt: skip
+                          variables={**(variables or {}), emu.make_var: str(wrapper)})  # fmt: skip
     if not out.exists():
         raise toolchain.ToolchainError(f"QEMU with the plugin wrote no {out.name}: {text[-300:]}")
     return text, parse(out.read_text(), emu, elf)

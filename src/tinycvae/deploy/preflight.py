@@ -15,7 +15,7 @@ from tinycvae.deploy.projects import check_projects
 from tinycvae.deploy.quantize import BITS
 from tinycvae.deploy.toolchain import Target
 from tinycvae.errors import ConfigError
-from tinycvae.mcu.footprint import MCUProfile, estimate_stages, load_mcu
+from tinycvae.mcu.footprint import MCUProfile, estimate_stages, load_mcu, rv_tier
 from tinycvae.mcu.stages import FloatModel
 
 
@@ -77,19 +77,24 @@ def check_fit(
     """The ``precision`` estimate of the stages ``fm`` for ``mcu`` (streamed, as the
     firmware runs); ConfigError saying by how much when the model does not fit. Its
     figures are :meth:`~tinycvae.mcu.footprint.Footprint.fits`', as in summary.json's
-    ``need`` that ``src/pareto.py --select`` prints."""
+    ``need`` that ``src/pareto.py --select`` prints; on a core without a multiplier also
+    the rv32ec build it is counted with (``rv32ec_tier``: quarter-square, table-free or
+    table-free-c, :func:`~tinycvae.mcu.footprint.rv_tier`)."""
     fp = estimate_stages(fm, precision, True, mcu)
     fit = fp.fits(mcu)
+    tier = rv_tier(precision, mcu, fp.data_flash_bytes, fp.last_acc_row)
     if not (fit["flash_ok"] and fit["ram_ok"]):
+        kernels = f" with the {tier} rv32ec kernels" if tier else ""
         raise ConfigError(
-            f"the {precision} model does not fit {mcu.name} (target {target}): flash "
+            f"the {precision} model does not fit {mcu.name} (target {target}){kernels}: flash "
             f"{fit['flash_bytes']} B of {mcu.flash_bytes} B ({fit['flash_over_bytes']} B over), "
             f"RAM {fit['ram_bytes']} B of {mcu.ram_bytes} B ({fit['ram_over_bytes']} B over); "
             f"pick a smaller run (python src/pareto.py <folder> --select {mcu.name}), "
             f"{'precision=int4 (half the weight bytes), ' if precision == 'int8' else ''}"
             "or drop the target"
         )
-    return {"flash_bytes": fit["flash_bytes"], "ram_bytes": fit["ram_bytes"]}
+    est = {"flash_bytes": fit["flash_bytes"], "ram_bytes": fit["ram_bytes"]}
+    return est | ({"rv32ec_tier": tier} if tier else {})
 
 
 def check_fits(

@@ -15,9 +15,10 @@ in ``conf/export.yaml``):
 
 The sources come from ``deploy/`` (the runtime) and ``deploy/templates/`` (mains, build
 files); the model from the export's ``int8/`` folder. Where the model leaves the CH32V003
-no flash for the rv32ec quarter-square table (:func:`rv_qsq_fits`), each copy of
-``cvae.c`` starts with ``#define CVAE_RV_QSQ 0``, as ``deploy/Makefile``'s ch32v003 build
-falls back by itself. The export does not build these
+no flash for the rv32ec quarter-square table (:func:`ch32v003_tier`), each copy of
+``cvae.c`` starts with ``#define CVAE_RV_QSQ 0`` (and where not even for the table-free
+kernels' assembly requantisation, ``#define CVAE_RV_CHAIN 0`` too), as
+``deploy/Makefile``'s ch32v003 build falls back by itself. The export does not build these
 projects (its targets are built from ``deploy/``); ``tests/test_projects.py`` builds them
 with the cross-compilers and the frameworks' flags.
 """
@@ -33,7 +34,14 @@ from omegaconf import ListConfig
 
 from tinycvae.deploy.toolchain import DEPLOY_SRC
 from tinycvae.errors import ConfigError
-from tinycvae.mcu.footprint import estimate_stages, load_mcu, uses_qsq
+from tinycvae.mcu.footprint import (
+    RV_TIER_CHAIN,
+    RV_TIER_PLAIN,
+    RV_TIER_QSQ,
+    estimate_stages,
+    load_mcu,
+    rv_tier,
+)
 from tinycvae.mcu.stages import FloatModel
 
 PROJECTS = ("ch32fun", "platformio", "library")
@@ -62,25 +70,36 @@ NO_QSQ = (
     " * quarter-square table, so the table-free kernels (docs/firmware.md, rv32ec kernels). */\n"
     "#define CVAE_RV_QSQ 0\n"
 )
+NO_CHAIN = (
+    "/* Written by the export: this model leaves the CH32V003 no flash for the rv32ec\n"
+    " * quarter-square table, nor for the table-free kernels' assembly requantisation, so\n"
+    " * the table-free kernels with the C one (docs/firmware.md, rv32ec kernels). */\n"
+    "#define CVAE_RV_QSQ 0\n"
+    "#define CVAE_RV_CHAIN 0\n"
+)
+# what each copy of cvae.c starts with, by the CH32V003 tier (tinycvae.mcu.footprint.rv_tier)
+TIER_HEAD = {RV_TIER_QSQ: "", RV_TIER_CHAIN: NO_QSQ, RV_TIER_PLAIN: NO_CHAIN}
 
 
-def rv_qsq_fits(fm: FloatModel, precision: str) -> bool:
-    """Whether the CH32V003 image of ``fm`` (streamed) has room for the rv32ec
-    quarter-square table and its kernels (the estimator's :func:`uses_qsq`)."""
+def ch32v003_tier(fm: FloatModel, precision: str) -> str:
+    """The rv32ec build the CH32V003 image of ``fm`` (streamed) gets, as deploy/Makefile's
+    ch32v003 link picks it (the estimator's :func:`~tinycvae.mcu.footprint.rv_tier`)."""
     ch32 = load_mcu("ch32v003")
     fp = estimate_stages(fm, precision, stream=True, mcu=ch32)
-    return uses_qsq(precision, ch32, fp.data_flash_bytes, fp.last_acc_row)
+    tier = rv_tier(precision, ch32, fp.data_flash_bytes, fp.last_acc_row)
+    assert tier is not None  # an integer path on a core without a multiplier
+    return tier
 
 
 def write_projects(
-    model_dir: Path, names: list[str], precision: str = "int8", rv_qsq: bool = True
+    model_dir: Path, names: list[str], precision: str = "int8", rv_tier: str = RV_TIER_QSQ
 ) -> list[Path]:
     """Write the projects ``names`` into ``model_dir`` (which holds ``<precision>/``, the
-    shipped integer model: int8 or int4); their folders. ``rv_qsq``: the CH32V003 has room
-    for the rv32ec quarter-square table (else every ``cvae.c`` starts with ``NO_QSQ``)."""
+    shipped integer model: int8 or int4); their folders. ``rv_tier``: the CH32V003's
+    rv32ec build (:func:`ch32v003_tier`; every ``cvae.c`` starts with its ``TIER_HEAD``)."""
     int8 = model_dir / precision
     summary = _model_summary(int8 / "cvae_model.h")
-    head = "" if rv_qsq else NO_QSQ
+    head = TIER_HEAD[rv_tier]
     written = []
     for name in names:
         folder = model_dir / name

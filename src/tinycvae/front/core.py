@@ -7,7 +7,7 @@ import math
 import warnings
 
 from tinycvae.errors import ConfigError, TinyCVAEError
-from tinycvae.front.rows import RunRow, need
+from tinycvae.front.rows import RunRow, kernels_note, need
 
 
 class SelectError(TinyCVAEError):
@@ -92,6 +92,7 @@ def select(rows: list[RunRow], mcu: str) -> RunRow:
             f"no run fits {mcu}: the smallest, {smallest.name} ({smallest.run_dir}), needs "
             f"{needs['flash_bytes']:.0f} B flash ({over.get('flash_bytes', 0)} B over) and "
             f"{needs['ram_bytes']:.0f} B RAM ({over.get('ram_bytes', 0)} B over)"
+            f"{kernels_note(smallest, mcu)}"
         )
 
     def key(r: RunRow):

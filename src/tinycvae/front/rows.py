@@ -35,6 +35,7 @@ class RunRow:
     fits: dict[str, bool] = field(default_factory=dict)
     over: dict[str, dict[str, int]] = field(default_factory=dict)
     need: dict[str, dict[str, int]] = field(default_factory=dict)  # per MCU, as export counts
+    rv32ec_tier: dict[str, str] = field(default_factory=dict)  # per MCU without a multiplier
     front_acc: bool = False
     front_fid: bool = False
 
@@ -79,7 +80,16 @@ def row_from_summary(s: dict[str, Any], precision: str) -> RunRow:
         fits=dict(fp.get("fits", {})),
         over=dict(fp.get("over", {})),
         need=dict(fp.get("need", {})),
+        rv32ec_tier=dict(fp.get("rv32ec_tier", {})),
     )
+
+
+def kernels_note(row: RunRow, mcu: str) -> str:
+    """``, table-free rv32ec kernels``: the build ``row``'s decoder is counted with on
+    ``mcu`` (quarter-square, table-free or table-free-c, the CH32V003's tiers); empty for a
+    core with a multiplier, or a summary written before the tier was recorded."""
+    tier = row.rv32ec_tier.get(mcu)
+    return f", {tier} rv32ec kernels" if tier else ""
 
 
 def need(row: RunRow, mcu: str) -> dict[str, float]:

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from tinycvae.errors import ConfigError
 from tinycvae.front.core import SelectError
-from tinycvae.front.rows import RunRow, need
+from tinycvae.front.rows import RunRow, kernels_note, need
 from tinycvae.repo import CONF_DIR
 
 EXPORT_YAML = CONF_DIR / "export.yaml"
@@ -89,6 +89,7 @@ def describe(s: Scored, precision: str, mcu: str) -> str:
     line = (
         f"{r.name} (dims {r.dims}, {r.params_decoder} weights): gen/acc {s.acc:.3f} from "
         f"{s.source}, flash {needs['flash_bytes']:.0f} B, RAM {needs['ram_bytes']:.0f} B"
+        f"{kernels_note(r, mcu)}"
     )
     if s.source == "PyTorch":
         line += (

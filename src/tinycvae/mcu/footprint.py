@@ -45,7 +45,8 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   stride-2 layer with one output channel), so no activation of a conv decoder is ever
   whole in RAM (:func:`arena_bytes`).
   With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added (and on
-  rv32ec the table-free kernels' 16 B scratch where that build links: :func:`runtime_ram_bytes`).
+  rv32ec the table-free kernels' 16 B scratch where one of their builds links:
+  :func:`runtime_ram_bytes`; the build, one of three tiers, is :func:`rv_tier`'s).
 """
 
 from __future__ import annotations
@@ -84,26 +85,39 @@ CODE_INT4_UNPACK_BYTES = 108
 CODE_INT4_SOFT_MULTIPLY_BYTES = 108  # int4 without a multiplier: the dot product's inline MAC
 # rv32ec: the inline shift-and-add MACs (three taps at once, unrolled) and requant
 CODE_SOFT_MULTIPLY_BYTES = 448
-# rv32ec, int8 and int4, both builds: the RV32E row requantisation (cvae_rv_finish_hidden,
-# _last, the 64 B bound table, the chain writer as a loop), the accumulator row started
-# at the bias and the table-free kernel rows' one call for every input channel: the
-# table-free ch32v003 demo's code minus a0a6d6e's (which had none of it), measured
-# 2026-12-02: 672 B (3_3_3_3 and 8_8_8_8 int8), 652 B (3_3_3_3 int4), 564 B (16_16_16_16
-# int4), 584 B (16_16_16_16 int8, the one such build that links on the CH32V003)
-CODE_RV_CHAIN_BYTES = 600
+# rv32ec, int8 and int4, the quarter-square and the table-free builds: the RV32E row
+# requantisation (cvae_rv_finish_hidden, _last, the 64 B bound table, the chain writer as
+# a loop), which the third tier (CVAE_RV_CHAIN=0) leaves out for finish_row's C: the
+# table-free ch32v003 demo's code minus the one with CVAE_RV_CHAIN=0, measured 2026-12-02
+# on the exported dice models: 676 B (3_3_3_3 and 8_8_8_8 int8), 672 B (3_3_3_3 int4),
+# 664 B (16_16_16_16 int8), 660 B (16_16_16_16 int4). (The 600 B before was against
+# a0a6d6e's build, which also lacked the bias-started accumulator row and
+# scatter_channels; those save flash, and every table-free build keeps them.)
+CODE_RV_CHAIN_BYTES = 668
 # rv32ec, where the model leaves room for it in the part's flash: the quarter-square MAC
 # (a 1024 B table of floor(n^2 / 4)), the RV32E assembly kernel rows (both strides, four
 # inputs a loop step, int8 or int4 taps), the chain writer unrolled over m's 16 positions,
 # and the C multiplies through the table (stage 0's w z, single outputs), on top of the
-# table-free kernels: 3088 B (3_3_3_3 and 8_8_8_8 int8, 3_3_3_3 int4), 3104 B
-# (16_16_16_16 int4), measured 2026-12-02 as the ch32v003 demo with CVAE_RV_QSQ=1 minus
-# the one with 0 (3668-3760 B before the table-free build had the row requantisation).
-# Elsewhere the ch32v003 build links the table-free kernels (deploy/Makefile's fallback),
-# and so does the estimate (uses_qsq).
-CODE_QSQ_BYTES = 3130
-# rv32ec's table-free kernels list m's set bits in 16 B of static RAM (cvae_num.h's
-# m_steps), counted on top of the profile's reserve; the quarter-square build writes its
-# requantisation chain into the stack frame instead (no static RAM)
+# table-free kernels: 3088 B (3_3_3_3 and 8_8_8_8 int8, 3_3_3_3 int4), 3108 B
+# (16_16_16_16 int8), 3104 B (16_16_16_16 int4), measured 2026-12-02 as the ch32v003
+# demo with CVAE_RV_QSQ=1 minus the one with 0 (3668-3760 B before the table-free build
+# had the row requantisation).
+CODE_QSQ_BYTES = 3090
+# The ch32v003 build's tiers on rv32ec (deploy/Makefile's link_fallback), fastest first:
+# the first whose image fits the part's flash links, the last where none does (rv_tier)
+RV_TIER_QSQ = "quarter-square"  # CVAE_RV_QSQ=1: the table, assembly rows and requant
+RV_TIER_CHAIN = "table-free"  # CVAE_RV_QSQ=0: C MAC, assembly requantisation
+RV_TIER_PLAIN = "table-free-c"  # CVAE_RV_QSQ=0 CVAE_RV_CHAIN=0: C MAC, C requantisation
+RV_TIERS = (RV_TIER_QSQ, RV_TIER_CHAIN, RV_TIER_PLAIN)
+# each tier's flags on the C runtime (the ch32v003 build's, deploy/Makefile)
+RV_TIER_FLAGS = {
+    RV_TIER_QSQ: "",
+    RV_TIER_CHAIN: "-DCVAE_RV_QSQ=0",
+    RV_TIER_PLAIN: "-DCVAE_RV_QSQ=0 -DCVAE_RV_CHAIN=0",
+}
+# rv32ec's table-free kernels (both table-free tiers) list m's set bits in 16 B of static
+# RAM (cvae_num.h's m_steps), counted on top of the profile's reserve; the quarter-square
+# build writes its requantisation chain into the stack frame instead (no static RAM)
 RAM_TABLE_FREE_STEPS_BYTES = 16
 # ARMv6-M (Cortex-M0/M0+), int8 and int4: the hand-written Thumb-1 kernels of deploy/cvae.c
 # (the two whole-row kernels and their shared channel tail, the requantisation, the
@@ -202,18 +216,23 @@ def check_precision(precision: str) -> None:
 
 
 def code_bytes(
-    precision: str, mcu: MCUProfile | None = None, last_acc_row: bool = False, qsq: bool = True
+    precision: str,
+    mcu: MCUProfile | None = None,
+    last_acc_row: bool = False,
+    qsq: bool = True,
+    chain: bool = True,
 ) -> int:
     """Runtime code for ``precision`` on ``mcu``'s core (None: no multiplier, no FPU);
     ``last_acc_row``: the model gives its last layer an accumulator row of its own
     (:func:`last_acc_row_elems`), which compiles the path that uses it; ``qsq``: an
     integer path without a multiplier links the quarter-square table (False: the
-    table-free kernels, :func:`uses_qsq`)."""
+    table-free kernels), ``chain``: and the assembly requantisation (False: only with
+    ``qsq`` False, finish_row's C; :func:`rv_tier` picks them)."""
     check_precision(precision)
     hw_mul, fpu = (mcu.hw_multiply, mcu.fpu) if mcu else (False, False)
     n = CODE_BASE_BYTES + (0 if hw_mul else CODE_SOFT_MULTIPLY_BYTES)
     if not hw_mul and precision != "fp32":
-        n += CODE_RV_CHAIN_BYTES + (CODE_QSQ_BYTES if qsq else 0)
+        n += (CODE_RV_CHAIN_BYTES if chain or qsq else 0) + (CODE_QSQ_BYTES if qsq else 0)
     n += CODE_LAST_ACC_ROW_BYTES if last_acc_row else 0
     if precision == "fp32":
         return n + (CODE_FPU_EXPF_BYTES if fpu else CODE_SOFT_FLOAT_BYTES)
@@ -224,35 +243,39 @@ def code_bytes(
     return n + CODE_INT_EXTRA_BYTES
 
 
-def uses_qsq(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> bool:
-    """Whether the build links the quarter-square table: on an integer path without a
-    multiplier, where the model's data and the code with the table fit ``mcu``'s flash
-    (None: assumed to fit); otherwise the ch32v003 build falls back to the table-free
-    kernels (deploy/Makefile)."""
+def rv_tier(
+    precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool
+) -> str | None:
+    """The rv32ec build a model gets (:data:`RV_TIERS`; None: an integer path with a
+    multiplier, or fp32): as deploy/Makefile's ch32v003 link, the first tier whose data
+    and code fit ``mcu``'s flash (None: assumed to fit, the quarter-square build), else
+    the smallest, the C requantisation (which then does not fit either)."""
     if precision == "fp32" or (mcu is not None and mcu.hw_multiply):
-        return False
-    code = code_bytes(precision, mcu, last_acc_row, qsq=True)
-    return mcu is None or data_flash + code <= mcu.flash_bytes
+        return None
+    if mcu is None:
+        return RV_TIER_QSQ
+    for tier in RV_TIERS[:-1]:
+        code = code_bytes(precision, mcu, last_acc_row, tier == RV_TIER_QSQ, True)
+        if data_flash + code <= mcu.flash_bytes:
+            return tier
+    return RV_TIER_PLAIN
 
 
 def runtime_ram_bytes(
     precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool
 ) -> int:
     """RAM beside the arena on ``mcu`` (None: 0): its reserve (stack + runtime state),
-    plus the table-free rv32ec kernels' static scratch where that build links."""
+    plus the table-free rv32ec kernels' static scratch where one of their builds links."""
     if mcu is None:
         return 0
-    table_free = (
-        precision != "fp32"
-        and not mcu.hw_multiply
-        and not uses_qsq(precision, mcu, data_flash, last_acc_row)
-    )
+    tier = rv_tier(precision, mcu, data_flash, last_acc_row)
+    table_free = tier in (RV_TIER_CHAIN, RV_TIER_PLAIN)
     return mcu.reserve_ram_bytes + (RAM_TABLE_FREE_STEPS_BYTES if table_free else 0)
 
 
 def _code_for(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> int:
-    qsq = uses_qsq(precision, mcu, data_flash, last_acc_row)
-    return code_bytes(precision, mcu, last_acc_row, qsq)
+    tier = rv_tier(precision, mcu, data_flash, last_acc_row)
+    return code_bytes(precision, mcu, last_acc_row, tier == RV_TIER_QSQ, tier != RV_TIER_PLAIN)
 
 
 @dataclass(frozen=True)
@@ -517,7 +540,8 @@ def summary_dict(
     ``flash_bytes`` assumes the worst-case core (no multiplier, no FPU); ``ram_bytes`` and
     ``ram_bytes_streamed`` are activations only. ``fits``/``over``/``need`` are per MCU, with
     that core's code size, its RAM reserve and the streamed RAM figure (``need``: the flash
-    and RAM it takes on that MCU, as the export's fit check counts them)."""
+    and RAM it takes on that MCU, as the export's fit check counts them; ``rv32ec_tier``:
+    the rv32ec build it is counted with on each MCU without a multiplier, :func:`rv_tier`)."""
     profiles = [load_mcu(m) if isinstance(m, str) else m for m in (mcus or all_mcus())]
     fm = extract(decoder, latent, num_classes)
     block: dict[str, Any] = {}
@@ -540,6 +564,11 @@ def summary_dict(
                 n: {"flash_bytes": c["flash_bytes"], "ram_bytes": c["ram_bytes"]}
                 for n, c in checks.items()
             },
+            "rv32ec_tier": {
+                m.name: t
+                for m in profiles
+                if (t := rv_tier(precision, m, streamed.data_flash_bytes, streamed.last_acc_row))
+            },
         }
     return block
 
@@ -550,6 +579,8 @@ def flat_metrics(block: dict[str, Any]) -> dict[str, float]:
     flat: dict[str, float] = {}
     for precision, entry in block.items():
         for key, value in entry.items():
+            if key == "rv32ec_tier":  # names, not metrics (summary.json keeps them)
+                continue
             if key == "fits":
                 for mcu, ok in value.items():
                     flat[f"mcu/{precision}/fits/{mcu}"] = 1.0 if ok else 0.0
