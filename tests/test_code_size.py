@@ -42,6 +42,22 @@ needs = needs_tools(
 )
 
 
+def write_random_model(folder, dims, precision):
+    """A dice bypass decoder of ``dims`` with seeded random weights, exported to ``folder``
+    (model files and golden vectors); its stages."""
+    torch.manual_seed(0)
+    model = build_cvae(dice_spec(32), latent=1, latent_mode="bypass",
+                       **dict(zip(("dim1", "dim2", "dim3", "dim4"), dims))).eval()  # fmt: skip
+    fm = extract(model.decoder, 1, 6)
+    labels = torch.arange(256) % 6
+    z = model.sampler(labels, torch.Generator().manual_seed(1))
+    qm = quantize(fm, z, labels, bypass=True, bits=8 if precision == "int8" else 4)
+    zq, y = qm.quantize_z(z[:1]), labels[:1].numpy().astype("uint8")
+    golden = (y, zq, run_int8(qm, zq, y).reshape(1, -1))
+    codegen.write_model(folder, fm, precision, True, 1.0, golden, qm)
+    return fm
+
+
 @needs
 @pytest.mark.parametrize(
     "dims, precision, tier",
@@ -55,16 +71,7 @@ needs = needs_tools(
 def test_estimated_flash_and_ram_are_within_1_percent_of_the_linked_images(
     dims, precision, tier, tmp_path
 ):
-    torch.manual_seed(0)
-    model = build_cvae(dice_spec(32), latent=1, latent_mode="bypass",
-                       **dict(zip(("dim1", "dim2", "dim3", "dim4"), dims))).eval()  # fmt: skip
-    fm = extract(model.decoder, 1, 6)
-    labels = torch.arange(256) % 6
-    z = model.sampler(labels, torch.Generator().manual_seed(1))
-    qm = quantize(fm, z, labels, bypass=True, bits=8 if precision == "int8" else 4)
-    zq, y = qm.quantize_z(z[:1]), labels[:1].numpy().astype("uint8")
-    golden = (y, zq, run_int8(qm, zq, y).reshape(1, -1))
-    codegen.write_model(tmp_path / precision, fm, precision, True, 1.0, golden, qm)
+    fm = write_random_model(tmp_path / precision, dims, precision)
     # 12_12_18_20 int8 does not fit the Cortex-M0+'s 16 KB (the ARMv6-M kernels' code)
     for target, mcu in TARGETS[:1] if tier == RV_TIER_PLAIN else TARGETS:
         out = toolchain.make(target, tmp_path / precision, tmp_path / "build")
@@ -89,3 +96,15 @@ def test_the_tier_flags_are_the_makefiles_fallbacks():
         "FALLBACK2": RV_TIER_FLAGS[RV_TIER_PLAIN],
     }
     assert RV_TIER_FLAGS[RV_TIER_QSQ] == ""
+
+
+@needs
+def test_a_model_too_big_for_every_tier_fails_the_ch32v003_build(tmp_path):
+    """32_32_32_32 int8 (31 KB of weights) overflows the 16 KB in all three tiers: the
+    build fails with the last link's overflow, and leaves no image and no link log."""
+    write_random_model(tmp_path / "int8", (32, 32, 32, 32), "int8")
+    with pytest.raises(toolchain.ToolchainError, match=r"make ch32v003 failed: .*overflowed"):
+        toolchain.make("ch32v003", tmp_path / "int8", tmp_path / "build")
+    built = tmp_path / "build" / "ch32v003"
+    assert not (built / "demo.elf").exists() and not list(built.glob("*.log"))
+    assert (built / "cvae_fallback2.o").exists()  # the third tier was tried
