@@ -108,3 +108,14 @@ def test_a_model_too_big_for_every_tier_fails_the_ch32v003_build(tmp_path):
     built = tmp_path / "build" / "ch32v003"
     assert not (built / "demo.elf").exists() and not list(built.glob("*.log"))
     assert (built / "cvae_fallback2.o").exists()  # the third tier was tried
+
+
+def test_a_missing_or_foreign_link_map_is_named(tmp_path):
+    """The report's linked tier is read from the map: one that is missing, or that links
+    no cvae object (another program's), is an error naming it, not a guessed tier."""
+    missing = tmp_path / "demo.map"
+    with pytest.raises(toolchain.ToolchainError, match=f"^no link map {missing}"):
+        linked_rv_tier(missing)
+    missing.write_text("LOAD /tmp/build/ch32v003/other.o\n")
+    with pytest.raises(toolchain.ToolchainError, match="names no cvae object"):
+        linked_rv_tier(missing)

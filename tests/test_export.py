@@ -94,15 +94,15 @@ def test_host_qemu_and_mcu_builds_verify_the_golden_vectors(exported):
 
 
 def test_the_rv32ec_emulator_runs_the_tier_the_ch32v003_gets(exported, tmp_path):
-    """qemu-rv32 builds the CH32V003's rv32ec tier (the export's estimate; this model's
-    is quarter-square, so the report's count is that build's), and for a table-free-c
-    estimate that tier: more instructions, the same golden vectors, no assembly
+    """qemu-rv32 builds the CH32V003's rv32ec tier (the one its projects get; this model's
+    is quarter-square, so the report's count is that build's), and asked for table-free-c
+    that tier: more instructions, the same golden vectors, no assembly
     requantisation linked."""
     out, report = exported
     rv = report["targets"]["qemu-rv32"]
     assert rv["rv32ec_tier"] == report["targets"]["ch32v003"]["estimated"]["rv32ec_tier"]
-    estimates = {"ch32v003": {"rv32ec_tier": RV_TIER_PLAIN}}
-    plain = build_and_check(toolchain.TARGETS["qemu-rv32"], out / "model", tmp_path, estimates)
+    plain = build_and_check(toolchain.TARGETS["qemu-rv32"], out / "model", tmp_path, {},
+                            rv_tier=RV_TIER_PLAIN)  # fmt: skip
     assert plain["rv32ec_tier"] == RV_TIER_PLAIN and plain["golden_int8"] == "12/12"
     assert plain["instructions_per_image"] > rv["instructions_per_image"]
     elf = tmp_path / "int8" / "qemu-rv32" / "golden_test.elf"

@@ -130,10 +130,12 @@ def test_int4_and_fp32_flash_on_tiny_decoder():
     m0 = load_mcu("cortex_m0plus_16k")
     # ARMv6-M: the Thumb-1 kernels on both, and their nibble taps on int4
     # the table-free rv32ec build keeps the row requantisation, not the table's code
-    assert code_bytes("int8") - code_bytes("int8", qsq=False) == CODE_QSQ_BYTES
-    assert code_bytes("int8", m0) == code_bytes("int8", qsq=False) - CODE_SOFT_MULTIPLY_BYTES - (
-        CODE_RV_CHAIN_BYTES
-    ) + CODE_ARMV6M_KERNELS_BYTES  # a multiplier: no rv32ec kernels or requantisation either
+    assert code_bytes("int8") - code_bytes("int8", tier=RV_TIER_CHAIN) == CODE_QSQ_BYTES
+    table_free = code_bytes("int8", tier=RV_TIER_CHAIN)
+    # a multiplier: no rv32ec kernels or requantisation either
+    assert code_bytes("int8", m0) == (
+        table_free - CODE_SOFT_MULTIPLY_BYTES - CODE_RV_CHAIN_BYTES + CODE_ARMV6M_KERNELS_BYTES
+    )
     assert code_bytes("int4", m0) == (
         code_bytes("int8", m0) + CODE_INT4_UNPACK_BYTES + CODE_ARMV6M_INT4_TAPS_BYTES
     )
@@ -243,7 +245,7 @@ def test_fits_and_over():
     check = big.fits(ch32)
     assert not check["flash_ok"] and not check["ram_ok"]
     # over by the smallest build: the table-free rv32ec kernels with the C requantisation
-    code = code_bytes("int8", ch32, last_acc_row=True, qsq=False, chain=False)
+    code = code_bytes("int8", ch32, last_acc_row=True, tier=RV_TIER_PLAIN)
     assert check["flash_over_bytes"] == big.data_flash_bytes + code - 16384
     assert check["flash_over_bytes"] > 0
     # and the table-free kernels' static scratch (RAM_TABLE_FREE_STEPS_BYTES) with them
@@ -265,8 +267,8 @@ def test_the_rv32ec_tier_is_the_first_that_fits_as_the_ch32v003_link_picks_it(
     that tier's (RAM_TABLE_FREE_STEPS_BYTES in both table-free ones)."""
     ch32 = load_mcu("ch32v003")
     qsq = code_bytes(precision, ch32, last_acc_row)
-    chain = code_bytes(precision, ch32, last_acc_row, qsq=False)
-    plain = code_bytes(precision, ch32, last_acc_row, qsq=False, chain=False)
+    chain = code_bytes(precision, ch32, last_acc_row, tier=RV_TIER_CHAIN)
+    plain = code_bytes(precision, ch32, last_acc_row, tier=RV_TIER_PLAIN)
     assert qsq - chain == CODE_QSQ_BYTES and chain - plain == CODE_RV_CHAIN_BYTES
     flash = ch32.flash_bytes
     cases = [
@@ -378,3 +380,12 @@ def test_load_mcu_profiles(name, flash_kb, ram_kb, hw_multiply, fpu):
         ["ch32v003", "cortex_m0plus_16k", "rp2040", "stm32g031"]
     )
     assert math.isclose(mcu.flash_bytes / 1024, flash_kb)
+
+
+def test_an_unknown_rv32ec_tier_is_named_with_the_allowed_ones(tmp_path):
+    from tinycvae.deploy.projects import write_projects
+
+    with pytest.raises(ConfigError, match="^rv32ec tier=fast is unknown; allowed: quarter-square"):
+        code_bytes("int8", load_mcu("ch32v003"), tier="fast")
+    with pytest.raises(ConfigError, match="^rv_tier=fast is unknown; allowed: quarter-square"):
+        write_projects(tmp_path, ["library"], rv_tier="fast")

@@ -37,11 +37,14 @@ def build_and_check(
     build: Path,
     estimates: dict[str, Any],
     precision: str = "int8",
+    rv_tier: str = RV_TIER_QSQ,
 ) -> dict[str, Any]:
     """Build ``target`` from the firmware in ``model_dir`` (builds under ``build``) and
     check it; what it measured, for the report. ``estimates``: the footprint estimates by
     target name (see :func:`tinycvae.deploy.preflight.check_fits`); ``precision``: the
-    shipped integer model's (int8 or int4; the host also builds fp32)."""
+    shipped integer model's (int8 or int4; the host also builds fp32); ``rv_tier``: the
+    CH32V003's rv32ec build (:func:`tinycvae.deploy.projects.ch32v003_tier`), which
+    qemu-rv32 builds too."""
     name = target.name
     shipped = precision
     if name == "host":
@@ -53,7 +56,8 @@ def build_and_check(
             out[f"golden_{precision}"] = _golden("check-host", model_dir / precision, b, what)[1]
         return out
     if target.check:  # an emulator runs the golden test, counting what it executes
-        return _emulated(target, model_dir / shipped, build / shipped, estimates, shipped)
+        tier = rv_tier if name == "qemu-rv32" else None
+        return _emulated(target, model_dir / shipped, build / shipped, shipped, tier)
     toolchain.make(name, model_dir / shipped, build / shipped)
     measured: dict[str, Any] = dict(toolchain.elf_size(target, build / shipped))
     est = estimates[name]
@@ -72,23 +76,13 @@ def build_and_check(
     }
 
 
-def ch32v003_tier_estimated(estimates: dict[str, Any]) -> str | None:
-    """The CH32V003's rv32ec tier in the export's estimates (its ch32v003 target or
-    ``mcu=ch32v003``), or None where neither was estimated."""
-    for key in ("ch32v003", "mcu:ch32v003"):
-        if "rv32ec_tier" in estimates.get(key, {}):
-            return str(estimates[key]["rv32ec_tier"])
-    return None
-
-
 def _emulated(
-    target: toolchain.Target, model_dir: Path, build: Path, estimates: dict[str, Any], shipped: str
+    target: toolchain.Target, model_dir: Path, build: Path, shipped: str, tier: str | None
 ) -> dict[str, Any]:
-    """The golden test under QEMU, counting what it executes; qemu-rv32 builds the tier the
-    CH32V003 gets (``RV_FLAGS``, where the export estimated it), so that its counts and
-    cycles are those of the part's code."""
+    """The golden test under QEMU, counting what it executes; ``tier``: the rv32ec tier
+    qemu-rv32 builds (``RV_FLAGS``; the one the CH32V003 gets, so that its counts and
+    cycles are those of the part's code), None elsewhere."""
     name = target.name
-    tier = ch32v003_tier_estimated(estimates) if name == "qemu-rv32" else None
     variables = {"RV_FLAGS": RV_TIER_FLAGS[tier]} if tier else None
     text, executed = insn_mix.run_with_mix(name, model_dir, build, variables)
     ok, n = toolchain.golden_result(text)
@@ -108,10 +102,15 @@ def linked_rv_tier(map_file: Path) -> str:
     """The rv32ec tier of the ch32v003 image whose link map is ``map_file``: the fallback
     object deploy/Makefile's link_fallback linked, if any (``cvae_fallback.o``: the
     table-free kernels, ``cvae_fallback2.o``: with the C requantisation)."""
-    text = map_file.read_text(errors="replace")
-    if "cvae_fallback2.o" in text:
-        return RV_TIER_PLAIN
-    return RV_TIER_CHAIN if "cvae_fallback.o" in text else RV_TIER_QSQ
+    try:
+        text = map_file.read_text(errors="replace")
+    except OSError as err:
+        raise toolchain.ToolchainError(f"no link map {map_file}: {err.strerror}") from None
+    for obj, tier in (("/cvae_fallback2.o", RV_TIER_PLAIN), ("/cvae_fallback.o", RV_TIER_CHAIN),
+                      ("/cvae.o", RV_TIER_QSQ)):  # fmt: skip
+        if obj in text:
+            return tier
+    raise toolchain.ToolchainError(f"the link map {map_file} names no cvae object")
 
 
 def host_images(build_dir: Path, labels: np.ndarray, zq: np.ndarray, out_size: int) -> np.ndarray:

@@ -134,9 +134,11 @@ def _export(
 
     model_dir, build = scratch / "model", scratch / "build"
     write_firmware(model_dir, model, fm, qm, cfg.golden_count, cfg.seed + 1)
-    write_projects(model_dir, check_projects(cfg.get("projects")), precision,
-                   rv_tier=ch32v003_tier(fm, precision))  # fmt: skip
-    results = {t.name: build_and_check(t, model_dir, build, estimates, precision) for t in targets}
+    tier = ch32v003_tier(fm, precision)  # the projects' and qemu-rv32's rv32ec build
+    write_projects(model_dir, check_projects(cfg.get("projects")), precision, tier)
+    results = {
+        t.name: build_and_check(t, model_dir, build, estimates, precision, tier) for t in targets
+    }
     quality |= score_shipped(scorer, qm, build, "host" in results, cfg.max_acc_drop)
 
     report = make_report(source, info, fm, qm, calibrated, quality, results, mcu, model_dir)

@@ -97,6 +97,8 @@ def write_projects(
     """Write the projects ``names`` into ``model_dir`` (which holds ``<precision>/``, the
     shipped integer model: int8 or int4); their folders. ``rv_tier``: the CH32V003's
     rv32ec build (:func:`ch32v003_tier`; every ``cvae.c`` starts with its ``TIER_HEAD``)."""
+    if rv_tier not in TIER_HEAD:
+        raise ConfigError(f"rv_tier={rv_tier} is unknown; allowed: {', '.join(TIER_HEAD)}")
     int8 = model_dir / precision
     summary = _model_summary(int8 / "cvae_model.h")
     head = TIER_HEAD[rv_tier]

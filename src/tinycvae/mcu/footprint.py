@@ -219,20 +219,22 @@ def code_bytes(
     precision: str,
     mcu: MCUProfile | None = None,
     last_acc_row: bool = False,
-    qsq: bool = True,
-    chain: bool = True,
+    tier: str = RV_TIER_QSQ,
 ) -> int:
     """Runtime code for ``precision`` on ``mcu``'s core (None: no multiplier, no FPU);
     ``last_acc_row``: the model gives its last layer an accumulator row of its own
-    (:func:`last_acc_row_elems`), which compiles the path that uses it; ``qsq``: an
-    integer path without a multiplier links the quarter-square table (False: the
-    table-free kernels), ``chain``: and the assembly requantisation (False: only with
-    ``qsq`` False, finish_row's C; :func:`rv_tier` picks them)."""
+    (:func:`last_acc_row_elems`), which compiles the path that uses it; ``tier``: the
+    build an integer path without a multiplier links (:data:`RV_TIERS`: the quarter-square
+    table, the table-free kernels with the assembly requantisation, or with finish_row's
+    C; :func:`rv_tier` picks it)."""
     check_precision(precision)
+    if tier not in RV_TIERS:
+        raise ConfigError(f"rv32ec tier={tier} is unknown; allowed: {', '.join(RV_TIERS)}")
     hw_mul, fpu = (mcu.hw_multiply, mcu.fpu) if mcu else (False, False)
     n = CODE_BASE_BYTES + (0 if hw_mul else CODE_SOFT_MULTIPLY_BYTES)
     if not hw_mul and precision != "fp32":
-        n += (CODE_RV_CHAIN_BYTES if chain or qsq else 0) + (CODE_QSQ_BYTES if qsq else 0)
+        n += CODE_RV_CHAIN_BYTES if tier != RV_TIER_PLAIN else 0
+        n += CODE_QSQ_BYTES if tier == RV_TIER_QSQ else 0
     n += CODE_LAST_ACC_ROW_BYTES if last_acc_row else 0
     if precision == "fp32":
         return n + (CODE_FPU_EXPF_BYTES if fpu else CODE_SOFT_FLOAT_BYTES)
@@ -250,13 +252,13 @@ def rv_tier(
     multiplier, or fp32): as deploy/Makefile's ch32v003 link, the first tier whose data
     and code fit ``mcu``'s flash (None: assumed to fit, the quarter-square build), else
     the smallest, the C requantisation (which then does not fit either)."""
+    check_precision(precision)
     if precision == "fp32" or (mcu is not None and mcu.hw_multiply):
         return None
     if mcu is None:
         return RV_TIER_QSQ
     for tier in RV_TIERS[:-1]:
-        code = code_bytes(precision, mcu, last_acc_row, tier == RV_TIER_QSQ, True)
-        if data_flash + code <= mcu.flash_bytes:
+        if data_flash + code_bytes(precision, mcu, last_acc_row, tier) <= mcu.flash_bytes:
             return tier
     return RV_TIER_PLAIN
 
@@ -275,7 +277,7 @@ def runtime_ram_bytes(
 
 def _code_for(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> int:
     tier = rv_tier(precision, mcu, data_flash, last_acc_row)
-    return code_bytes(precision, mcu, last_acc_row, tier == RV_TIER_QSQ, tier != RV_TIER_PLAIN)
+    return code_bytes(precision, mcu, last_acc_row, tier or RV_TIER_QSQ)
 
 
 @dataclass(frozen=True)
