@@ -495,6 +495,168 @@ static arm_row_fn *arm_row(const cvae_stage_t *s)
     return in_w <= ARM_S2_MAX ? cvae_arm_row_s2 : NULL;
 }
 
+#if defined(CVAE_WINO_SCRATCH) && !defined(CVAE_INT4)
+/* ARMv6-M, int8: stride-1 convTs by Winograd F(2,3) along x (the exporter marks the stages
+ * that run it: cvae_wino_u[k], else NULL; CVAE_WINO_SCRATCH words of scratch). A stride-1
+ * convT row is a 3x3 correlation: y[ox] = sum over (in, ky) of g0 d0 + g1 d1 + g2 d2 with
+ * (g0, g1, g2) = (w[ky][2], w[ky][1], w[ky][0]) and d = rows[ky][ox-1 .. ox+1] (0 past the
+ * edges). Two outputs ox, ox + 1 from d0..d3 = x[ox-1 .. ox+2] take 4 products, not 6, and
+ * integer-exactly with G scaled by 2: U = (2 g0, g0+g1+g2, g0-g1+g2, 2 g2) per (out, ky, in)
+ * (the exporter's, as U + 2^15 in uint16: LDRH has an immediate offset, LDRSH none),
+ * V = (d0-d2, d1+d2, d2-d1, d1-d3) per (ky, in) and output pair, built once for every output
+ * channel (wino_inputs, words), M_k = sum of U_k V_k, 2 y0 = M1+M2+M3, 2 y1 = M2-M3-M4. The
+ * bias 2^15 of U adds 2^15 T_k to M_k (T_k = sum of V_k over the pair's (ky, in), shared by
+ * every output channel): M_k starts at -2^15 T_k. Everything is exact mod 2^32 and the sums
+ * fit int32, so y = (2y >> 1) + bias is finish_row's accumulator, the same bytes.
+ * cvae_arm_wino_pair: one output pair, every output channel, output-stationary: M1..M4 in
+ * r4-r7, LDRH u; LDR v; MULS; ADDS per product (16 instructions per 6 MACs), 7 (ky, in)
+ * entries of immediates a loop step (BLO's reach; a pair of n entries enters at entry
+ * (-n) mod 7), then the
+ * pair requantised by cvae_arm_fin_* (n = 1 for the last column of an odd width). */
+#define ARM_WINO 1
+extern const uint16_t *const cvae_wino_u[CVAE_NUM_STAGES];
+typedef struct {
+    const uint16_t *u;             /* 0: this output channel's U (entry 0 less j0) */
+    uint32_t u_step;               /* 4: bytes from one output channel's U to the next */
+    const int32_t *v, *v_end;      /* 8, 12: the pair's V (entry 0 less j0), its end */
+    uint32_t j0;                   /* 16: (-entries) mod 7 */
+    const cvae_bias_t *bias;       /* 20 */
+    const cvae_requant_t *requant; /* 24 */
+    cvae_act_t *y;                 /* 28: this output channel's output pair */
+    uint32_t y_step;               /* 32 */
+    uint32_t n;                    /* 36: outputs of the pair, 1 or 2 */
+    uint32_t out_c;                /* 40 */
+    arm_finish_fn *fin;            /* 44 */
+    int32_t m0[4];                 /* 48: -2^15 T_k, the accumulators' start */
+} arm_wino_t;
+CVAE_STATIC_ASSERT(offsetof(arm_wino_t, fin) == 44 && offsetof(arm_wino_t, m0) == 48 &&
+                       sizeof(void *) == 4,
+                   arm_wino_layout);
+void cvae_arm_wino_pair(arm_wino_t *p);
+#define ARM_WINO_UNIT(j)                                                       \
+    "ldrh r2, [r0, #8*" j "]\n ldr r3, [r1, #16*" j "]\n muls r2, r3\n adds r4, r2\n"       \
+    "ldrh r2, [r0, #8*" j "+2]\n ldr r3, [r1, #16*" j "+4]\n muls r2, r3\n adds r5, r2\n"   \
+    "ldrh r2, [r0, #8*" j "+4]\n ldr r3, [r1, #16*" j "+8]\n muls r2, r3\n adds r6, r2\n"   \
+    "ldrh r2, [r0, #8*" j "+6]\n ldr r3, [r1, #16*" j "+12]\n muls r2, r3\n adds r7, r2\n"
+/* frame: [sp] y0, [sp+4] y1 (the accumulators cvae_arm_fin_* reads), [sp+8] p, [sp+12] the
+ * output channels left; r8 the V's end, r9 the entry into the body */
+__asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_pair")
+        "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n push {r4, r5}\n sub sp, #16\n"
+        "str r0, [sp, #8]\n ldr r1, [r0, #40]\n str r1, [sp, #12]\n ldr r1, [r0, #12]\n mov r8, r1\n"
+        "ldr r1, [r0, #16]\n lsls r2, r1, #3\n ldr r3, [r0, #0]\n subs r3, r2\n str r3, [r0, #0]\n"
+        "lsls r2, r1, #4\n ldr r3, [r0, #8]\n subs r3, r2\n str r3, [r0, #8]\n"
+        "lsls r1, #5\n adr r2, 2f\n adds r1, r2\n mov r9, r1\n"
+        "1:\n ldr r3, [sp, #8]\n ldr r0, [r3, #0]\n ldr r1, [r3, #8]\n adds r3, #48\n"
+        "ldm r3!, {r4-r7}\n mov pc, r9\n"
+        ".balign 4\n2:\n"
+        ".irp j, 0,1,2,3,4,5,6\n" ARM_WINO_UNIT("\\j") ".endr\n"
+        ".if . - 2b != 7 * 32\n .error \"Winograd units are not 32 bytes\"\n.endif\n"
+        "adds r0, #56\n adds r1, #112\n cmp r1, r8\n blo 2b\n"
+        "adds r2, r4, r5\n adds r2, r6\n asrs r2, #1\n subs r3, r5, r6\n subs r3, r7\n asrs r3, #1\n"
+        "ldr r0, [sp, #8]\n ldr r1, [r0, #20]\n ldm r1!, {r4}\n str r1, [r0, #20]\n"
+        "adds r2, r4\n adds r3, r4\n str r2, [sp]\n str r3, [sp, #4]\n"
+        "ldr r5, [r0, #0]\n ldr r6, [r0, #4]\n adds r5, r6\n str r5, [r0, #0]\n"
+        "ldr r2, [r0, #24]\n adds r5, r2, #4\n str r5, [r0, #24]\n"
+        "ldr r3, [r0, #28]\n ldr r5, [r0, #32]\n adds r5, r3\n str r5, [r0, #28]\n"
+        "ldr r1, [r0, #36]\n ldr r4, [r0, #44]\n mov r0, sp\n blx r4\n"
+        "ldr r0, [sp, #12]\n subs r0, #1\n str r0, [sp, #12]\n beq 3f\n b 1b\n3:\n"
+        "add sp, #16\n pop {r4, r5}\n mov r8, r4\n mov r9, r5\n pop {r4-r7, pc}\n"
+        ARM_END("cvae_arm_wino_pair"));
+
+static int32_t wino_v[CVAE_WINO_SCRATCH - 4]; /* V: [ky][in][4] of the present kernel rows */
+static arm_wino_t wino;
+
+/* V of output pair ox .. ox+1 (d0..d3 = x[ox-1 .. ox+2], 0 past the edges where edge) for
+ * the nrows input rows rows[] (channel 0; in_c channels step apart), then p->m0 */
+static inline __attribute__((always_inline)) void wino_in(int32_t *v, const cvae_act_t *const *rows,
+                                                         unsigned nrows, unsigned in_c,
+                                                         uint32_t step, unsigned ox, unsigned in_w,
+                                                         int32_t m0[4], const int edge)
+{
+    uint32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (; nrows; nrows--) {
+        const cvae_act_t *x = *rows++ + ox;
+        unsigned c;
+        for (c = in_c; c; c--, x += step, v += 4) {
+            uint32_t d0, d1 = x[0], d2, d3;
+            if (edge) {
+                d0 = ox ? x[-1] : 0;
+                d2 = ox + 1u < in_w ? x[1] : 0;
+                d3 = ox + 2u < in_w ? x[2] : 0;
+            } else {
+                d0 = x[-1];
+                d2 = x[1];
+                d3 = x[2];
+            }
+            v[0] = (int32_t)(d0 - d2);
+            v[1] = (int32_t)(d1 + d2);
+            v[2] = (int32_t)(d2 - d1);
+            v[3] = (int32_t)(d1 - d3);
+            s0 += d0;
+            s1 += d1;
+            s2 += d2;
+            s3 += d3;
+        }
+    }
+    m0[0] = (int32_t)(0u - ((s0 - s2) << 15));
+    m0[1] = (int32_t)(0u - ((s1 + s2) << 15));
+    m0[2] = (int32_t)(0u - ((s2 - s1) << 15));
+    m0[3] = (int32_t)(0u - ((s1 - s3) << 15));
+}
+
+static NOINLINE void wino_inputs(const cvae_act_t *const *rows, unsigned nrows, unsigned in_c,
+                                 uint32_t step, unsigned ox, unsigned in_w)
+{
+    if (ox && ox + 2u < in_w)
+        wino_in(wino_v, rows, nrows, in_c, step, ox, in_w, wino.m0, 0);
+    else
+        wino_in(wino_v, rows, nrows, in_c, step, ox, in_w, wino.m0, 1);
+}
+
+/* convt_row() of a stage that runs the Winograd kernel (0: it does not, nothing done) */
+static int arm_wino_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
+                        uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
+                        unsigned last)
+{
+    const uint16_t *const u = cvae_wino_u[s - cvae_stages];
+    const cvae_act_t *in[CVAE_KERNEL];
+    const unsigned in_c = s->in_c, out_w = s->out_w;
+    unsigned ky, lo = CVAE_KERNEL, nrows = 0, ox;
+    uint32_t n, j0;
+
+    if (!u)
+        return 0;
+    for (ky = 0; ky < CVAE_KERNEL; ky++)
+        if (rows[ky]) {
+            if (!nrows)
+                lo = ky;
+            in[nrows++] = rows[ky];
+        }
+    assert(s->stride == 1 && nrows && rows[lo + nrows - 1u] && 12u * in_c <= CVAE_WINO_SCRATCH - 4u);
+    n = nrows * in_c;
+    for (j0 = n; j0 >= 7u; j0 -= 7u) /* n mod 7, without a division */
+        ;
+    j0 = j0 ? 7u - j0 : 0u;
+    for (ox = 0; ox < out_w; ox += 2) {
+        wino_inputs(in, nrows, in_c, in_chan_step, ox, s->in_w);
+        wino.u = u + lo * in_c * 4u;
+        wino.u_step = in_c * CVAE_KERNEL * 8u;
+        wino.v = wino_v;
+        wino.v_end = wino_v + 4u * n;
+        wino.j0 = j0;
+        wino.bias = s->bias;
+        wino.requant = s->requant;
+        wino.y = out + ox;
+        wino.y_step = out_chan_step;
+        wino.n = out_w - ox < 2u ? 1u : 2u;
+        wino.out_c = s->out_c;
+        wino.fin = last ? cvae_arm_fin_last : cvae_arm_fin_hidden;
+        cvae_arm_wino_pair(&wino);
+    }
+    return 1;
+}
+#endif
+
 #endif
 
 /* The accumulators acc .. end-1 of output channel chan (plus its bias) into y:
@@ -971,6 +1133,10 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
     acc_t *const acc = last ? LAST_ACC_ROW : ACC_ROW;
     unsigned o;
 
+#ifdef ARM_WINO
+    if (arm_wino_row(s, rows, in_chan_step, out, out_chan_step, last))
+        return;
+#endif
 #ifdef ARM_KERNELS
     if (arm_convt_row(s, rows, in_chan_step, out, out_chan_step, acc, last))
         return;

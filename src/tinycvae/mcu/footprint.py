@@ -114,6 +114,14 @@ RAM_TABLE_FREE_STEPS_BYTES = 16
 # 48 B more on int4 (the nibble taps; 1324 B for 3_3_3_3)
 CODE_ARMV6M_KERNELS_BYTES = 1276
 CODE_ARMV6M_INT4_TAPS_BYTES = 48
+# ARMv6-M, int8: the stride-1 transposed convs with at least WINO_MIN_IN_C input channels
+# run the Winograd F(2,3) kernel (deploy/cvae.c, "ARMv6-M kernels"): its weights are a
+# second array in flash, written by the exporter under `__thumb__ && !__thumb2__` only,
+# WINO_ROW_BYTES per (out, in, ky) kernel row (4 biased halfwords), and it keeps a static
+# scratch of (12 in_c + 4) words (the transformed inputs of one output pair, 4 words per
+# (in, ky), and their sums) beside the arena
+WINO_MIN_IN_C = 8
+WINO_ROW_BYTES = 8
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
@@ -222,6 +230,19 @@ def code_bytes(
     if mcu is not None and mcu.armv6m:
         n += CODE_ARMV6M_KERNELS_BYTES + (CODE_ARMV6M_INT4_TAPS_BYTES if precision == "int4" else 0)
     return n + CODE_INT_EXTRA_BYTES
+
+
+def wino_stage(kind: str, stride: int, in_c: int, precision: str) -> bool:
+    """Whether a stage runs the ARMv6-M Winograd kernel (an int8 stride-1 transposed conv
+    with at least WINO_MIN_IN_C input channels); the exporter writes its weights for it."""
+    return precision == "int8" and kind == "convT" and stride == 1 and in_c >= WINO_MIN_IN_C
+
+
+def wino_scratch_words(stages: list, precision: str) -> int:
+    """Words of the Winograd kernel's static scratch (0: no stage runs it): 12 in_c + 4 for
+    the stage with the most input channels."""
+    ins = [st.in_shape[0] for st in stages if wino_stage(st.kind, st.stride, st.in_shape[0], precision)]
+    return 12 * max(ins) + 4 if ins else 0
 
 
 def uses_qsq(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> bool:
