@@ -528,11 +528,68 @@ typedef struct {
     uint32_t out_c;                /* 40 */
     arm_finish_fn *fin;            /* 44 */
     int32_t m0[4];                 /* 48: -2^15 T_k, the accumulators' start */
+    uint32_t in_step;              /* 64: the input channels' distance */
+    uint32_t in_span;              /* 68: in_c in_step */
+    int32_t *v_buf;                /* 72: where cvae_arm_wino_in writes V */
+    uint32_t edge;                 /* 76: cvae_arm_wino_in's loop: WINO_* */
 } arm_wino_t;
 CVAE_STATIC_ASSERT(offsetof(arm_wino_t, fin) == 44 && offsetof(arm_wino_t, m0) == 48 &&
+                       offsetof(arm_wino_t, edge) == 76 &&
                        sizeof(void *) == 4,
                    arm_wino_layout);
 void cvae_arm_wino_pair(arm_wino_t *p);
+/* V of output pair ox, ox + 1 for the nrows input rows rows[] (channel 0) into p->v_buf,
+ * and p->m0, one loop per kind of pair (p->edge): within the row (WINO_INNER: d0..d3 =
+ * x[ox-1 .. ox+2]), at its start (WINO_LEFT: d0 = 0), at its end (WINO_RIGHT: d3 = 0;
+ * WINO_ODD: d2 = d3 = 0, the last column of an odd width), both (rows of 2 and 1: WINO_LEFT
+ * + WINO_RIGHT, WINO_LEFT + WINO_ODD). Per (ky, in): 4 LDRB, the 4 sums (in r8-r11), 4 for
+ * V, one STM, 3 for the loop (16 instructions within the row). */
+void cvae_arm_wino_in(const cvae_act_t *const *rows, uint32_t nrows, uint32_t ox, arm_wino_t *p);
+#define WINO_INNER 0u
+#define WINO_LEFT 1u
+#define WINO_RIGHT 2u
+#define WINO_ODD 4u
+/* the end of one (ky, in) entry: V (r2, r4, r5, r6) stored, on to the next channel */
+#define ARM_WINO_IN_NEXT(L) "stm r1!, {r2, r4, r5, r6}\n add r0, r12\n cmp r0, lr\n bne " L "b\n b 31b\n"
+/* frame: [sp] the next entry of rows, [sp+4] the rows left, [sp+8] ox - 1, [sp+12] in_span,
+ * [sp+16] the loop for the pair's edge, [sp+20] p; r12 in_step, lr the row's end, r1 V */
+__asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_in")
+        "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n push {r4-r7}\n"
+        "sub sp, #24\n str r0, [sp]\n str r1, [sp, #4]\n subs r2, #1\n str r2, [sp, #8]\n"
+        "str r3, [sp, #20]\n ldr r4, [r3, #68]\n str r4, [sp, #12]\n ldr r4, [r3, #64]\n mov r12, r4\n"
+        "ldr r4, [r3, #76]\n lsls r4, #2\n adr r5, 40f\n ldr r5, [r5, r4]\n"
+        "str r5, [sp, #16]\n ldr r1, [r3, #72]\n"
+        "movs r4, #0\n mov r8, r4\n mov r9, r4\n mov r10, r4\n mov r11, r4\n"
+        "30:\n ldr r4, [sp]\n ldm r4!, {r0}\n str r4, [sp]\n ldr r4, [sp, #8]\n adds r0, r4\n"
+        "ldr r4, [sp, #12]\n adds r4, r0\n mov lr, r4\n ldr r4, [sp, #16]\n mov pc, r4\n"
+        "31:\n ldr r4, [sp, #4]\n subs r4, #1\n str r4, [sp, #4]\n bne 30b\n"
+        /* m0 = -2^15 (S0 - S2, S1 + S2, S2 - S1, S1 - S3) */
+        "mov r2, r8\n mov r3, r9\n mov r4, r10\n mov r5, r11\n"
+        "subs r2, r2, r4\n subs r6, r4, r3\n adds r4, r3, r4\n subs r5, r3, r5\n"
+        "lsls r2, #15\n rsbs r2, r2, #0\n lsls r4, #15\n rsbs r4, r4, #0\n"
+        "lsls r6, #15\n rsbs r6, r6, #0\n lsls r5, #15\n rsbs r5, r5, #0\n"
+        "ldr r3, [sp, #20]\n str r2, [r3, #48]\n str r4, [r3, #52]\n str r6, [r3, #56]\n"
+        "str r5, [r3, #60]\n"
+        "add sp, #24\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n mov r11, r7\n"
+        "pop {r4-r7, pc}\n"
+        /* V = (d0 - d2, d1 + d2, d2 - d1, d1 - d3) into r2, r4, r5, r6 */
+        ".balign 4\n20:\n ldrb r2, [r0, #0]\n ldrb r3, [r0, #1]\n ldrb r4, [r0, #2]\n ldrb r5, [r0, #3]\n"
+        "add r8, r2\n add r9, r3\n add r10, r4\n add r11, r5\n"
+        "subs r2, r2, r4\n subs r6, r3, r5\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("20")
+        ".balign 4\n21:\n ldrb r3, [r0, #1]\n ldrb r4, [r0, #2]\n ldrb r5, [r0, #3]\n"
+        "add r9, r3\n add r10, r4\n add r11, r5\n"
+        "rsbs r2, r4, #0\n subs r6, r3, r5\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("21")
+        ".balign 4\n22:\n ldrb r2, [r0, #0]\n ldrb r3, [r0, #1]\n ldrb r4, [r0, #2]\n"
+        "add r8, r2\n add r9, r3\n add r10, r4\n"
+        "subs r2, r2, r4\n movs r6, r3\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("22")
+        ".balign 4\n23:\n ldrb r2, [r0, #0]\n ldrb r3, [r0, #1]\n add r8, r2\n add r9, r3\n"
+        "movs r4, r3\n rsbs r5, r3, #0\n movs r6, r3\n" ARM_WINO_IN_NEXT("23")
+        ".balign 4\n24:\n ldrb r3, [r0, #1]\n ldrb r4, [r0, #2]\n add r9, r3\n add r10, r4\n"
+        "rsbs r2, r4, #0\n movs r6, r3\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("24")
+        ".balign 4\n25:\n ldrb r3, [r0, #1]\n add r9, r3\n"
+        "movs r2, #0\n movs r4, r3\n rsbs r5, r3, #0\n movs r6, r3\n" ARM_WINO_IN_NEXT("25")
+        ".balign 4\n40:\n .word 20b, 21b, 22b, 24b, 23b, 25b\n"
+        ARM_END("cvae_arm_wino_in"));
 #define ARM_WINO_UNIT(j)                                                       \
     "ldrh r2, [r0, #8*" j "]\n ldr r3, [r1, #16*" j "]\n muls r2, r3\n adds r4, r2\n"       \
     "ldrh r2, [r0, #8*" j "+2]\n ldr r3, [r1, #16*" j "+4]\n muls r2, r3\n adds r5, r2\n"   \
@@ -566,53 +623,6 @@ __asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_pair")
 static int32_t wino_v[CVAE_WINO_SCRATCH - 4]; /* V: [ky][in][4] of the present kernel rows */
 static arm_wino_t wino;
 
-/* V of output pair ox .. ox+1 (d0..d3 = x[ox-1 .. ox+2], 0 past the edges where edge) for
- * the nrows input rows rows[] (channel 0; in_c channels step apart), then p->m0 */
-static inline __attribute__((always_inline)) void wino_in(int32_t *v, const cvae_act_t *const *rows,
-                                                         unsigned nrows, unsigned in_c,
-                                                         uint32_t step, unsigned ox, unsigned in_w,
-                                                         int32_t m0[4], const int edge)
-{
-    uint32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (; nrows; nrows--) {
-        const cvae_act_t *x = *rows++ + ox;
-        unsigned c;
-        for (c = in_c; c; c--, x += step, v += 4) {
-            uint32_t d0, d1 = x[0], d2, d3;
-            if (edge) {
-                d0 = ox ? x[-1] : 0;
-                d2 = ox + 1u < in_w ? x[1] : 0;
-                d3 = ox + 2u < in_w ? x[2] : 0;
-            } else {
-                d0 = x[-1];
-                d2 = x[1];
-                d3 = x[2];
-            }
-            v[0] = (int32_t)(d0 - d2);
-            v[1] = (int32_t)(d1 + d2);
-            v[2] = (int32_t)(d2 - d1);
-            v[3] = (int32_t)(d1 - d3);
-            s0 += d0;
-            s1 += d1;
-            s2 += d2;
-            s3 += d3;
-        }
-    }
-    m0[0] = (int32_t)(0u - ((s0 - s2) << 15));
-    m0[1] = (int32_t)(0u - ((s1 + s2) << 15));
-    m0[2] = (int32_t)(0u - ((s2 - s1) << 15));
-    m0[3] = (int32_t)(0u - ((s1 - s3) << 15));
-}
-
-static NOINLINE void wino_inputs(const cvae_act_t *const *rows, unsigned nrows, unsigned in_c,
-                                 uint32_t step, unsigned ox, unsigned in_w)
-{
-    if (ox && ox + 2u < in_w)
-        wino_in(wino_v, rows, nrows, in_c, step, ox, in_w, wino.m0, 0);
-    else
-        wino_in(wino_v, rows, nrows, in_c, step, ox, in_w, wino.m0, 1);
-}
-
 /* convt_row() of a stage that runs the Winograd kernel (0: it does not, nothing done) */
 static int arm_wino_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
                         uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
@@ -634,11 +644,16 @@ static int arm_wino_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE
         }
     assert(s->stride == 1 && nrows && rows[lo + nrows - 1u] && 12u * in_c <= CVAE_WINO_SCRATCH - 4u);
     n = nrows * in_c;
+    wino.in_step = in_chan_step;
+    wino.in_span = in_c * in_chan_step;
+    wino.v_buf = wino_v;
     for (j0 = n; j0 >= 7u; j0 -= 7u) /* n mod 7, without a division */
         ;
     j0 = j0 ? 7u - j0 : 0u;
     for (ox = 0; ox < out_w; ox += 2) {
-        wino_inputs(in, nrows, in_c, in_chan_step, ox, s->in_w);
+        wino.edge = (ox ? WINO_INNER : WINO_LEFT) +
+                    (ox + 2u < out_w ? 0u : ox + 2u == out_w ? WINO_RIGHT : WINO_ODD);
+        cvae_arm_wino_in(in, nrows, ox, &wino);
         wino.u = u + lo * in_c * 4u;
         wino.u_step = in_c * CVAE_KERNEL * 8u;
         wino.v = wino_v;
