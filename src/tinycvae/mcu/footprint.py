@@ -122,6 +122,11 @@ CODE_ARMV6M_INT4_TAPS_BYTES = 48
 # (in, ky), and their sums) beside the arena
 WINO_MIN_IN_C = 8
 WINO_ROW_BYTES = 8
+# ... and its code: the two Thumb-1 kernels (cvae_arm_wino_pair, cvae_arm_wino_in) and
+# their C driver, in the image where a model has such a stage (measured: CODE_ARMV6M_WINO)
+CODE_ARMV6M_WINO_BYTES = 0
+# its static RAM beside the scratch words: the kernels' parameter block (arm_wino_t)
+RAM_WINO_PARAMS_BYTES = 80
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
@@ -243,6 +248,22 @@ def wino_scratch_words(stages: list, precision: str) -> int:
     the stage with the most input channels."""
     ins = [st.in_shape[0] for st in stages if wino_stage(st.kind, st.stride, st.in_shape[0], precision)]
     return 12 * max(ins) + 4 if ins else 0
+
+
+def wino_bytes(stages: list, precision: str) -> tuple[int, int]:
+    """(flash, RAM) of the Winograd kernel's data on ARMv6-M: its weights (WINO_ROW_BYTES per
+    (out, in, ky) of each stage that runs it) and the stage table cvae_wino_u (4 B a stage);
+    its scratch words and parameter block. (0, 0) where no stage runs it."""
+    words = wino_scratch_words(stages, precision)
+    if not words:
+        return 0, 0
+    rows = sum(
+        st.out_channels * st.in_shape[0] * st.kernel
+        for st in stages
+        if wino_stage(st.kind, st.stride, st.in_shape[0], precision)
+    )
+    flash = rows * WINO_ROW_BYTES + WORD_BYTES * len(stages)
+    return flash, (words - 4) * WORD_BYTES + RAM_WINO_PARAMS_BYTES
 
 
 def uses_qsq(precision: str, mcu: MCUProfile | None, data_flash: int, last_acc_row: bool) -> bool:
@@ -436,15 +457,26 @@ class Footprint:
     stream: bool = False
     last_acc_row: bool = False  # the last layer has an accumulator row of its own
     mcu: MCUProfile | None = field(default=None, repr=False)
+    # the Winograd kernel's (flash, RAM) data on ARMv6-M (wino_bytes), counted on such cores
+    wino: tuple[int, int] = (0, 0)
+
+    def armv6m_wino(self, mcu: MCUProfile | None) -> tuple[int, int]:
+        """(flash, RAM) that the Winograd kernel adds on ``mcu``: its weights, table and
+        code, its scratch; (0, 0) on other cores or where no stage runs it."""
+        if mcu is None or not mcu.armv6m or not self.wino[0]:
+            return 0, 0
+        return self.wino[0] + CODE_ARMV6M_WINO_BYTES, self.wino[1]
 
     @property
     def flash_bytes(self) -> int:
-        return self.data_flash_bytes + self.code_bytes
+        return self.data_flash_bytes + self.code_bytes + self.armv6m_wino(self.mcu)[0]
 
     @property
     def ram_bytes(self) -> int:
-        return self.activation_bytes + runtime_ram_bytes(
-            self.precision, self.mcu, self.data_flash_bytes, self.last_acc_row
+        return (
+            self.activation_bytes
+            + runtime_ram_bytes(self.precision, self.mcu, self.data_flash_bytes, self.last_acc_row)
+            + self.armv6m_wino(self.mcu)[1]
         )
 
     def fits(self, mcu: MCUProfile | None = None) -> dict[str, Any]:
@@ -455,11 +487,16 @@ class Footprint:
         mcu = mcu or self.mcu
         if mcu is None:
             raise ConfigError("fits() needs an MCU profile; allowed: " + ", ".join(mcu_names()))
-        flash = self.data_flash_bytes + _code_for(
-            self.precision, mcu, self.data_flash_bytes, self.last_acc_row
+        wino_flash, wino_ram = self.armv6m_wino(mcu)
+        flash = (
+            self.data_flash_bytes
+            + _code_for(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
+            + wino_flash
         )
-        ram = self.activation_bytes + runtime_ram_bytes(
-            self.precision, mcu, self.data_flash_bytes, self.last_acc_row
+        ram = (
+            self.activation_bytes
+            + runtime_ram_bytes(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
+            + wino_ram
         )
         return {
             "flash_bytes": flash,
@@ -513,6 +550,7 @@ def estimate_stages(
         stream=stream,
         last_acc_row=last_acc_row,
         mcu=mcu,
+        wino=wino_bytes(fm.stages, precision),
     )
 
 
