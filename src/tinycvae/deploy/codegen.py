@@ -112,8 +112,9 @@ def _layout(i: int, st: Stage, has_requant: bool, packed: bool = False) -> str:
     return f"/* {_describe(i, st)}\n * {', '.join(arrays)} */\n"
 
 
-def _stage_init(i: int, st: Stage, has_requant: bool) -> str:
+def _stage_init(i: int, st: Stage, has_requant: bool, precision: str) -> str:
     """Stage ``i``'s cvae_stage_t, with designated initialisers (fields as in cvae.h)."""
+    weight = f"CVAE_WEIGHT_{i}" if wino_stage(st.kind, st.stride, st.in_shape[0], precision) else f"w{i}"
     kind = "CVAE_STAGE_CONVT" if st.kind == "convT" else "CVAE_STAGE_LINEAR"
     stride, pad, kernel = (st.stride, st.pad, st.kernel) if st.kind == "convT" else (1, 0, 1)
     bias = "NULL" if i == 0 else f"b{i}"
@@ -125,7 +126,7 @@ def _stage_init(i: int, st: Stage, has_requant: bool) -> str:
         f"     .stride = {stride}, .pad = {pad}, .kernel = {kernel},\n"
         f"     .in_c = {in_c}, .in_h = {in_h}, .in_w = {in_w},\n"
         f"     .out_c = {out_c}, .out_h = {out_h}, .out_w = {out_w},\n"
-        f"     .weight = w{i}, .bias = {bias}, .requant = {requant}}}"
+        f"     .weight = {weight}, .bias = {bias}, .requant = {requant}}}"
     )
 
 
@@ -143,22 +144,34 @@ def wino_weights(weight: np.ndarray) -> np.ndarray:
     return u.transpose(0, 2, 1, 3).astype(np.uint16)
 
 
-def _wino_arrays(fm: FloatModel, qm: QuantModel) -> list[str]:
-    """The Winograd kernel's weights of every stage that runs it, and the stage table
-    cvae_wino_u, under ARMV6M (other cores keep their bytes); [] where none does."""
-    names = []
-    parts = []
-    for i, (st, qs) in enumerate(zip(fm.stages, qm.stages)):
-        if not wino_stage(st.kind, st.stride, st.in_shape[0], qm.precision):
-            names.append("NULL")
-            continue
-        parts.append(f"/* stage {i}: [out_c][ky][in_c][4], the ARMv6-M Winograd weights */\n")
-        parts.append(_array("uint16_t", f"u{i}", wino_weights(qs.weight.reshape(st.out_channels, -1, 3, 3)), "int8"))
-        names.append(f"u{i}")
-    if not parts:
+def _int8_weights(i: int, st: Stage, w: np.ndarray, precision: str) -> list[str]:
+    """Stage ``i``'s int8 weights ``w``; for a stage that runs the ARMv6-M Winograd kernel,
+    under ARMV6M its weights u<i> instead (w<i> elsewhere: other cores keep their bytes),
+    and CVAE_WEIGHT_<i> the stage's .weight (NULL there: the kernel reads u<i> only)."""
+    plain = _array("int8_t", f"w{i}", w, "int8")
+    if not wino_stage(st.kind, st.stride, st.in_shape[0], precision):
+        return [plain]
+    u = wino_weights(w.reshape(st.out_channels, -1, st.kernel, st.kernel))
+    return [
+        f"#if {ARMV6M}\n/* u{i} [out_c][ky][in_c][4]: the ARMv6-M Winograd weights */",
+        _array("uint16_t", f"u{i}", u, "int8"),
+        f"#define CVAE_WEIGHT_{i} NULL\n#else",
+        plain,
+        f"#define CVAE_WEIGHT_{i} w{i}\n#endif\n",
+    ]
+
+
+def _wino_table(fm: FloatModel, precision: str) -> list[str]:
+    """cvae_wino_u (under ARMV6M), stage k's Winograd weights or NULL; [] where no stage
+    runs the kernel."""
+    names = [
+        f"u{i}" if wino_stage(st.kind, st.stride, st.in_shape[0], precision) else "NULL"
+        for i, st in enumerate(fm.stages)
+    ]
+    if all(n == "NULL" for n in names):
         return []
-    table = f"const uint16_t *const cvae_wino_u[CVAE_NUM_STAGES] = {{{', '.join(names)}}};\n"
-    return [f"#if {ARMV6M}\n", *parts, table, "#endif\n"]
+    table = f"const uint16_t *const cvae_wino_u[CVAE_NUM_STAGES] = {{{', '.join(names)}}};"
+    return [f"#if {ARMV6M}\n{table}\n#endif\n"]
 
 
 def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -> str:
@@ -171,7 +184,7 @@ def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -
             if precision == "int4":
                 parts.append(_array("uint8_t", f"w{i}", pack_nibbles(qs.weight), "int8"))
             else:
-                parts.append(_array("int8_t", f"w{i}", qs.weight, "int8"))
+                parts += _int8_weights(i, fm.stages[i], qs.weight, precision)
             if qs.bias is not None:
                 parts.append(_array("int32_t", f"b{i}", qs.bias, "int8"))
             rq = qs.requant
@@ -186,7 +199,7 @@ def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -
         parts.append(_array("cvae_table_t", "cvae_table", qm.table, "int8", static=False))
         parts.append("/* pixel = cvae_sigmoid_lut[logit + 128] */\n")
         parts.append(_array("uint8_t", "cvae_sigmoid_lut", qm.sigmoid_lut, "int8", static=False))
-        parts += _wino_arrays(fm, qm)
+        parts += _wino_table(fm, precision)
     else:
         for i, st in enumerate(fm.stages):
             parts.append(_layout(i, st, has_requant=False))
@@ -198,7 +211,7 @@ def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -
         )
         parts.append(_array("cvae_table_t", "cvae_table", fm.table.numpy(), "fp32", static=False))
     integer = precision != "fp32"
-    inits = ",\n".join(_stage_init(i, st, integer) for i, st in enumerate(fm.stages))
+    inits = ",\n".join(_stage_init(i, st, integer, precision) for i, st in enumerate(fm.stages))
     parts.append(
         "/* The decoder, stage by stage (cvae_stage_t in cvae.h, arithmetic in CONTRACT.md) */\n"
         f"const cvae_stage_t cvae_stages[CVAE_NUM_STAGES] = {{\n{inits}\n}};\n"
