@@ -495,7 +495,7 @@ static arm_row_fn *arm_row(const cvae_stage_t *s)
     return in_w <= ARM_S2_MAX ? cvae_arm_row_s2 : NULL;
 }
 
-#if defined(CVAE_WINO_SCRATCH) && !defined(CVAE_INT4)
+#if defined(CVAE_WINO_SCRATCH) && defined(CVAE_ARMV6M_WINO)
 /* ARMv6-M, int8: stride-1 convTs by Winograd F(2,3) along x (the exporter marks the stages
  * that run it: cvae_wino_u[k], else NULL; CVAE_WINO_SCRATCH words of scratch). A stride-1
  * convT row is a 3x3 correlation: y[ox] = sum over (in, ky) of g0 d0 + g1 d1 + g2 d2 with

@@ -55,7 +55,9 @@ def test_estimated_flash_and_ram_are_within_1_percent_of_the_linked_images(
     golden = (y, zq, run_int8(qm, zq, y).reshape(1, -1))
     codegen.write_model(tmp_path / precision, fm, precision, True, 1.0, golden, qm)
     for target, mcu in TARGETS:
-        toolchain.make(target, tmp_path / precision, tmp_path / "build", variables=big_flash(tmp_path))
+        toolchain.make(
+            target, tmp_path / precision, tmp_path / "build", variables=big_flash(tmp_path)
+        )
         measured = toolchain.elf_size(toolchain.TARGETS[target], tmp_path / "build")
         est = estimate_stages(fm, precision, stream=True, mcu=load_mcu(mcu))
         # ARMv6-M int8 16_16_16_16: the Winograd kernel's weights (deploy/cvae.c) take it past

@@ -114,7 +114,9 @@ def _layout(i: int, st: Stage, has_requant: bool, packed: bool = False) -> str:
 
 def _stage_init(i: int, st: Stage, has_requant: bool, precision: str) -> str:
     """Stage ``i``'s cvae_stage_t, with designated initialisers (fields as in cvae.h)."""
-    weight = f"CVAE_WEIGHT_{i}" if wino_stage(st.kind, st.stride, st.in_shape[0], precision) else f"w{i}"
+    weight = (
+        f"CVAE_WEIGHT_{i}" if wino_stage(st.kind, st.stride, st.in_shape[0], precision) else f"w{i}"
+    )
     kind = "CVAE_STAGE_CONVT" if st.kind == "convT" else "CVAE_STAGE_LINEAR"
     stride, pad, kernel = (st.stride, st.pad, st.kernel) if st.kind == "convT" else (1, 0, 1)
     bias = "NULL" if i == 0 else f"b{i}"
@@ -130,7 +132,7 @@ def _stage_init(i: int, st: Stage, has_requant: bool, precision: str) -> str:
     )
 
 
-ARMV6M = "defined(__thumb__) && !defined(__thumb2__)"
+ARMV6M = "defined(CVAE_ARMV6M_WINO)"  # cvae.h: ARMv6-M int8, a runtime with the kernel
 
 
 def wino_weights(weight: np.ndarray) -> np.ndarray:

@@ -248,7 +248,9 @@ def wino_stage(kind: str, stride: int, in_c: int, precision: str) -> bool:
 def wino_scratch_words(stages: list, precision: str) -> int:
     """Words of the Winograd kernel's static scratch (0: no stage runs it): 12 in_c + 4 for
     the stage with the most input channels."""
-    ins = [st.in_shape[0] for st in stages if wino_stage(st.kind, st.stride, st.in_shape[0], precision)]
+    ins = [
+        st.in_shape[0] for st in stages if wino_stage(st.kind, st.stride, st.in_shape[0], precision)
+    ]
     return 12 * max(ins) + 4 if ins else 0
 
 
