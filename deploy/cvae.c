@@ -504,15 +504,17 @@ static arm_row_fn *arm_row(const cvae_stage_t *s)
  * integer-exactly with G scaled by 2: U = (2 g0, g0+g1+g2, g0-g1+g2, 2 g2) per (out, ky, in)
  * (the exporter's, as U + 2^15 in uint16: LDRH has an immediate offset, LDRSH none),
  * V = (d0-d2, d1+d2, d2-d1, d1-d3) per (ky, in) and output pair, built once for every output
- * channel (wino_inputs, words), M_k = sum of U_k V_k, 2 y0 = M1+M2+M3, 2 y1 = M2-M3-M4. The
+ * channel (cvae_arm_wino_in, words), M_k = sum of U_k V_k, 2 y0 = M1+M2+M3, 2 y1 = M2-M3-M4. The
  * bias 2^15 of U adds 2^15 T_k to M_k (T_k = sum of V_k over the pair's (ky, in), shared by
  * every output channel): M_k starts at -2^15 T_k. Everything is exact mod 2^32 and the sums
  * fit int32, so y = (2y >> 1) + bias is finish_row's accumulator, the same bytes.
  * cvae_arm_wino_pair: one output pair, every output channel, output-stationary: M1..M4 in
  * r4-r7, LDRH u; LDR v; MULS; ADDS per product (16 instructions per 6 MACs), 7 (ky, in)
  * entries of immediates a loop step (BLO's reach; a pair of n entries enters at entry
- * (-n) mod 7), then the
- * pair requantised by cvae_arm_fin_* (n = 1 for the last column of an odd width). */
+ * (-n) mod 7), then the pair requantised by cvae_arm_fin_* (n = 1 for the last column of an
+ * odd width). The exporter writes the kernel's weights for int8 stride-1 stages of at least
+ * 8 input channels: below, the input transform (once per pair) is shared by too few output
+ * channels (3_3_3_3's stride-1 stage: 129,120 instructions against 92,960 direct). */
 #define ARM_WINO 1
 extern const uint16_t *const cvae_wino_u[CVAE_NUM_STAGES];
 typedef struct {
@@ -541,14 +543,13 @@ void cvae_arm_wino_pair(arm_wino_t *p);
 /* V of output pair ox, ox + 1 for the nrows input rows rows[] (channel 0) into p->v_buf,
  * and p->m0, one loop per kind of pair (p->edge): within the row (WINO_INNER: d0..d3 =
  * x[ox-1 .. ox+2]), at its start (WINO_LEFT: d0 = 0), at its end (WINO_RIGHT: d3 = 0;
- * WINO_ODD: d2 = d3 = 0, the last column of an odd width), both (rows of 2 and 1: WINO_LEFT
- * + WINO_RIGHT, WINO_LEFT + WINO_ODD). Per (ky, in): 4 LDRB, the 4 sums (in r8-r11), 4 for
- * V, one STM, 3 for the loop (16 instructions within the row). */
+ * WINO_ODD: d2 = d3 = 0, the last column of an odd width); rows of at least 3. Per (ky, in): 4 LDRB, the 4 sums (in r8-r11), 4 for V, one
+ * STM, 3 for the loop (16 instructions within the row). */
 void cvae_arm_wino_in(const cvae_act_t *const *rows, uint32_t nrows, uint32_t ox, arm_wino_t *p);
 #define WINO_INNER 0u
 #define WINO_LEFT 1u
 #define WINO_RIGHT 2u
-#define WINO_ODD 4u
+#define WINO_ODD 3u
 /* the end of one (ky, in) entry: V (r2, r4, r5, r6) stored, on to the next channel */
 #define ARM_WINO_IN_NEXT(L) "stm r1!, {r2, r4, r5, r6}\n add r0, r12\n cmp r0, lr\n bne " L "b\n b 31b\n"
 /* frame: [sp] the next entry of rows, [sp+4] the rows left, [sp+8] ox - 1, [sp+12] in_span,
@@ -584,11 +585,7 @@ __asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_in")
         "subs r2, r2, r4\n movs r6, r3\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("22")
         ".balign 4\n23:\n ldrb r2, [r0, #0]\n ldrb r3, [r0, #1]\n add r8, r2\n add r9, r3\n"
         "movs r4, r3\n rsbs r5, r3, #0\n movs r6, r3\n" ARM_WINO_IN_NEXT("23")
-        ".balign 4\n24:\n ldrb r3, [r0, #1]\n ldrb r4, [r0, #2]\n add r9, r3\n add r10, r4\n"
-        "rsbs r2, r4, #0\n movs r6, r3\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("24")
-        ".balign 4\n25:\n ldrb r3, [r0, #1]\n add r9, r3\n"
-        "movs r2, #0\n movs r4, r3\n rsbs r5, r3, #0\n movs r6, r3\n" ARM_WINO_IN_NEXT("25")
-        ".balign 4\n40:\n .word 20b, 21b, 22b, 24b, 23b, 25b\n"
+        ".balign 4\n40:\n .word 20b, 21b, 22b, 23b\n"
         ARM_END("cvae_arm_wino_in"));
 #define ARM_WINO_UNIT(j)                                                       \
     "ldrh r2, [r0, #8*" j "]\n ldr r3, [r1, #16*" j "]\n muls r2, r3\n adds r4, r2\n"       \
@@ -623,7 +620,8 @@ __asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_pair")
 static int32_t wino_v[CVAE_WINO_SCRATCH - 4]; /* V: [ky][in][4] of the present kernel rows */
 static arm_wino_t wino;
 
-/* convt_row() of a stage that runs the Winograd kernel (0: it does not, nothing done) */
+/* convt_row() of a stage that runs the Winograd kernel (0: it does not, nothing done; the
+ * exporter gives it to rows of at least 3) */
 static int arm_wino_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
                         uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
                         unsigned last)
@@ -642,7 +640,8 @@ static int arm_wino_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE
                 lo = ky;
             in[nrows++] = rows[ky];
         }
-    assert(s->stride == 1 && nrows && rows[lo + nrows - 1u] && 12u * in_c <= CVAE_WINO_SCRATCH - 4u);
+    assert(s->stride == 1 && s->in_w >= 3u && nrows && rows[lo + nrows - 1u] &&
+           12u * in_c <= CVAE_WINO_SCRATCH - 4u);
     n = nrows * in_c;
     wino.in_step = in_chan_step;
     wino.in_span = in_c * in_chan_step;
@@ -651,8 +650,10 @@ static int arm_wino_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE
         ;
     j0 = j0 ? 7u - j0 : 0u;
     for (ox = 0; ox < out_w; ox += 2) {
-        wino.edge = (ox ? WINO_INNER : WINO_LEFT) +
-                    (ox + 2u < out_w ? 0u : ox + 2u == out_w ? WINO_RIGHT : WINO_ODD);
+        wino.edge = !ox                ? WINO_LEFT
+                    : ox + 2u < out_w  ? WINO_INNER
+                    : ox + 2u == out_w ? WINO_RIGHT
+                                       : WINO_ODD;
         cvae_arm_wino_in(in, nrows, ox, &wino);
         wino.u = u + lo * in_c * 4u;
         wino.u_step = in_c * CVAE_KERNEL * 8u;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,10 +53,18 @@ def test_the_transform_is_integer_exact():
 
 
 def test_the_exporter_writes_the_winograd_weights_for_armv6m_int8_stride_1_only():
-    assert footprint.wino_stage("convT", 1, footprint.WINO_MIN_IN_C, "int8")
-    assert not footprint.wino_stage("convT", 1, footprint.WINO_MIN_IN_C - 1, "int8")
-    assert not footprint.wino_stage("convT", 2, 16, "int8")
-    assert not footprint.wino_stage("convT", 1, 16, "int4")  # int4 keeps the direct kernel
+    def stage(kind="convT", stride=1, c=footprint.WINO_MIN_IN_C, w=16):
+        return SimpleNamespace(kind=kind, stride=stride, in_shape=(c, w, w))
+
+    assert footprint.wino_stage(stage(), "int8")
+    assert footprint.wino_stage(stage(w=3), "int8")
+    assert not footprint.wino_stage(stage(w=2), "int8")  # rows of at least 3
+    assert not footprint.wino_stage(stage(c=footprint.WINO_MIN_IN_C - 1), "int8")
+    assert not footprint.wino_stage(stage(stride=2), "int8")
+    assert not footprint.wino_stage(stage(), "int4")  # int4 keeps the direct kernel
+    assert not footprint.wino_stage(
+        SimpleNamespace(kind="linear", stride=1, in_shape=(64,)), "int8"
+    )
     torch.manual_seed(0)
     model = build_cvae(dice_spec(32), latent=1, latent_mode="bypass",
                        dim1=8, dim2=8, dim3=8, dim4=8).eval()  # fmt: skip
@@ -95,14 +104,16 @@ def export(tmp_path, size: int, dims: tuple, min_in_c: int, monkeypatch):
     return tmp_path / "model" / "int8", s1
 
 
-# (size, dims, WINO_MIN_IN_C): stride-1 rows of 15 and 17 (the last pair's one column,
-# WINO_ODD), 16 and 18; 8 input channels (24 or 16 entries a pair: the loop of 7 entered
+# (size, dims, WINO_MIN_IN_C): stride-1 rows of 15, 17 and 5 (the last pair's one column,
+# WINO_ODD), 16, 18 and 4; 8 input channels (24 or 16 entries a pair: the loop of 7 entered
 # at 4 and 5), 2 with the gate lowered (6 or 4 entries: entered at 1 and 3)
 CASES = {
     "30x30, rows of 15, in_c 8": (30, (8, 8, 8, 8), 8),
     "34x34, rows of 17, in_c 8": (34, (8, 8, 8, 8), 8),
     "36x36, rows of 18, in_c 2": (36, (7, 3, 2, 3), 1),
     "30x30, rows of 15, in_c 2": (30, (7, 3, 2, 3), 1),
+    "10x10, rows of 5, in_c 2": (10, (7, 3, 2, 3), 1),  # a pair at the start, within, odd end
+    "8x8, rows of 4, in_c 2": (8, (7, 3, 2, 3), 1),  # a pair at the start and at the end
 }
 
 

@@ -114,9 +114,7 @@ def _layout(i: int, st: Stage, has_requant: bool, packed: bool = False) -> str:
 
 def _stage_init(i: int, st: Stage, has_requant: bool, precision: str) -> str:
     """Stage ``i``'s cvae_stage_t, with designated initialisers (fields as in cvae.h)."""
-    weight = (
-        f"CVAE_WEIGHT_{i}" if wino_stage(st.kind, st.stride, st.in_shape[0], precision) else f"w{i}"
-    )
+    weight = f"CVAE_WEIGHT_{i}" if wino_stage(st, precision) else f"w{i}"
     kind = "CVAE_STAGE_CONVT" if st.kind == "convT" else "CVAE_STAGE_LINEAR"
     stride, pad, kernel = (st.stride, st.pad, st.kernel) if st.kind == "convT" else (1, 0, 1)
     bias = "NULL" if i == 0 else f"b{i}"
@@ -151,7 +149,7 @@ def _int8_weights(i: int, st: Stage, w: np.ndarray, precision: str) -> list[str]
     under ARMV6M its weights u<i> instead (w<i> elsewhere: other cores keep their bytes),
     and CVAE_WEIGHT_<i> the stage's .weight (NULL there: the kernel reads u<i> only)."""
     plain = _array("int8_t", f"w{i}", w, "int8")
-    if not wino_stage(st.kind, st.stride, st.in_shape[0], precision):
+    if not wino_stage(st, precision):
         return [plain]
     u = wino_weights(w.reshape(st.out_channels, -1, st.kernel, st.kernel))
     return [
@@ -166,10 +164,7 @@ def _int8_weights(i: int, st: Stage, w: np.ndarray, precision: str) -> list[str]
 def _wino_table(fm: FloatModel, precision: str) -> list[str]:
     """cvae_wino_u (under ARMV6M), stage k's Winograd weights or NULL; [] where no stage
     runs the kernel."""
-    names = [
-        f"u{i}" if wino_stage(st.kind, st.stride, st.in_shape[0], precision) else "NULL"
-        for i, st in enumerate(fm.stages)
-    ]
+    names = [f"u{i}" if wino_stage(st, precision) else "NULL" for i, st in enumerate(fm.stages)]
     if all(n == "NULL" for n in names):
         return []
     table = f"const uint16_t *const cvae_wino_u[CVAE_NUM_STAGES] = {{{', '.join(names)}}};"

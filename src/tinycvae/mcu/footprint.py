@@ -124,9 +124,9 @@ WINO_MIN_IN_C = 8
 WINO_ROW_BYTES = 8
 # ... and its code: the two Thumb-1 kernels (cvae_arm_wino_pair, cvae_arm_wino_in) and
 # their C driver, in the image where a model has such a stage: the Cortex-M0+ demo less the
-# same model's without it, less the data (16_16_16_16 int8, 2 December 2026: 21,236 B
-# against 16,376 B, of which 4,860 - 1,000 B the weights u3 less w3 and the table)
-CODE_ARMV6M_WINO_BYTES = 1000
+# same model's without it, less the data (16_16_16_16 int8, 2 December 2026: 21,164 B
+# against 16,376 B, of which 3,860 B the weights u3 less w3 and the table; 8_8_8_8: 944 B)
+CODE_ARMV6M_WINO_BYTES = 928
 # its static RAM beside the scratch words: the kernels' parameter block (arm_wino_t)
 RAM_WINO_PARAMS_BYTES = 80
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
@@ -239,18 +239,19 @@ def code_bytes(
     return n + CODE_INT_EXTRA_BYTES
 
 
-def wino_stage(kind: str, stride: int, in_c: int, precision: str) -> bool:
-    """Whether a stage runs the ARMv6-M Winograd kernel (an int8 stride-1 transposed conv
-    with at least WINO_MIN_IN_C input channels); the exporter writes its weights for it."""
-    return precision == "int8" and kind == "convT" and stride == 1 and in_c >= WINO_MIN_IN_C
+def wino_stage(st: Stage, precision: str) -> bool:
+    """Whether stage ``st`` (a :class:`~tinycvae.mcu.stages.Stage`) runs the ARMv6-M
+    Winograd kernel: an int8 stride-1 transposed conv with at least WINO_MIN_IN_C input
+    channels and rows of at least 3 inputs; the exporter writes its weights for it."""
+    if precision != "int8" or st.kind != CONV_T or st.stride != 1:
+        return False
+    return st.in_shape[0] >= WINO_MIN_IN_C and st.in_shape[2] >= 3
 
 
 def wino_scratch_words(stages: list, precision: str) -> int:
     """Words of the Winograd kernel's static scratch (0: no stage runs it): 12 in_c + 4 for
     the stage with the most input channels."""
-    ins = [
-        st.in_shape[0] for st in stages if wino_stage(st.kind, st.stride, st.in_shape[0], precision)
-    ]
+    ins = [st.in_shape[0] for st in stages if wino_stage(st, precision)]
     return 12 * max(ins) + 4 if ins else 0
 
 
@@ -263,9 +264,7 @@ def wino_bytes(stages: list, precision: str) -> tuple[int, int]:
     if not words:
         return 0, 0
     rows = sum(
-        st.out_channels * st.in_shape[0] * st.kernel
-        for st in stages
-        if wino_stage(st.kind, st.stride, st.in_shape[0], precision)
+        st.out_channels * st.in_shape[0] * st.kernel for st in stages if wino_stage(st, precision)
     )
     flash = rows * (WINO_ROW_BYTES - 3) + WORD_BYTES * len(stages)
     return flash, (words - 4) * WORD_BYTES + RAM_WINO_PARAMS_BYTES
