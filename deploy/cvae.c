@@ -27,7 +27,8 @@
  * On ARMv6-M (Cortex-M0/M0+) the int8 and int4 transposed convolutions and the
  * requantisation run hand-written Thumb-1 kernels instead, on rv32ec (CVAE_RV_QSQ,
  * the default) RV32E ones, with the same contract and the same bytes ("ARMv6-M
- * kernels", "rv32ec kernels" below); every other target runs the C.
+ * kernels", "rv32ec kernels" below; on ARMv6-M int8 the stride-1 convTs that the exporter
+ * marks by Winograd F(2,3)); every other target runs the C.
  *
  * Checks of the model and of the arena sizes use assert(): active on host and
  * QEMU builds, compiled out with -DNDEBUG on the MCU boards.
@@ -243,7 +244,8 @@ __asm__(RV_FIN_ENTER("cvae_rv_finish_hidden")
  *             a body of 8 inputs looped (rows up to ARM_S2_MAX), 18 per row for
  *             taps, entry and loop.
  * Integer sums do not depend on their order: the bytes are scatter_row's and
- * finish_row's. */
+ * finish_row's. int8 stride-1 stages of 8 or more input channels run Winograd F(2,3)
+ * instead where the model has its weights (arm_wino_row, below). */
 #if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8)
 #define ARM_KERNELS 1
 #define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */

@@ -30,7 +30,9 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
 * **Flash (code).** The named ``CODE_*`` constants below, chosen per precision and core,
   measured on the C runtime in ``deploy/`` (see :func:`code_bytes`). Without an MCU the
   core is assumed to have neither multiplier nor FPU (rv32ec's C kernels); an ARMv6-M
-  core's int8/int4 code is larger (its Thumb-1 kernels, ``CODE_ARMV6M_*``).
+  core's int8/int4 code is larger (its Thumb-1 kernels, ``CODE_ARMV6M_*``), and on int8 the
+  stride-1 stages that run its Winograd kernel store 8 B per kernel row there instead of 3
+  (:func:`wino_bytes`, counted by :class:`Footprint` for ARMv6-M profiles only).
 * **RAM.** Activations are int8/uint8 (1 B per element) on int8 *and* int4 (only weights
   are 4-bit), float (4 B) on fp32. Every layer is computed output-stationary (gather form,
   also for the transposed convs): each output element's accumulator lives in a register,
@@ -45,7 +47,8 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   stride-2 layer with one output channel), so no activation of a conv decoder is ever
   whole in RAM (:func:`arena_bytes`).
   With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added (and on
-  rv32ec the table-free kernels' 16 B scratch where that build links: :func:`runtime_ram_bytes`).
+  rv32ec the table-free kernels' 16 B scratch where that build links: :func:`runtime_ram_bytes`;
+  on ARMv6-M the Winograd kernel's scratch, :func:`wino_bytes`).
 """
 
 from __future__ import annotations
@@ -110,7 +113,8 @@ RAM_TABLE_FREE_STEPS_BYTES = 16
 # accumulator-row fill and their C driver) beside the portable C path they replace where a
 # row fits them, measured as the Cortex-M0+ image's code minus 2add352's for the same
 # models: 1276 B (3_3_3_3 int8, 2 December 2026, the channel tail's fill inline; 32 B
-# more with the last layer's own accumulator row: 16_16_16_16 int8 links at 16,376 B) and
+# more with the last layer's own accumulator row: 16_16_16_16 int8 linked at 16,376 B before
+# the Winograd kernel below) and
 # 48 B more on int4 (the nibble taps; 1324 B for 3_3_3_3)
 CODE_ARMV6M_KERNELS_BYTES = 1276
 CODE_ARMV6M_INT4_TAPS_BYTES = 48
