@@ -60,6 +60,10 @@ def test_the_exporter_writes_the_winograd_weights_for_armv6m_int8_stride_1_only(
     assert footprint.wino_stage(stage(w=3), "int8")
     assert not footprint.wino_stage(stage(w=2), "int8")  # rows of at least 3
     assert not footprint.wino_stage(stage(c=footprint.WINO_MIN_IN_C - 1), "int8")
+    # twice the accumulator in int32: 2 x 9 in_c x 127 x 255 < 2^31 up to WINO_MAX_IN_C
+    assert 2 * 9 * footprint.WINO_MAX_IN_C * 127 * 255 < 2**31
+    assert footprint.wino_stage(stage(c=footprint.WINO_MAX_IN_C), "int8")
+    assert not footprint.wino_stage(stage(c=footprint.WINO_MAX_IN_C + 1), "int8")
     assert not footprint.wino_stage(stage(stride=2), "int8")
     assert not footprint.wino_stage(stage(), "int4")  # int4 keeps the direct kernel
     assert not footprint.wino_stage(

@@ -126,6 +126,9 @@ CODE_ARMV6M_INT4_TAPS_BYTES = 48
 # (in, ky), and their sums) beside the arena
 WINO_MIN_IN_C = 8
 WINO_ROW_BYTES = 8
+# ... and at most WINO_MAX_IN_C: the kernel sums twice the accumulator in int32, exact while
+# 2 x 9 in_c x 127 x 255 < 2^31 (in_c < 3,683); a wider stage keeps the direct kernel
+WINO_MAX_IN_C = 2048
 # ... and its code: the two Thumb-1 kernels (cvae_arm_wino_pair, cvae_arm_wino_in) and
 # their C driver, in the image where a model has such a stage: the Cortex-M0+ demo less the
 # same model's without it, less the data (16_16_16_16 int8, 2 December 2026: 21,164 B
@@ -245,11 +248,11 @@ def code_bytes(
 
 def wino_stage(st: Stage, precision: str) -> bool:
     """Whether stage ``st`` (a :class:`~tinycvae.mcu.stages.Stage`) runs the ARMv6-M
-    Winograd kernel: an int8 stride-1 transposed conv with at least WINO_MIN_IN_C input
-    channels and rows of at least 3 inputs; the exporter writes its weights for it."""
+    Winograd kernel: an int8 stride-1 transposed conv with WINO_MIN_IN_C .. WINO_MAX_IN_C
+    input channels and rows of at least 3 inputs; the exporter writes its weights for it."""
     if precision != "int8" or st.kind != CONV_T or st.stride != 1:
         return False
-    return st.in_shape[0] >= WINO_MIN_IN_C and st.in_shape[2] >= 3
+    return WINO_MIN_IN_C <= st.in_shape[0] <= WINO_MAX_IN_C and st.in_shape[2] >= 3
 
 
 def wino_scratch_words(stages: list, precision: str) -> int:
