@@ -125,13 +125,15 @@ CASES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_the_winograd_kernel_gives_the_reference_bytes(case, tmp_path, monkeypatch):
-    """Golden 12/12 (both APIs) under QEMU and random draws against the host's C."""
+    """Golden 12/12 (both APIs) under QEMU and on the host (its int8 weights, the model's
+    other branch), and random draws against the host's C."""
     size, dims, min_in_c = CASES[case]
     folder, s1 = export(tmp_path, size, dims, min_in_c, monkeypatch)
     assert s1 and s1[0].in_shape[0] >= min_in_c
     assert "cvae_wino_u" in (folder / "cvae_model.c").read_text()
-    out = toolchain.make("check-qemu", folder, tmp_path / "build")
-    assert toolchain.golden_result(out) == (12, 12), out[-800:]
+    for goal in ("check-qemu", "check-host"):
+        out = toolchain.make(goal, folder, tmp_path / "build")
+        assert toolchain.golden_result(out) == (12, 12), out[-800:]
     out = toolchain.make("check-fuzz-arm", folder, tmp_path / "build")
     assert "fuzz: 60/60 ok" in out, out[-800:]
 
