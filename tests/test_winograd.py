@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from test_streaming import saturate
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen, toolchain
 from tinycvae.deploy.firmware import write_firmware
@@ -89,9 +90,10 @@ def test_the_exporter_writes_the_winograd_weights_for_armv6m_int8_stride_1_only(
     assert fp.armv6m_wino(footprint.load_mcu("ch32v003")) == (0, 0)
 
 
-def export(tmp_path, size: int, dims: tuple, min_in_c: int, monkeypatch):
+def export(tmp_path, size: int, dims: tuple, min_in_c: int, monkeypatch, extremes=False):
     """Random-weight int8 decoder for a size x size image, with the Winograd kernel on
-    stride-1 stages of at least min_in_c input channels; its int8 model folder."""
+    stride-1 stages of at least min_in_c input channels (extremes: the requantisation
+    constants at the format's extremes, test_streaming.saturate); its int8 model folder."""
     monkeypatch.setattr(footprint, "WINO_MIN_IN_C", min_in_c)
     torch.manual_seed(0)
     model = build_cvae(dice_spec(size), latent=1, latent_mode="bypass",
@@ -103,6 +105,8 @@ def export(tmp_path, size: int, dims: tuple, min_in_c: int, monkeypatch):
     fm = extract(model.decoder, 1, K)
     labels = torch.arange(256) % K
     qm = quantize(fm, model.sampler(labels, torch.Generator().manual_seed(1)), labels, bypass=True)
+    if extremes:
+        saturate(qm)
     write_firmware(tmp_path / "model", model, fm, qm, 12, 0)
     s1 = [st for st in fm.stages if st.kind == "convT" and st.stride == 1]
     return tmp_path / "model" / "int8", s1
@@ -113,6 +117,7 @@ def export(tmp_path, size: int, dims: tuple, min_in_c: int, monkeypatch):
 # at 4 and 5), 2 with the gate lowered (6 or 4 entries: entered at 1 and 3)
 CASES = {
     "30x30, rows of 15, in_c 8": (30, (8, 8, 8, 8), 8),
+    "30x30, rows of 15, in_c 8, requantisation extremes": (30, (8, 8, 8, 8), 8, True),
     "34x34, rows of 17, in_c 8": (34, (8, 8, 8, 8), 8),
     "36x36, rows of 18, in_c 2": (36, (7, 3, 2, 3), 1),
     "30x30, rows of 15, in_c 2": (30, (7, 3, 2, 3), 1),
@@ -127,8 +132,8 @@ CASES = {
 def test_the_winograd_kernel_gives_the_reference_bytes(case, tmp_path, monkeypatch):
     """Golden 12/12 (both APIs) under QEMU and on the host (its int8 weights, the model's
     other branch), and random draws against the host's C."""
-    size, dims, min_in_c = CASES[case]
-    folder, s1 = export(tmp_path, size, dims, min_in_c, monkeypatch)
+    size, dims, min_in_c, *extremes = CASES[case]
+    folder, s1 = export(tmp_path, size, dims, min_in_c, monkeypatch, *extremes)
     assert s1 and s1[0].in_shape[0] >= min_in_c
     assert "cvae_wino_u" in (folder / "cvae_model.c").read_text()
     for goal in ("check-qemu", "check-host"):
