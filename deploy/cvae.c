@@ -530,7 +530,7 @@ typedef struct {
     uint32_t y_step;               /* 32 */
     uint32_t n;                    /* 36: outputs of the pair, 1 or 2 */
     uint32_t out_c;                /* 40 */
-    arm_finish_fn *fin;            /* 44 */
+    arm_finish_fn *fin;            /* 44: the requantisation, or NULL: inline (hidden, n 2) */
     int32_t m0[4];                 /* 48: -2^15 T_k, the accumulators' start */
     uint32_t in_step;              /* 64: the input channels' distance */
     uint32_t in_span;              /* 68: in_c in_step */
@@ -594,29 +594,48 @@ __asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_in")
     "ldrh r2, [r0, #8*" j "+2]\n ldr r3, [r1, #16*" j "+4]\n muls r2, r3\n adds r5, r2\n"   \
     "ldrh r2, [r0, #8*" j "+4]\n ldr r3, [r1, #16*" j "+8]\n muls r2, r3\n adds r6, r2\n"   \
     "ldrh r2, [r0, #8*" j "+6]\n ldr r3, [r1, #16*" j "+12]\n muls r2, r3\n adds r7, r2\n"
-/* frame: [sp] y0, [sp+4] y1 (the accumulators cvae_arm_fin_* reads), [sp+8] p, [sp+12] the
- * output channels left; r8 the V's end, r9 the entry into the body */
+/* One hidden output of the pair (Y: r2 or r3, at [r1, #K]) requantised inline, as
+ * cvae_arm_fin_hidden does (r4 pre, r5 shift, r6 m, r0 the rounding term, r7 INT16_MAX;
+ * V is clear before the ASRS: BLE is "a <= 0"); labels from B on */
+#define ARM_WINO_FIN(Y, K, B)                                                  \
+    "asrs " Y ", r4\n ble " B "1f\n cmp " Y ", r7\n bgt " B "2f\n"             \
+    B "3:\n muls " Y ", r6\n adds " Y ", r0\n asrs " Y ", r5\n cmp " Y ", #255\n bhi " B "4f\n" \
+    B "5:\n strb " Y ", [r1, #" K "]\n"
+#define ARM_WINO_FIN_RARE(Y, B)                                                \
+    B "1:\n movs " Y ", #0\n b " B "5b\n" B "2:\n mov " Y ", r7\n b " B "3b\n"  \
+    B "4:\n movs " Y ", #255\n b " B "5b\n"
+/* frame: [sp] p, [sp+4] the output channels left, [sp+8] y0, [sp+12] y1 (the accumulators
+ * for cvae_arm_fin_*, where p->fin is one: the last stage, a pair of one column); r8 the
+ * V's end, r9 the entry into the body, r10 this output channel's U, r11 its output pair */
 __asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_pair")
-        "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n push {r4, r5}\n sub sp, #16\n"
-        "str r0, [sp, #8]\n ldr r1, [r0, #40]\n str r1, [sp, #12]\n ldr r1, [r0, #12]\n mov r8, r1\n"
-        "ldr r1, [r0, #16]\n lsls r2, r1, #3\n ldr r3, [r0, #0]\n subs r3, r2\n str r3, [r0, #0]\n"
+        "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n push {r4-r7}\n"
+        "sub sp, #16\n str r0, [sp]\n ldr r1, [r0, #40]\n str r1, [sp, #4]\n"
+        "ldr r1, [r0, #12]\n mov r8, r1\n ldr r1, [r0, #28]\n mov r11, r1\n"
+        "ldr r1, [r0, #16]\n lsls r2, r1, #3\n ldr r3, [r0, #0]\n subs r3, r2\n mov r10, r3\n"
         "lsls r2, r1, #4\n ldr r3, [r0, #8]\n subs r3, r2\n str r3, [r0, #8]\n"
         "lsls r1, #5\n adr r2, 2f\n adds r1, r2\n mov r9, r1\n"
-        "1:\n ldr r3, [sp, #8]\n ldr r0, [r3, #0]\n ldr r1, [r3, #8]\n adds r3, #48\n"
+        "1:\n ldr r3, [sp]\n mov r0, r10\n ldr r1, [r3, #8]\n adds r3, #48\n"
         "ldm r3!, {r4-r7}\n mov pc, r9\n"
         ".balign 4\n2:\n"
         ".irp j, 0,1,2,3,4,5,6\n" ARM_WINO_UNIT("\\j") ".endr\n"
         ".if . - 2b != 7 * 32\n .error \"Winograd units are not 32 bytes\"\n.endif\n"
         "adds r0, #56\n adds r1, #112\n cmp r1, r8\n blo 2b\n"
         "adds r2, r4, r5\n adds r2, r6\n asrs r2, #1\n subs r3, r5, r6\n subs r3, r7\n asrs r3, #1\n"
-        "ldr r0, [sp, #8]\n ldr r1, [r0, #20]\n ldm r1!, {r4}\n str r1, [r0, #20]\n"
-        "adds r2, r4\n adds r3, r4\n str r2, [sp]\n str r3, [sp, #4]\n"
-        "ldr r5, [r0, #0]\n ldr r6, [r0, #4]\n adds r5, r6\n str r5, [r0, #0]\n"
-        "ldr r2, [r0, #24]\n adds r5, r2, #4\n str r5, [r0, #24]\n"
-        "ldr r3, [r0, #28]\n ldr r5, [r0, #32]\n adds r5, r3\n str r5, [r0, #28]\n"
-        "ldr r1, [r0, #36]\n ldr r4, [r0, #44]\n mov r0, sp\n blx r4\n"
-        "ldr r0, [sp, #12]\n subs r0, #1\n str r0, [sp, #12]\n beq 3f\n b 1b\n3:\n"
-        "add sp, #16\n pop {r4, r5}\n mov r8, r4\n mov r9, r5\n pop {r4-r7, pc}\n"
+        "ldr r0, [sp]\n ldr r1, [r0, #20]\n ldm r1!, {r4}\n str r1, [r0, #20]\n"
+        "adds r2, r4\n adds r3, r4\n"
+        "ldr r1, [r0, #24]\n adds r4, r1, #4\n str r4, [r0, #24]\n" /* r1: the requantisation */
+        "ldr r4, [r0, #44]\n cmp r4, #0\n bne 5f\n"
+        "ldrb r4, [r1, #2]\n ldrb r5, [r1, #3]\n ldrh r6, [r1, #0]\n"
+        "subs r7, r5, #1\n movs r0, #1\n lsls r0, r7\n ldr r7, =32767\n mov r1, r11\n"
+        ARM_WINO_FIN("r2", "0", "4") ARM_WINO_FIN("r3", "1", "6")
+        "6:\n ldr r0, [sp]\n ldr r2, [r0, #32]\n add r11, r2\n ldr r2, [r0, #4]\n add r10, r2\n"
+        "ldr r2, [sp, #4]\n subs r2, #1\n str r2, [sp, #4]\n beq 7f\n b 1b\n"
+        "5:\n str r2, [sp, #8]\n str r3, [sp, #12]\n mov r2, r1\n mov r3, r11\n"
+        "ldr r1, [r0, #36]\n add r0, sp, #8\n blx r4\n b 6b\n"
+        ARM_WINO_FIN_RARE("r2", "4") ARM_WINO_FIN_RARE("r3", "6")
+        "7:\n add sp, #16\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n mov r11, r7\n"
+        "pop {r4-r7, pc}\n"
+        ".ltorg\n"
         ARM_END("cvae_arm_wino_pair"));
 
 static int32_t wino_v[CVAE_WINO_SCRATCH - 4]; /* V: [ky][in][4] of the present kernel rows */
@@ -668,7 +687,8 @@ static int arm_wino_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE
         wino.y_step = out_chan_step;
         wino.n = out_w - ox < 2u ? 1u : 2u;
         wino.out_c = s->out_c;
-        wino.fin = last ? cvae_arm_fin_last : cvae_arm_fin_hidden;
+        /* NULL: a hidden pair of two, requantised inline */
+        wino.fin = last ? cvae_arm_fin_last : wino.n == 1u ? cvae_arm_fin_hidden : NULL;
         cvae_arm_wino_pair(&wino);
     }
     return 1;
