@@ -244,7 +244,7 @@ __asm__(RV_FIN_ENTER("cvae_rv_finish_hidden")
  *             a body of 8 inputs looped (rows up to ARM_S2_MAX), 18 per row for
  *             taps, entry and loop.
  * Integer sums do not depend on their order: the bytes are scatter_row's and
- * finish_row's. int8 stride-1 stages of 7 or more input channels run Winograd F(2,3)
+ * finish_row's. int8 stride-1 stages of 6 or more input channels run Winograd F(2,3)
  * instead where the model has its weights (arm_wino_row, below). */
 #if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8)
 #define ARM_KERNELS 1
@@ -513,10 +513,10 @@ static arm_row_fn *arm_row(const cvae_stage_t *s)
  * cvae_arm_wino_pair: one output pair, every output channel, output-stationary: M1..M4 in
  * r4-r7, LDRH u; LDR v; MULS; ADDS per product (16 instructions per 6 MACs), 7 (ky, in)
  * entries of immediates a loop step (BLO's reach; a pair of n entries enters at entry
- * (-n) mod 7), then the pair requantised by cvae_arm_fin_* (n = 1 for the last column of an
- * odd width). The exporter writes the kernel's weights for int8 stride-1 stages of at least
- * 7 input channels: below, the input transform (once per pair) is shared by too few output
- * channels (3_3_3_3's stride-1 stage: 129,120 instructions against 92,960 direct). */
+ * (-n) mod 7), then the pair requantised: inline on hidden stages (ARM_WINO_FIN), by
+ * cvae_arm_fin_* on the last stage and for the last column of an odd width. The exporter writes the kernel's weights for int8 stride-1 stages of at least
+ * 6 input channels: below, the input transform (once per pair) is shared by too few output
+ * channels (3_3_3_3's stride-1 stage: 122,440 instructions against 92,960 direct). */
 #define ARM_WINO 1
 extern const uint16_t *const cvae_wino_u[CVAE_NUM_STAGES];
 typedef struct {
