@@ -28,7 +28,8 @@
  * On ARMv6-M (Cortex-M0/M0+) the int8 and int4 transposed convolutions and the
  * requantisation run hand-written Thumb-1 kernels instead, on rv32ec (CVAE_RV_QSQ,
  * the default) RV32E ones, with the same contract and the same bytes ("ARMv6-M
- * kernels", "rv32ec kernels" below); every other target runs the C.
+ * kernels", "rv32ec kernels" below; on ARMv6-M int8 the stride-1 convTs that the exporter
+ * marks by Winograd F(2,3)); every other target runs the C.
  *
  * Checks of the model and of the arena sizes use assert(): active on host and
  * QEMU builds, compiled out with -DNDEBUG on the MCU boards.
@@ -244,7 +245,8 @@ __asm__(RV_FIN_ENTER("cvae_rv_finish_hidden")
  *             a body of 8 inputs looped (rows up to ARM_S2_MAX), 18 per row for
  *             taps, entry and loop.
  * Integer sums do not depend on their order: the bytes are scatter_row's and
- * finish_row's. */
+ * finish_row's. int8 stride-1 stages of 6 or more input channels run Winograd F(2,3)
+ * instead where the model has its weights (arm_wino_row, below). */
 #if defined(__thumb__) && !defined(__thumb2__) && defined(CVAE_INT8)
 #define ARM_KERNELS 1
 #define ARM_S1_MAX 18u /* stride 1: in_w - 2 columns in the body of 16 */
@@ -495,6 +497,204 @@ static arm_row_fn *arm_row(const cvae_stage_t *s)
         return in_w >= 2u && in_w <= ARM_S1_MAX ? cvae_arm_row_s1 : NULL;
     return in_w <= ARM_S2_MAX ? cvae_arm_row_s2 : NULL;
 }
+
+#if defined(CVAE_WINO_SCRATCH) && defined(CVAE_ARMV6M_WINO)
+/* ARMv6-M, int8: stride-1 convTs by Winograd F(2,3) along x (the exporter marks the stages
+ * that run it: cvae_wino_u[k], else NULL; CVAE_WINO_SCRATCH words of scratch). A stride-1
+ * convT row is a 3x3 correlation: y[ox] = sum over (in, ky) of g0 d0 + g1 d1 + g2 d2 with
+ * (g0, g1, g2) = (w[ky][2], w[ky][1], w[ky][0]) and d = rows[ky][ox-1 .. ox+1] (0 past the
+ * edges). Two outputs ox, ox + 1 from d0..d3 = x[ox-1 .. ox+2] take 4 products, not 6, and
+ * integer-exactly with G scaled by 2: U = (2 g0, g0+g1+g2, g0-g1+g2, 2 g2) per (out, ky, in)
+ * (the exporter's, as U + 2^15 in uint16: LDRH has an immediate offset, LDRSH none),
+ * V = (d0-d2, d1+d2, d2-d1, d1-d3) per (ky, in) and output pair, built once for every output
+ * channel (cvae_arm_wino_in, words), M_k = sum of U_k V_k, 2 y0 = M1+M2+M3, 2 y1 = M2-M3-M4. The
+ * bias 2^15 of U adds 2^15 T_k to M_k (T_k = sum of V_k over the pair's (ky, in), shared by
+ * every output channel): M_k starts at -2^15 T_k. Everything is exact mod 2^32 and the sums
+ * fit int32, so y = (2y >> 1) + bias is finish_row's accumulator, the same bytes.
+ * cvae_arm_wino_pair: one output pair, every output channel, output-stationary: M1..M4 in
+ * r4-r7, LDRH u; LDR v; MULS; ADDS per product (16 instructions per 6 MACs), 7 (ky, in)
+ * entries of immediates a loop step (BLO's reach; a pair of n entries enters at entry
+ * (-n) mod 7), then the pair requantised: inline on hidden stages (ARM_WINO_FIN), by
+ * cvae_arm_fin_* on the last stage and for the last column of an odd width. The exporter writes the kernel's weights for int8 stride-1 stages of at least
+ * 6 input channels: below, the input transform (once per pair) is shared by too few output
+ * channels (3_3_3_3's stride-1 stage: 122,440 instructions against 92,960 direct). */
+#define ARM_WINO 1
+extern const uint16_t *const cvae_wino_u[CVAE_NUM_STAGES];
+typedef struct {
+    const uint16_t *u;             /* 0: this output channel's U (entry 0 less j0) */
+    uint32_t u_step;               /* 4: bytes from one output channel's U to the next */
+    const int32_t *v, *v_end;      /* 8, 12: the pair's V (entry 0 less j0), its end */
+    uint32_t j0;                   /* 16: (-entries) mod 7 */
+    const cvae_bias_t *bias;       /* 20 */
+    const cvae_requant_t *requant; /* 24 */
+    cvae_act_t *y;                 /* 28: this output channel's output pair */
+    uint32_t y_step;               /* 32 */
+    uint32_t n;                    /* 36: outputs of the pair, 1 or 2 */
+    uint32_t out_c;                /* 40 */
+    arm_finish_fn *fin;            /* 44: the requantisation, or NULL: inline (hidden, n 2) */
+    int32_t m0[4];                 /* 48: -2^15 T_k, the accumulators' start */
+    uint32_t in_step;              /* 64: the input channels' distance */
+    uint32_t in_span;              /* 68: in_c in_step */
+    int32_t *v_buf;                /* 72: where cvae_arm_wino_in writes V */
+    uint32_t edge;                 /* 76: cvae_arm_wino_in's loop: WINO_* */
+} arm_wino_t;
+CVAE_STATIC_ASSERT(offsetof(arm_wino_t, fin) == 44 && offsetof(arm_wino_t, m0) == 48 &&
+                       offsetof(arm_wino_t, edge) == 76 &&
+                       sizeof(void *) == 4,
+                   arm_wino_layout);
+void cvae_arm_wino_pair(arm_wino_t *p);
+/* V of output pair ox, ox + 1 for the nrows input rows rows[] (channel 0) into p->v_buf,
+ * and p->m0, one loop per kind of pair (p->edge): within the row (WINO_INNER: d0..d3 =
+ * x[ox-1 .. ox+2]), at its start (WINO_LEFT: d0 = 0), at its end (WINO_RIGHT: d3 = 0;
+ * WINO_ODD: d2 = d3 = 0, the last column of an odd width); rows of at least 3. Per (ky, in): 4 LDRB, the 4 sums (in r8-r11), 4 for V, one
+ * STM, 3 for the loop (16 instructions within the row). */
+void cvae_arm_wino_in(const cvae_act_t *const *rows, uint32_t nrows, uint32_t ox, arm_wino_t *p);
+#define WINO_INNER 0u
+#define WINO_LEFT 1u
+#define WINO_RIGHT 2u
+#define WINO_ODD 3u
+/* the end of one (ky, in) entry: V (r2, r4, r5, r6) stored, on to the next channel */
+#define ARM_WINO_IN_NEXT(L) "stm r1!, {r2, r4, r5, r6}\n add r0, r12\n cmp r0, lr\n bne " L "b\n b 31b\n"
+/* frame: [sp] the next entry of rows, [sp+4] the rows left, [sp+8] ox - 1, [sp+12] in_span,
+ * [sp+16] the loop for the pair's edge, [sp+20] p; r12 in_step, lr the row's end, r1 V */
+__asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_in")
+        "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n push {r4-r7}\n"
+        "sub sp, #24\n str r0, [sp]\n str r1, [sp, #4]\n subs r2, #1\n str r2, [sp, #8]\n"
+        "str r3, [sp, #20]\n ldr r4, [r3, #68]\n str r4, [sp, #12]\n ldr r4, [r3, #64]\n mov r12, r4\n"
+        "ldr r4, [r3, #76]\n lsls r4, #2\n adr r5, 40f\n ldr r5, [r5, r4]\n"
+        "str r5, [sp, #16]\n ldr r1, [r3, #72]\n"
+        "movs r4, #0\n mov r8, r4\n mov r9, r4\n mov r10, r4\n mov r11, r4\n"
+        "30:\n ldr r4, [sp]\n ldm r4!, {r0}\n str r4, [sp]\n ldr r4, [sp, #8]\n adds r0, r4\n"
+        "ldr r4, [sp, #12]\n adds r4, r0\n mov lr, r4\n ldr r4, [sp, #16]\n mov pc, r4\n"
+        "31:\n ldr r4, [sp, #4]\n subs r4, #1\n str r4, [sp, #4]\n bne 30b\n"
+        /* m0 = -2^15 (S0 - S2, S1 + S2, S2 - S1, S1 - S3) */
+        "mov r2, r8\n mov r3, r9\n mov r4, r10\n mov r5, r11\n"
+        "subs r2, r2, r4\n subs r6, r4, r3\n adds r4, r3, r4\n subs r5, r3, r5\n"
+        "lsls r2, #15\n rsbs r2, r2, #0\n lsls r4, #15\n rsbs r4, r4, #0\n"
+        "lsls r6, #15\n rsbs r6, r6, #0\n lsls r5, #15\n rsbs r5, r5, #0\n"
+        "ldr r3, [sp, #20]\n str r2, [r3, #48]\n str r4, [r3, #52]\n str r6, [r3, #56]\n"
+        "str r5, [r3, #60]\n"
+        "add sp, #24\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n mov r11, r7\n"
+        "pop {r4-r7, pc}\n"
+        /* V = (d0 - d2, d1 + d2, d2 - d1, d1 - d3) into r2, r4, r5, r6 */
+        ".balign 4\n20:\n ldrb r2, [r0, #0]\n ldrb r3, [r0, #1]\n ldrb r4, [r0, #2]\n ldrb r5, [r0, #3]\n"
+        "add r8, r2\n add r9, r3\n add r10, r4\n add r11, r5\n"
+        "subs r2, r2, r4\n subs r6, r3, r5\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("20")
+        ".balign 4\n21:\n ldrb r3, [r0, #1]\n ldrb r4, [r0, #2]\n ldrb r5, [r0, #3]\n"
+        "add r9, r3\n add r10, r4\n add r11, r5\n"
+        "rsbs r2, r4, #0\n subs r6, r3, r5\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("21")
+        ".balign 4\n22:\n ldrb r2, [r0, #0]\n ldrb r3, [r0, #1]\n ldrb r4, [r0, #2]\n"
+        "add r8, r2\n add r9, r3\n add r10, r4\n"
+        "subs r2, r2, r4\n movs r6, r3\n subs r5, r4, r3\n adds r4, r3, r4\n" ARM_WINO_IN_NEXT("22")
+        ".balign 4\n23:\n ldrb r2, [r0, #0]\n ldrb r3, [r0, #1]\n add r8, r2\n add r9, r3\n"
+        "movs r4, r3\n rsbs r5, r3, #0\n movs r6, r3\n" ARM_WINO_IN_NEXT("23")
+        ".balign 4\n40:\n .word 20b, 21b, 22b, 23b\n"
+        ARM_END("cvae_arm_wino_in"));
+#define ARM_WINO_UNIT(j)                                                       \
+    "ldrh r2, [r0, #8*" j "]\n ldr r3, [r1, #16*" j "]\n muls r2, r3\n adds r4, r2\n"       \
+    "ldrh r2, [r0, #8*" j "+2]\n ldr r3, [r1, #16*" j "+4]\n muls r2, r3\n adds r5, r2\n"   \
+    "ldrh r2, [r0, #8*" j "+4]\n ldr r3, [r1, #16*" j "+8]\n muls r2, r3\n adds r6, r2\n"   \
+    "ldrh r2, [r0, #8*" j "+6]\n ldr r3, [r1, #16*" j "+12]\n muls r2, r3\n adds r7, r2\n"
+/* One hidden output of the pair (Y: r2 or r3, at [r1, #K]) requantised inline, as
+ * cvae_arm_fin_hidden does (r4 pre, r5 shift, r6 m, r0 the rounding term, r7 INT16_MAX;
+ * V is clear before the ASRS: BLE is "a <= 0"); labels from B on */
+#define ARM_WINO_FIN(Y, K, B)                                                  \
+    "asrs " Y ", r4\n ble " B "1f\n cmp " Y ", r7\n bgt " B "2f\n"             \
+    B "3:\n muls " Y ", r6\n adds " Y ", r0\n asrs " Y ", r5\n cmp " Y ", #255\n bhi " B "4f\n" \
+    B "5:\n strb " Y ", [r1, #" K "]\n"
+#define ARM_WINO_FIN_RARE(Y, B)                                                \
+    B "1:\n movs " Y ", #0\n b " B "5b\n" B "2:\n mov " Y ", r7\n b " B "3b\n"  \
+    B "4:\n movs " Y ", #255\n b " B "5b\n"
+/* frame: [sp] p, [sp+4] the output channels left, [sp+8] y0, [sp+12] y1 (the accumulators
+ * for cvae_arm_fin_*, where p->fin is one: the last stage, a pair of one column); r8 the
+ * V's end, r9 the entry into the body, r10 this output channel's U, r11 its output pair */
+__asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_pair")
+        "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n push {r4-r7}\n"
+        "sub sp, #16\n str r0, [sp]\n ldr r1, [r0, #40]\n str r1, [sp, #4]\n"
+        "ldr r1, [r0, #12]\n mov r8, r1\n ldr r1, [r0, #28]\n mov r11, r1\n"
+        "ldr r1, [r0, #16]\n lsls r2, r1, #3\n ldr r3, [r0, #0]\n subs r3, r2\n mov r10, r3\n"
+        "lsls r2, r1, #4\n ldr r3, [r0, #8]\n subs r3, r2\n str r3, [r0, #8]\n"
+        "lsls r1, #5\n adr r2, 2f\n adds r1, r2\n mov r9, r1\n"
+        "1:\n ldr r3, [sp]\n mov r0, r10\n ldr r1, [r3, #8]\n adds r3, #48\n"
+        "ldm r3!, {r4-r7}\n mov pc, r9\n"
+        ".balign 4\n2:\n"
+        ".irp j, 0,1,2,3,4,5,6\n" ARM_WINO_UNIT("\\j") ".endr\n"
+        ".if . - 2b != 7 * 32\n .error \"Winograd units are not 32 bytes\"\n.endif\n"
+        "adds r0, #56\n adds r1, #112\n cmp r1, r8\n blo 2b\n"
+        "adds r2, r4, r5\n adds r2, r6\n asrs r2, #1\n subs r3, r5, r6\n subs r3, r7\n asrs r3, #1\n"
+        "ldr r0, [sp]\n ldr r1, [r0, #20]\n ldm r1!, {r4}\n str r1, [r0, #20]\n"
+        "adds r2, r4\n adds r3, r4\n"
+        "ldr r1, [r0, #24]\n adds r4, r1, #4\n str r4, [r0, #24]\n" /* r1: the requantisation */
+        "ldr r4, [r0, #44]\n cmp r4, #0\n bne 5f\n"
+        "ldrb r4, [r1, #2]\n ldrb r5, [r1, #3]\n ldrh r6, [r1, #0]\n"
+        "subs r7, r5, #1\n movs r0, #1\n lsls r0, r7\n ldr r7, =32767\n mov r1, r11\n"
+        ARM_WINO_FIN("r2", "0", "4") ARM_WINO_FIN("r3", "1", "6")
+        "6:\n ldr r0, [sp]\n ldr r2, [r0, #32]\n add r11, r2\n ldr r2, [r0, #4]\n add r10, r2\n"
+        "ldr r2, [sp, #4]\n subs r2, #1\n str r2, [sp, #4]\n beq 7f\n b 1b\n"
+        "5:\n str r2, [sp, #8]\n str r3, [sp, #12]\n mov r2, r1\n mov r3, r11\n"
+        "ldr r1, [r0, #36]\n add r0, sp, #8\n blx r4\n b 6b\n"
+        ARM_WINO_FIN_RARE("r2", "4") ARM_WINO_FIN_RARE("r3", "6")
+        "7:\n add sp, #16\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n mov r11, r7\n"
+        "pop {r4-r7, pc}\n"
+        ".ltorg\n"
+        ARM_END("cvae_arm_wino_pair"));
+
+static int32_t wino_v[CVAE_WINO_SCRATCH - 4]; /* V: [ky][in][4] of the present kernel rows */
+static arm_wino_t wino;
+
+/* convt_row() of a stage that runs the Winograd kernel (0: it does not, nothing done; the
+ * exporter gives it to rows of at least 3) */
+static int arm_wino_row(const cvae_stage_t *s, const cvae_act_t *const rows[CVAE_KERNEL],
+                        uint32_t in_chan_step, cvae_act_t *out, uint32_t out_chan_step,
+                        unsigned last)
+{
+    const uint16_t *const u = cvae_wino_u[s - cvae_stages];
+    const cvae_act_t *in[CVAE_KERNEL];
+    const unsigned in_c = s->in_c, out_w = s->out_w;
+    unsigned ky, lo = CVAE_KERNEL, nrows = 0, ox;
+    uint32_t n, j0;
+
+    if (!u)
+        return 0;
+    for (ky = 0; ky < CVAE_KERNEL; ky++)
+        if (rows[ky]) {
+            if (!nrows)
+                lo = ky;
+            in[nrows++] = rows[ky];
+        }
+    assert(s->stride == 1 && s->in_w >= 3u && nrows && rows[lo + nrows - 1u] &&
+           12u * in_c <= CVAE_WINO_SCRATCH - 4u);
+    n = nrows * in_c;
+    wino.in_step = in_chan_step;
+    wino.in_span = in_c * in_chan_step;
+    wino.v_buf = wino_v;
+    for (j0 = n; j0 >= 7u; j0 -= 7u) /* n mod 7, without a division */
+        ;
+    j0 = j0 ? 7u - j0 : 0u;
+    for (ox = 0; ox < out_w; ox += 2) {
+        wino.edge = !ox                ? WINO_LEFT
+                    : ox + 2u < out_w  ? WINO_INNER
+                    : ox + 2u == out_w ? WINO_RIGHT
+                                       : WINO_ODD;
+        cvae_arm_wino_in(in, nrows, ox, &wino);
+        wino.u = u + lo * in_c * 4u;
+        wino.u_step = in_c * CVAE_KERNEL * 8u;
+        wino.v = wino_v;
+        wino.v_end = wino_v + 4u * n;
+        wino.j0 = j0;
+        wino.bias = s->bias;
+        wino.requant = s->requant;
+        wino.y = out + ox;
+        wino.y_step = out_chan_step;
+        wino.n = out_w - ox < 2u ? 1u : 2u;
+        wino.out_c = s->out_c;
+        /* NULL: a hidden pair of two, requantised inline */
+        wino.fin = last ? cvae_arm_fin_last : wino.n == 1u ? cvae_arm_fin_hidden : NULL;
+        cvae_arm_wino_pair(&wino);
+    }
+    return 1;
+}
+#endif
 
 #endif
 
@@ -973,6 +1173,10 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
     acc_t *const acc = last ? LAST_ACC_ROW : ACC_ROW;
     unsigned o;
 
+#ifdef ARM_WINO
+    if (arm_wino_row(s, rows, in_chan_step, out, out_chan_step, last))
+        return;
+#endif
 #ifdef ARM_KERNELS
     if (arm_convt_row(s, rows, in_chan_step, out, out_chan_step, acc, last))
         return;

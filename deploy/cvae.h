@@ -21,6 +21,14 @@
 #define CVAE_INT8 1
 #endif
 
+/* ARMv6-M (Cortex-M0/M0+), int8: this runtime runs the stride-1 convTs that the exporter
+ * marks (cvae_wino_u, CVAE_WINO_SCRATCH) by Winograd F(2,3), with the weights the model
+ * writes under this macro; elsewhere, and for a runtime without it, the model's int8
+ * weights (CONTRACT.md, "ARMv6-M Winograd weights") */
+#if defined(__thumb__) && !defined(__thumb2__) && !defined(CVAE_INT4) && defined(CVAE_INT8)
+#define CVAE_ARMV6M_WINO 1
+#endif
+
 #define CVAE_STAGE_LINEAR 0
 #define CVAE_STAGE_CONVT 1
 #define CVAE_KERNEL 3 /* a convT's kernel: CVAE_KERNEL x CVAE_KERNEL, the only size supported */

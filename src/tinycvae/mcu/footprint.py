@@ -30,7 +30,9 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
 * **Flash (code).** The named ``CODE_*`` constants below, chosen per precision and core,
   measured on the C runtime in ``deploy/`` (see :func:`code_bytes`). Without an MCU the
   core is assumed to have neither multiplier nor FPU (rv32ec's C kernels); an ARMv6-M
-  core's int8/int4 code is larger (its Thumb-1 kernels, ``CODE_ARMV6M_*``).
+  core's int8/int4 code is larger (its Thumb-1 kernels, ``CODE_ARMV6M_*``), and on int8 the
+  stride-1 stages that run its Winograd kernel store 8 B per kernel row there instead of 3
+  (:func:`wino_bytes`, counted by :class:`Footprint` for ARMv6-M profiles only).
 * **RAM.** Activations are int8/uint8 (1 B per element) on int8 *and* int4 (only weights
   are 4-bit), float (4 B) on fp32. Every layer is computed output-stationary (gather form,
   also for the transposed convs): each output element's accumulator lives in a register,
@@ -46,7 +48,8 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   whole in RAM (:func:`arena_bytes`).
   With an MCU, its ``reserve_ram_bytes`` (stack + runtime state) is added (and on
   rv32ec the table-free kernels' 16 B scratch where one of their builds links:
-  :func:`runtime_ram_bytes`; the build, one of three tiers, is :func:`rv_tier`'s).
+  :func:`runtime_ram_bytes`; the build, one of three tiers, is :func:`rv_tier`'s; on
+  ARMv6-M the Winograd kernel's scratch, :func:`wino_bytes`).
 """
 
 from __future__ import annotations
@@ -124,10 +127,31 @@ RAM_TABLE_FREE_STEPS_BYTES = 16
 # accumulator-row fill and their C driver) beside the portable C path they replace where a
 # row fits them, measured as the Cortex-M0+ image's code minus 2add352's for the same
 # models: 1276 B (3_3_3_3 int8, 2 December 2026, the channel tail's fill inline; 32 B
-# more with the last layer's own accumulator row: 16_16_16_16 int8 links at 16,376 B) and
+# more with the last layer's own accumulator row: 16_16_16_16 int8 linked at 16,376 B before
+# the Winograd kernel below) and
 # 48 B more on int4 (the nibble taps; 1324 B for 3_3_3_3)
 CODE_ARMV6M_KERNELS_BYTES = 1276
 CODE_ARMV6M_INT4_TAPS_BYTES = 48
+# ARMv6-M, int8: the stride-1 transposed convs with at least WINO_MIN_IN_C input channels
+# (measured on c_c_c_c dice decoders, the stride-1 stage's instructions against the direct
+# kernel's, bench/winograd_gate.py: 4 +13%, 5 +4%, 6 -3%, 7 -7%, 8 -10%, 16 -20%)
+# run the Winograd F(2,3) kernel (deploy/cvae.c, "ARMv6-M kernels"): its weights are a
+# second array in flash, written by the exporter under `__thumb__ && !__thumb2__` only,
+# WINO_ROW_BYTES per (out, in, ky) kernel row (4 biased halfwords), and it keeps a static
+# scratch of (12 in_c + 4) words (the transformed inputs of one output pair, 4 words per
+# (in, ky), and their sums) beside the arena
+WINO_MIN_IN_C = 6
+WINO_ROW_BYTES = 8
+# ... and at most WINO_MAX_IN_C: the kernel sums twice the accumulator in int32, exact while
+# 2 x 9 in_c x 127 x 255 < 2^31 (in_c < 3,683); a wider stage keeps the direct kernel
+WINO_MAX_IN_C = 2048
+# ... and its code: the two Thumb-1 kernels (cvae_arm_wino_pair, cvae_arm_wino_in) and
+# their C driver, in the image where a model has such a stage: the Cortex-M0+ demo less the
+# same model's without it, less the data (16_16_16_16 int8, 2 December 2026: 21,272 B
+# against 16,376 B, of which 3,860 B the weights u3 less w3 and the table; 8_8_8_8: 1,052 B)
+CODE_ARMV6M_WINO_BYTES = 1036
+# its static RAM beside the scratch words: the kernels' parameter block (arm_wino_t)
+RAM_WINO_PARAMS_BYTES = 80
 CODE_SOFT_FLOAT_BYTES = 1792  # fp32 without FPU: soft add/mul/convert + expf
 CODE_FPU_EXPF_BYTES = 512  # fp32 with an FPU: expf alone
 SIGMOID_LUT_BYTES = 256
@@ -243,6 +267,37 @@ def code_bytes(
     if mcu is not None and mcu.armv6m:
         n += CODE_ARMV6M_KERNELS_BYTES + (CODE_ARMV6M_INT4_TAPS_BYTES if precision == "int4" else 0)
     return n + CODE_INT_EXTRA_BYTES
+
+
+def wino_stage(st: Stage, precision: str) -> bool:
+    """Whether stage ``st`` (a :class:`~tinycvae.mcu.stages.Stage`) runs the ARMv6-M
+    Winograd kernel: an int8 stride-1 transposed conv with WINO_MIN_IN_C .. WINO_MAX_IN_C
+    input channels and rows of at least 3 inputs; the exporter writes its weights for it."""
+    if precision != "int8" or st.kind != CONV_T or st.stride != 1:
+        return False
+    return WINO_MIN_IN_C <= st.in_shape[0] <= WINO_MAX_IN_C and st.in_shape[2] >= 3
+
+
+def wino_scratch_words(stages: list, precision: str) -> int:
+    """Words of the Winograd kernel's static scratch (0: no stage runs it): 12 in_c + 4 for
+    the stage with the most input channels."""
+    ins = [st.in_shape[0] for st in stages if wino_stage(st, precision)]
+    return 12 * max(ins) + 4 if ins else 0
+
+
+def wino_bytes(stages: list, precision: str) -> tuple[int, int]:
+    """(flash, RAM) that the Winograd kernel's data adds on ARMv6-M: its weights (WINO_ROW_BYTES
+    per (out, in, ky) of each stage that runs it, in place of that row's 3 int8 weights) and
+    the stage table cvae_wino_u (4 B a stage); its scratch words and parameter block. (0, 0)
+    where no stage runs it."""
+    words = wino_scratch_words(stages, precision)
+    if not words:
+        return 0, 0
+    rows = sum(
+        st.out_channels * st.in_shape[0] * st.kernel for st in stages if wino_stage(st, precision)
+    )
+    flash = rows * (WINO_ROW_BYTES - 3) + WORD_BYTES * len(stages)
+    return flash, (words - 4) * WORD_BYTES + RAM_WINO_PARAMS_BYTES
 
 
 def rv_tier(
@@ -440,15 +495,26 @@ class Footprint:
     stream: bool = False
     last_acc_row: bool = False  # the last layer has an accumulator row of its own
     mcu: MCUProfile | None = field(default=None, repr=False)
+    # the Winograd kernel's (flash, RAM) data on ARMv6-M (wino_bytes), counted on such cores
+    wino: tuple[int, int] = (0, 0)
+
+    def armv6m_wino(self, mcu: MCUProfile | None) -> tuple[int, int]:
+        """(flash, RAM) that the Winograd kernel adds on ``mcu``: its weights, table and
+        code, its scratch; (0, 0) on other cores or where no stage runs it."""
+        if mcu is None or not mcu.armv6m or not self.wino[0]:
+            return 0, 0
+        return self.wino[0] + CODE_ARMV6M_WINO_BYTES, self.wino[1]
 
     @property
     def flash_bytes(self) -> int:
-        return self.data_flash_bytes + self.code_bytes
+        return self.data_flash_bytes + self.code_bytes + self.armv6m_wino(self.mcu)[0]
 
     @property
     def ram_bytes(self) -> int:
-        return self.activation_bytes + runtime_ram_bytes(
-            self.precision, self.mcu, self.data_flash_bytes, self.last_acc_row
+        return (
+            self.activation_bytes
+            + runtime_ram_bytes(self.precision, self.mcu, self.data_flash_bytes, self.last_acc_row)
+            + self.armv6m_wino(self.mcu)[1]
         )
 
     def fits(self, mcu: MCUProfile | None = None) -> dict[str, Any]:
@@ -459,11 +525,16 @@ class Footprint:
         mcu = mcu or self.mcu
         if mcu is None:
             raise ConfigError("fits() needs an MCU profile; allowed: " + ", ".join(mcu_names()))
-        flash = self.data_flash_bytes + _code_for(
-            self.precision, mcu, self.data_flash_bytes, self.last_acc_row
+        wino_flash, wino_ram = self.armv6m_wino(mcu)
+        flash = (
+            self.data_flash_bytes
+            + _code_for(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
+            + wino_flash
         )
-        ram = self.activation_bytes + runtime_ram_bytes(
-            self.precision, mcu, self.data_flash_bytes, self.last_acc_row
+        ram = (
+            self.activation_bytes
+            + runtime_ram_bytes(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
+            + wino_ram
         )
         return {
             "flash_bytes": flash,
@@ -517,6 +588,7 @@ def estimate_stages(
         stream=stream,
         last_acc_row=last_acc_row,
         mcu=mcu,
+        wino=wino_bytes(fm.stages, precision),
     )
 
 
