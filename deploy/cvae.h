@@ -24,8 +24,15 @@
 /* ARMv6-M (Cortex-M0/M0+), int8: this runtime runs the stride-1 convTs that the exporter
  * marks (cvae_wino_u, CVAE_WINO_SCRATCH) by Winograd F(2,3), with the weights the model
  * writes under this macro; elsewhere, and for a runtime without it, the model's int8
- * weights (CONTRACT.md, "ARMv6-M Winograd weights") */
-#if defined(__thumb__) && !defined(__thumb2__) && !defined(CVAE_INT4) && defined(CVAE_INT8)
+ * weights (CONTRACT.md, "ARMv6-M Winograd weights"). CVAE_ARM_WINO=0, for cvae.c and
+ * cvae_model.c both, builds without it: the direct kernel, and 3 B a kernel row of the
+ * stage's weights instead of 8, where the part's flash has no room for the kernel
+ * (deploy/Makefile's cortex-m0plus link falls back to it). */
+#ifndef CVAE_ARM_WINO
+#define CVAE_ARM_WINO 1
+#endif
+#if CVAE_ARM_WINO && defined(__thumb__) && !defined(__thumb2__) && !defined(CVAE_INT4) && \
+    defined(CVAE_INT8)
 #define CVAE_ARMV6M_WINO 1
 #endif
 

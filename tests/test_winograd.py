@@ -155,8 +155,9 @@ def faulty_deploy(tmp_path):
     return copy
 
 
-def golden_with(deploy, folder, build) -> tuple[int, int]:
-    cmd = ["make", "-s", "-C", str(deploy), f"MODEL_DIR={folder}", f"BUILD={build}", "check-qemu"]
+def golden_with(deploy, folder, build, *variables: str) -> tuple[int, int]:
+    cmd = ["make", "-s", "-C", str(deploy), f"MODEL_DIR={folder}", f"BUILD={build}", *variables,
+           "check-qemu"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     return toolchain.golden_result(done.stdout + done.stderr)
 
@@ -165,11 +166,15 @@ def golden_with(deploy, folder, build) -> tuple[int, int]:
 @pytest.mark.slow
 def test_a_fault_in_the_winograd_kernel_fails_the_golden_test(tmp_path, monkeypatch):
     """The faulty kernel fails the golden test of a model with a Winograd stage (the path
-    runs there) and passes that of one without (3 input channels: the direct kernel)."""
+    runs there) and passes that of one without (3 input channels: the direct kernel), and
+    that of the same Winograd model built with CVAE_ARM_WINO=0 (the cortex-m0plus link's
+    fallback: the model's int8 weights and the direct kernel, no Winograd code run)."""
     deploy = faulty_deploy(tmp_path)
     wino, _ = export(tmp_path / "wino", 30, (8, 8, 8, 8), 8, monkeypatch)
     ok, n = golden_with(deploy, wino, tmp_path / "build-wino")
     assert n == 12 and ok < 12
+    fallback = golden_with(deploy, wino, tmp_path / "build-wino", "ARM_FLAGS=-DCVAE_ARM_WINO=0")
+    assert fallback == (12, 12)
     direct, _ = export(tmp_path / "direct", 30, (3, 3, 3, 3), 8, monkeypatch)
     assert "cvae_wino_u" not in (direct / "cvae_model.c").read_text()
     assert golden_with(deploy, direct, tmp_path / "build-direct") == (12, 12)

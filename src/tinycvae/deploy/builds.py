@@ -13,10 +13,9 @@ import numpy as np
 from tinycvae.deploy import insn_mix, toolchain
 from tinycvae.deploy.cycles import timing_report
 from tinycvae.mcu.footprint import (
-    RV_TIER_CHAIN,
     RV_TIER_FLAGS,
-    RV_TIER_PLAIN,
     RV_TIER_QSQ,
+    RV_TIERS,
     load_mcu,
 )
 
@@ -61,9 +60,11 @@ def build_and_check(
     toolchain.make(name, model_dir / shipped, build / shipped)
     measured: dict[str, Any] = dict(toolchain.elf_size(target, build / shipped))
     est = estimates[name]
+    map_file = (build / shipped / (target.elf or "")).with_suffix(".map")
     if "rv32ec_tier" in est:  # the tier deploy/Makefile's link took, beside the estimate's
-        assert target.elf
-        measured["rv32ec_tier"] = linked_rv_tier((build / shipped / target.elf).with_suffix(".map"))
+        measured["rv32ec_tier"] = linked_rv_tier(map_file)
+    if "armv6m_stride1" in est:  # and the ARMv6-M stride-1 kernel it linked
+        measured["armv6m_stride1"] = "direct" if linked_fallback(map_file) else "winograd"
     mcu = load_mcu(target.mcu)
     return {
         "mcu": mcu.name,
@@ -98,19 +99,28 @@ def _emulated(
     } | ({"rv32ec_tier": tier} if tier else {})
 
 
-def linked_rv_tier(map_file: Path) -> str:
-    """The rv32ec tier of the ch32v003 image whose link map is ``map_file``: the fallback
-    object deploy/Makefile's link_fallback linked, if any (``cvae_fallback.o``: the
-    table-free kernels, ``cvae_fallback2.o``: with the C requantisation)."""
+def _link_map(map_file: Path) -> str:
     try:
         text = map_file.read_text(errors="replace")
     except OSError as err:
         raise toolchain.ToolchainError(f"no link map {map_file}: {err.strerror}") from None
-    for obj, tier in (("/cvae_fallback2.o", RV_TIER_PLAIN), ("/cvae_fallback.o", RV_TIER_CHAIN),
-                      ("/cvae.o", RV_TIER_QSQ)):  # fmt: skip
-        if obj in text:
-            return tier
-    raise toolchain.ToolchainError(f"the link map {map_file} names no cvae object")
+    if not any(f"/{obj}.o" in text for obj in ("cvae", "cvae_fallback", "cvae_fallback2")):
+        raise toolchain.ToolchainError(f"the link map {map_file} names no cvae object")
+    return text
+
+
+def linked_fallback(map_file: Path) -> int:
+    """Which of deploy/Makefile's link_fallback steps linked the image whose link map is
+    ``map_file``: 0 (none: ``cvae.o``), 1 (``cvae_fallback.o``) or 2 (``cvae_fallback2.o``)."""
+    text = _link_map(map_file)
+    return 2 if "/cvae_fallback2.o" in text else 1 if "/cvae_fallback.o" in text else 0
+
+
+def linked_rv_tier(map_file: Path) -> str:
+    """The rv32ec tier of the ch32v003 image whose link map is ``map_file``: the fallback
+    deploy/Makefile's link_fallback linked, if any (the table-free kernels, then with the
+    C requantisation)."""
+    return RV_TIERS[linked_fallback(map_file)]  # the Makefile's order
 
 
 def host_images(build_dir: Path, labels: np.ndarray, zq: np.ndarray, out_size: int) -> np.ndarray:

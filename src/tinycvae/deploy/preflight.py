@@ -79,7 +79,9 @@ def check_fit(
     figures are :meth:`~tinycvae.mcu.footprint.Footprint.fits`', as in summary.json's
     ``need`` that ``src/pareto.py --select`` prints; on a core without a multiplier also
     the rv32ec build it is counted with (``rv32ec_tier``: quarter-square, table-free or
-    table-free-c, :func:`~tinycvae.mcu.footprint.rv_tier`)."""
+    table-free-c, :func:`~tinycvae.mcu.footprint.rv_tier`), and on ARMv6-M, where a
+    stage has Winograd weights, its stride-1 kernel (``armv6m_stride1``: winograd, or
+    direct where the kernel's weights and code leave the part's flash)."""
     fp = estimate_stages(fm, precision, True, mcu)
     fit = fp.fits(mcu)
     tier = rv_tier(precision, mcu, fp.data_flash_bytes, fp.last_acc_row)
@@ -94,6 +96,8 @@ def check_fit(
             "or drop the target"
         )
     est = {"flash_bytes": fit["flash_bytes"], "ram_bytes": fit["ram_bytes"]}
+    if mcu.armv6m and fp.wino[0]:  # a stage the exporter gives the Winograd kernel
+        est["armv6m_stride1"] = "winograd" if fp.armv6m_wino(mcu)[0] else "direct"
     return est | ({"rv32ec_tier": tier} if tier else {})
 
 

@@ -500,10 +500,16 @@ class Footprint:
 
     def armv6m_wino(self, mcu: MCUProfile | None) -> tuple[int, int]:
         """(flash, RAM) that the Winograd kernel adds on ``mcu``: its weights, table and
-        code, its scratch; (0, 0) on other cores or where no stage runs it."""
+        code, its scratch; (0, 0) on other cores, where no stage runs it, or where they
+        leave ``mcu``'s flash (as deploy/Makefile's cortex-m0plus link, which falls back to
+        the direct kernel and the model's int8 weights: ``CVAE_ARM_WINO=0``)."""
         if mcu is None or not mcu.armv6m or not self.wino[0]:
             return 0, 0
-        return self.wino[0] + CODE_ARMV6M_WINO_BYTES, self.wino[1]
+        flash = self.wino[0] + CODE_ARMV6M_WINO_BYTES
+        code = _code_for(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
+        if self.data_flash_bytes + code + flash > mcu.flash_bytes:
+            return 0, 0
+        return flash, self.wino[1]
 
     @property
     def flash_bytes(self) -> int:
