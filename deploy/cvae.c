@@ -606,11 +606,12 @@ __asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_in")
     B "1:\n movs " Y ", #0\n b " B "5b\n" B "2:\n mov " Y ", r7\n b " B "3b\n"  \
     B "4:\n movs " Y ", #255\n b " B "5b\n"
 /* frame: [sp] p, [sp+4] the output channels left, [sp+8] y0, [sp+12] y1 (the accumulators
- * for cvae_arm_fin_*, where p->fin is one: the last stage, a pair of one column); r8 the
+ * for cvae_arm_fin_*, where p->fin is one: the last stage, a pair of one column), 4 B more
+ * so that sp is 8-byte aligned at that call (36 B pushed: AAPCS); r8 the
  * V's end, r9 the entry into the body, r10 this output channel's U, r11 its output pair */
 __asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_pair")
         "push {r4-r7, lr}\n mov r4, r8\n mov r5, r9\n mov r6, r10\n mov r7, r11\n push {r4-r7}\n"
-        "sub sp, #16\n str r0, [sp]\n ldr r1, [r0, #40]\n str r1, [sp, #4]\n"
+        "sub sp, #20\n str r0, [sp]\n ldr r1, [r0, #40]\n str r1, [sp, #4]\n"
         "ldr r1, [r0, #12]\n mov r8, r1\n ldr r1, [r0, #28]\n mov r11, r1\n"
         "ldr r1, [r0, #16]\n lsls r2, r1, #3\n ldr r3, [r0, #0]\n subs r3, r2\n mov r10, r3\n"
         "lsls r2, r1, #4\n ldr r3, [r0, #8]\n subs r3, r2\n str r3, [r0, #8]\n"
@@ -634,7 +635,7 @@ __asm__(".syntax unified\n.thumb\n" ARM_FUNC("cvae_arm_wino_pair")
         "5:\n str r2, [sp, #8]\n str r3, [sp, #12]\n mov r2, r1\n mov r3, r11\n"
         "ldr r1, [r0, #36]\n add r0, sp, #8\n blx r4\n b 6b\n"
         ARM_WINO_FIN_RARE("r2", "4") ARM_WINO_FIN_RARE("r3", "6")
-        "7:\n add sp, #16\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n mov r11, r7\n"
+        "7:\n add sp, #20\n pop {r4-r7}\n mov r8, r4\n mov r9, r5\n mov r10, r6\n mov r11, r7\n"
         "pop {r4-r7, pc}\n"
         ".ltorg\n"
         ARM_END("cvae_arm_wino_pair"));

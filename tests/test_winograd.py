@@ -112,17 +112,20 @@ def export(tmp_path, size: int, dims: tuple, min_in_c: int, monkeypatch, extreme
     return tmp_path / "model" / "int8", s1
 
 
-# (size, dims, WINO_MIN_IN_C): stride-1 rows of 15, 17 and 5 (the last pair's one column,
-# WINO_ODD), 16, 18 and 4; 8 input channels (24 or 16 entries a pair: the loop of 7 entered
-# at 4 and 5), 2 with the gate lowered (6 or 4 entries: entered at 1 and 3)
+# (size, dims, WINO_MIN_IN_C): the stride-1 stage has dim2 input channels and dim1 output
+# ones, rows of size / 2: 15, 17 and 5 (the last pair's one column, WINO_ODD), 16, 18 and 4;
+# a pair's (ky, in) entries (3 or 2 kernel rows x in_c) enter the loop of 7 at (-n) mod 7:
+# in_c 8 (24 or 16: 4 and 5), 7 at the default gate (21 or 14: 0), 6 at the gate with one
+# output channel (18 or 12: 3 and 2), 4 and 3 with the gate lowered (12 or 8: 2 and 6;
+# 9 or 6: 5 and 1)
 CASES = {
     "30x30, rows of 15, in_c 8": (30, (8, 8, 8, 8), 8),
     "30x30, rows of 15, in_c 8, requantisation extremes": (30, (8, 8, 8, 8), 8, True),
     "34x34, rows of 17, in_c 8": (34, (8, 8, 8, 8), 8),
-    "36x36, rows of 18, in_c 2": (36, (7, 3, 2, 3), 1),
-    "30x30, rows of 15, in_c 2": (30, (7, 3, 2, 3), 1),
-    "10x10, rows of 5, in_c 2": (10, (7, 3, 2, 3), 1),  # a pair at the start, within, odd end
-    "8x8, rows of 4, in_c 2": (8, (7, 3, 2, 3), 1),  # a pair at the start and at the end
+    "36x36, rows of 18, in_c 7": (36, (7, 7, 2, 3), footprint.WINO_MIN_IN_C),
+    "30x30, rows of 15, in_c 4": (30, (7, 4, 2, 3), 1),
+    "10x10, rows of 5, in_c 6, out_c 1": (10, (1, 6, 3, 3), footprint.WINO_MIN_IN_C),
+    "8x8, rows of 4, in_c 3": (8, (7, 3, 2, 3), 1),  # a pair at the start and at the end
 }
 
 
@@ -134,7 +137,7 @@ def test_the_winograd_kernel_gives_the_reference_bytes(case, tmp_path, monkeypat
     other branch), and random draws against the host's C."""
     size, dims, min_in_c, *extremes = CASES[case]
     folder, s1 = export(tmp_path, size, dims, min_in_c, monkeypatch, *extremes)
-    assert s1 and s1[0].in_shape[0] >= min_in_c
+    assert s1 and s1[0].in_shape[0] == dims[1] >= min_in_c  # the kernel's stage
     assert "cvae_wino_u" in (folder / "cvae_model.c").read_text()
     for goal in ("check-qemu", "check-host"):
         out = toolchain.make(goal, folder, tmp_path / "build")

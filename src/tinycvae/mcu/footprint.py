@@ -143,7 +143,7 @@ CODE_ARMV6M_INT4_TAPS_BYTES = 48
 WINO_MIN_IN_C = 6
 WINO_ROW_BYTES = 8
 # ... and at most WINO_MAX_IN_C: the kernel sums twice the accumulator in int32, exact while
-# 2 x 9 in_c x 127 x 255 < 2^31 (in_c < 3,683); a wider stage keeps the direct kernel
+# 2 x 9 in_c x 127 x 255 < 2^31 (in_c <= 3,683); a wider stage keeps the direct kernel
 WINO_MAX_IN_C = 2048
 # ... and its code: the two Thumb-1 kernels (cvae_arm_wino_pair, cvae_arm_wino_in) and
 # their C driver, in the image where a model has such a stage: the Cortex-M0+ demo less the
@@ -617,7 +617,10 @@ def summary_dict(
     decoder: nn.Module, latent: int, num_classes: int, mcus: list[Any] | None = None
 ) -> dict[str, Any]:
     """The JSON-ready block for logs and summary.json, one entry per precision.
-    ``flash_bytes`` assumes the worst-case core (no multiplier, no FPU); ``ram_bytes`` and
+    ``flash_bytes`` assumes the worst-case core (no multiplier, no FPU; the ARMv6-M
+    Winograd kernel, which a build links only where the part's flash has room for it, is
+    in the per-MCU ``need`` instead: on a large ARMv6-M part it can exceed this figure);
+    ``ram_bytes`` and
     ``ram_bytes_streamed`` are activations only. ``fits``/``over``/``need`` are per MCU, with
     that core's code size, its RAM reserve and the streamed RAM figure (``need``: the flash
     and RAM it takes on that MCU, as the export's fit check counts them; ``rv32ec_tier``:
