@@ -30,9 +30,11 @@ from tinycvae.deploy.preflight import check_settings
 from tinycvae.deploy.projects import (
     NO_CHAIN,
     NO_QSQ,
+    NO_WINO,
     PROJECTS,
     TEMPLATES,
     ch32v003_tier,
+    m0_has_room_for_winograd,
     write_projects,
 )
 from tinycvae.deploy.quantize import quantize
@@ -440,12 +442,13 @@ def test_platformio_ch32v003_env_builds_the_library_without_flags(model, tmp_pat
     assert "__assert_func" not in _run(["riscv64-unknown-elf-nm", elf]).stdout
 
 
-@need(ARM)
-def test_platformio_stm32f030_env_compiles_and_links(model, tmp_path):
-    """env:stm32f030f4 with platform-ststm32's flags for demo_f030f4 (Cortex-M0): the
-    library and src/main.c (no vendor header needed), linked with deploy/'s Cortex-M
-    startup and the 16 KB / 4 KB linker script of boards/cortex_m0plus."""
-    lib, src = model / "platformio" / "lib" / "tinycvae" / "src", model / "platformio" / "src"
+def _link_stm32f030(platformio: Path, tmp_path: Path) -> tuple[dict[str, int], str]:
+    """The PlatformIO project ``platformio``'s env:stm32f030f4 with platform-ststm32's flags
+    for demo_f030f4 (Cortex-M0): the library and src/main.c (no vendor header needed),
+    linked with deploy/'s Cortex-M startup and the 16 KB / 4 KB linker script of
+    boards/cortex_m0plus; its sizes and ``nm``."""
+    lib, src = platformio / "lib" / "tinycvae" / "src", platformio / "src"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "exit.c").write_text("void board_exit(int c) { (void)c; for (;;) ; }\n")
     flags = [*PIO_STM32_CFLAGS, f"-I{lib}", f"-I{DEPLOY}"]
     objs = _compile(
@@ -475,10 +478,33 @@ def test_platformio_stm32f030_env_compiles_and_links(model, tmp_path):
             elf,
         ]
     )
-    size = _size("arm-none-eabi-size", elf)
+    return _size("arm-none-eabi-size", elf), _run(["arm-none-eabi-nm", elf]).stdout
+
+
+@need(ARM)
+def test_platformio_stm32f030_env_compiles_and_links(model, tmp_path):
+    size, syms = _link_stm32f030(model / "platformio", tmp_path)
     assert size["flash"] <= 16384 and size["ram"] <= 4096, size
-    syms = _run(["arm-none-eabi-nm", elf]).stdout
     assert "__assert_func" not in syms and "printf" not in syms
+
+
+@need(ARM)
+def test_a_model_without_room_for_the_winograd_kernel_links_the_direct_one(tmp_path):
+    """14_14_14_14 int8: the Winograd kernel's weights and code leave the 16 KB Cortex-M0
+    no room (as the cortex-m0plus link finds), so every copy of cvae.h starts with
+    ``#define CVAE_ARM_WINO 0`` and env:stm32f030f4 links the direct kernel within 16 KB."""
+    from test_code_size import write_random_model
+
+    fm = write_random_model(tmp_path / "model" / "int8", (14, 14, 14, 14), "int8")
+    assert not m0_has_room_for_winograd(fm, "int8")
+    assert m0_has_room_for_winograd(fm, "int4")  # int4 has no Winograd stage
+    write_projects(tmp_path / "model", list(PROJECTS), rv_tier=ch32v003_tier(fm, "int8"),
+                   arm_wino=False)  # fmt: skip
+    for cvae in ("ch32fun/cvae.h", "platformio/lib/tinycvae/src/cvae.h", "library/src/cvae.h"):
+        assert (tmp_path / "model" / cvae).read_text().startswith(NO_WINO), cvae
+    size, syms = _link_stm32f030(tmp_path / "model" / "platformio", tmp_path / "link")
+    assert size["flash"] <= 16384 and size["ram"] <= 4096, size
+    assert "cvae_arm_wino_pair" not in syms and "cvae_arm_row_s1" in syms
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,12 @@ from tinycvae.deploy.builds import build_and_check
 from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.out_dir import check_out_dir, export_folder
 from tinycvae.deploy.preflight import check_fits, check_settings
-from tinycvae.deploy.projects import ch32v003_tier, check_projects, write_projects
+from tinycvae.deploy.projects import (
+    ch32v003_tier,
+    check_projects,
+    m0_has_room_for_winograd,
+    write_projects,
+)
 from tinycvae.deploy.ptq_or_qat import quantise_for_export
 from tinycvae.deploy.report import make_report, record_in_run, write_report
 from tinycvae.deploy.score import judge_evaluator, make_scorer, score_shipped
@@ -135,7 +140,8 @@ def _export(
     model_dir, build = scratch / "model", scratch / "build"
     write_firmware(model_dir, model, fm, qm, cfg.golden_count, cfg.seed + 1)
     tier = ch32v003_tier(fm, precision)  # the projects' and qemu-rv32's rv32ec build
-    write_projects(model_dir, check_projects(cfg.get("projects")), precision, tier)
+    write_projects(model_dir, check_projects(cfg.get("projects")), precision, tier,
+                   m0_has_room_for_winograd(fm, precision))  # fmt: skip
     results = {
         t.name: build_and_check(t, model_dir, build, estimates, precision, tier) for t in targets
     }

@@ -18,7 +18,11 @@ files); the model from the export's ``int8/`` folder. Where the model leaves the
 no flash for the rv32ec quarter-square table (:func:`ch32v003_tier`), each copy of
 ``cvae.c`` starts with ``#define CVAE_RV_QSQ 0`` (and where not even for the table-free
 kernels' assembly requantisation, ``#define CVAE_RV_CHAIN 0`` too), as
-``deploy/Makefile``'s ch32v003 build falls back by itself. The export does not build these
+``deploy/Makefile``'s ch32v003 build falls back by itself; where it leaves the 16 KB
+Cortex-M0 of the stm32f030f4 env no flash for the ARMv6-M Winograd kernel
+(:func:`m0_has_room_for_winograd`), each copy of ``cvae.h`` (read by ``cvae.c`` and the
+model both) starts with ``#define CVAE_ARM_WINO 0``, as the cortex-m0plus build falls
+back to the direct kernel. The export does not build these
 projects (its targets are built from ``deploy/``); ``tests/test_projects.py`` builds them
 with the cross-compilers and the frameworks' flags.
 """
@@ -77,6 +81,13 @@ NO_CHAIN = (
     "#define CVAE_RV_QSQ 0\n"
     "#define CVAE_RV_CHAIN 0\n"
 )
+NO_WINO = (
+    "/* Written by the export: this model leaves a 16 KB Cortex-M0/M0+ (PlatformIO's\n"
+    " * stm32f030f4 env) no flash for the ARMv6-M Winograd kernel, so its direct kernel and\n"
+    " * the model's int8 weights (docs/firmware.md, ARMv6-M kernels; a part with the room\n"
+    " * can drop this line). */\n"
+    "#define CVAE_ARM_WINO 0\n"
+)
 # what each copy of cvae.c starts with, by the CH32V003 tier (tinycvae.mcu.footprint.rv_tier)
 TIER_HEAD = {RV_TIER_QSQ: "", RV_TIER_CHAIN: NO_QSQ, RV_TIER_PLAIN: NO_CHAIN}
 
@@ -91,17 +102,32 @@ def ch32v003_tier(fm: FloatModel, precision: str) -> str:
     return tier
 
 
+def m0_has_room_for_winograd(fm: FloatModel, precision: str) -> bool:
+    """Whether the projects' 16 KB Cortex-M0 (the stm32f030f4 env, conf/mcu's
+    cortex_m0plus_16k) links ``fm``'s ARMv6-M Winograd kernel, as deploy/Makefile's
+    cortex-m0plus link decides (True where no stage has it)."""
+    m0 = load_mcu("cortex_m0plus_16k")
+    fp = estimate_stages(fm, precision, stream=True, mcu=m0)
+    return not fp.wino[0] or fp.armv6m_wino(m0)[0] > 0
+
+
 def write_projects(
-    model_dir: Path, names: list[str], precision: str = "int8", rv_tier: str = RV_TIER_QSQ
+    model_dir: Path,
+    names: list[str],
+    precision: str = "int8",
+    rv_tier: str = RV_TIER_QSQ,
+    arm_wino: bool = True,
 ) -> list[Path]:
     """Write the projects ``names`` into ``model_dir`` (which holds ``<precision>/``, the
     shipped integer model: int8 or int4); their folders. ``rv_tier``: the CH32V003's
-    rv32ec build (:func:`ch32v003_tier`; every ``cvae.c`` starts with its ``TIER_HEAD``)."""
+    rv32ec build (:func:`ch32v003_tier`; every ``cvae.c`` starts with its ``TIER_HEAD``);
+    ``arm_wino`` False: the 16 KB Cortex-M0's has no room for the ARMv6-M Winograd kernel
+    (:func:`m0_has_room_for_winograd`; every ``cvae.h`` starts with ``NO_WINO``)."""
     if rv_tier not in TIER_HEAD:
         raise ConfigError(f"rv_tier={rv_tier} is unknown; allowed: {', '.join(TIER_HEAD)}")
     int8 = model_dir / precision
     summary = _model_summary(int8 / "cvae_model.h")
-    head = TIER_HEAD[rv_tier]
+    heads = {"cvae.c": TIER_HEAD[rv_tier], "cvae.h": "" if arm_wino else NO_WINO}
     written = []
     for name in names:
         folder = model_dir / name
@@ -109,11 +135,11 @@ def write_projects(
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         if name == "ch32fun":
-            _write_ch32fun(folder, int8, head)
+            _write_ch32fun(folder, int8, heads)
         elif name == "platformio":
-            _write_platformio(folder, int8, summary, head)
+            _write_platformio(folder, int8, summary, heads)
         else:
-            _write_library(folder, int8, summary, head)
+            _write_library(folder, int8, summary, heads)
         written.append(folder)
     return written
 
@@ -123,37 +149,37 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def _runtime_and_model(folder: Path, int8: Path, preamble: bool, head: str) -> None:
-    """cvae.h, cvae_num.h, cvae.c (after ``head`` and, when ``preamble``, the library's
-    preamble), the model and cvae_roll.h into ``folder``."""
-    for name in ("cvae.h", "cvae_num.h"):
-        _copy(DEPLOY_SRC / name, folder / name)
+def _runtime_and_model(folder: Path, int8: Path, preamble: bool, heads: dict[str, str]) -> None:
+    """cvae.h, cvae_num.h, cvae.c (each after its entry in ``heads``, cvae.c after the
+    library's preamble too when ``preamble``), the model and cvae_roll.h into ``folder``."""
+    _copy(DEPLOY_SRC / "cvae_num.h", folder / "cvae_num.h")
+    (folder / "cvae.h").write_text(heads.get("cvae.h", "") + (DEPLOY_SRC / "cvae.h").read_text())
     runtime = (DEPLOY_SRC / "cvae.c").read_text()
     if preamble:
         runtime = (TEMPLATES / "library" / "cvae_preamble.c").read_text() + runtime
-    (folder / "cvae.c").write_text(head + runtime)
+    (folder / "cvae.c").write_text(heads.get("cvae.c", "") + runtime)
     for name in ("cvae_model.h", "cvae_model.c"):
         _copy(int8 / name, folder / name)
     _copy(TEMPLATES / "cvae_roll.h", folder / "cvae_roll.h")
 
 
-def _write_ch32fun(folder: Path, int8: Path, head: str) -> None:
+def _write_ch32fun(folder: Path, int8: Path, heads: dict[str, str]) -> None:
     for name in ("Makefile", "funconfig.h"):
         _copy(TEMPLATES / "ch32fun" / name, folder / name)
     _copy(TEMPLATES / "main.c", folder / "cvae_demo.c")
-    _runtime_and_model(folder, int8, preamble=False, head=head)
+    _runtime_and_model(folder, int8, preamble=False, heads=heads)
 
 
-def _write_platformio(folder: Path, int8: Path, summary: str, head: str) -> None:
+def _write_platformio(folder: Path, int8: Path, summary: str, heads: dict[str, str]) -> None:
     _copy(TEMPLATES / "platformio" / "platformio.ini", folder / "platformio.ini")
     _copy(TEMPLATES / "platformio" / "funconfig.h", folder / "src" / "funconfig.h")
     _copy(TEMPLATES / "main.c", folder / "src" / "main.c")
-    _write_library(folder / "lib" / LIBRARY_NAME, int8, summary, head)
+    _write_library(folder / "lib" / LIBRARY_NAME, int8, summary, heads)
 
 
-def _write_library(folder: Path, int8: Path, summary: str, head: str) -> None:
+def _write_library(folder: Path, int8: Path, summary: str, heads: dict[str, str]) -> None:
     src = folder / "src"
-    _runtime_and_model(src, int8, preamble=True, head=head)
+    _runtime_and_model(src, int8, preamble=True, heads=heads)
     _copy(TEMPLATES / "library" / "tinycvae.h", src / "tinycvae.h")
     example = Path("examples") / "RollDie" / "RollDie.ino"
     _copy(TEMPLATES / "library" / example, folder / example)
