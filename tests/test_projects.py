@@ -34,7 +34,7 @@ from tinycvae.deploy.projects import (
     PROJECTS,
     TEMPLATES,
     ch32v003_tier,
-    m0_has_room_for_winograd,
+    m0_stride1_kernel,
     write_projects,
 )
 from tinycvae.deploy.quantize import quantize
@@ -496,8 +496,8 @@ def test_a_model_without_room_for_the_winograd_kernel_links_the_direct_one(tmp_p
     from test_code_size import write_random_model
 
     fm = write_random_model(tmp_path / "model" / "int8", (14, 14, 14, 14), "int8")
-    assert not m0_has_room_for_winograd(fm, "int8")
-    assert m0_has_room_for_winograd(fm, "int4")  # int4 has no Winograd stage
+    assert m0_stride1_kernel(fm, "int8") == "direct"
+    assert m0_stride1_kernel(fm, "int4") is None  # int4 has no Winograd stage
     write_projects(tmp_path / "model", list(PROJECTS), rv_tier=ch32v003_tier(fm, "int8"),
                    arm_wino=False)  # fmt: skip
     for cvae in ("ch32fun/cvae.h", "platformio/lib/tinycvae/src/cvae.h", "library/src/cvae.h"):

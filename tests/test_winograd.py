@@ -19,6 +19,7 @@ from torch import nn
 from test_streaming import saturate
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import codegen, toolchain
+from tinycvae.deploy.builds import build_and_check
 from tinycvae.deploy.firmware import write_firmware
 from tinycvae.deploy.quantize import quantize
 from tinycvae.mcu import footprint
@@ -181,3 +182,20 @@ def test_a_fault_in_the_winograd_kernel_fails_the_golden_test(tmp_path, monkeypa
     direct, _ = export(tmp_path / "direct", 30, (3, 3, 3, 3), 8, monkeypatch)
     assert "cvae_wino_u" not in (direct / "cvae_model.c").read_text()
     assert golden_with(deploy, direct, tmp_path / "build-direct") == (12, 12)
+
+
+@needs_arm
+@pytest.mark.slow
+def test_the_export_emulates_the_stride_1_kernel_the_m0_gets(tmp_path, monkeypatch):
+    """The export's qemu target builds the kernel that the 16 KB Cortex-M0 links (its
+    counts and cycles are that part's): the direct one (ARM_FLAGS=-DCVAE_ARM_WINO=0) costs
+    more instructions than the Winograd one, with the same golden bytes."""
+    folder, _ = export(tmp_path, 30, (8, 8, 8, 8), 8, monkeypatch)
+    qemu = toolchain.TARGETS["qemu"]
+    runs = {
+        kernel: build_and_check(qemu, folder.parent, tmp_path / kernel, {}, arm_stride1=kernel)
+        for kernel in ("winograd", "direct")
+    }
+    for kernel, run in runs.items():
+        assert run["golden_int8"] == "12/12" and run["armv6m_stride1"] == kernel
+    assert runs["direct"]["instructions_per_image"] > runs["winograd"]["instructions_per_image"]

@@ -37,13 +37,15 @@ def build_and_check(
     estimates: dict[str, Any],
     precision: str = "int8",
     rv_tier: str = RV_TIER_QSQ,
+    arm_stride1: str | None = None,
 ) -> dict[str, Any]:
     """Build ``target`` from the firmware in ``model_dir`` (builds under ``build``) and
     check it; what it measured, for the report. ``estimates``: the footprint estimates by
     target name (see :func:`tinycvae.deploy.preflight.check_fits`); ``precision``: the
     shipped integer model's (int8 or int4; the host also builds fp32); ``rv_tier``: the
     CH32V003's rv32ec build (:func:`tinycvae.deploy.projects.ch32v003_tier`), which
-    qemu-rv32 builds too."""
+    qemu-rv32 builds too; ``arm_stride1``: the 16 KB Cortex-M0's stride-1 kernel
+    (:func:`tinycvae.deploy.projects.m0_stride1_kernel`), which qemu builds too."""
     name = target.name
     shipped = precision
     if name == "host":
@@ -55,8 +57,14 @@ def build_and_check(
             out[f"golden_{precision}"] = _golden("check-host", model_dir / precision, b, what)[1]
         return out
     if target.check:  # an emulator runs the golden test, counting what it executes
-        tier = rv_tier if name == "qemu-rv32" else None
-        return _emulated(target, model_dir / shipped, build / shipped, shipped, tier)
+        if name == "qemu-rv32":
+            variables, kernel = {"RV_FLAGS": RV_TIER_FLAGS[rv_tier]}, {"rv32ec_tier": rv_tier}
+        elif arm_stride1:
+            flags = "-DCVAE_ARM_WINO=0" if arm_stride1 == "direct" else ""
+            variables, kernel = {"ARM_FLAGS": flags}, {"armv6m_stride1": arm_stride1}
+        else:
+            variables, kernel = {}, {}
+        return _emulated(target, model_dir / shipped, build / shipped, shipped, variables) | kernel
     toolchain.make(name, model_dir / shipped, build / shipped)
     measured: dict[str, Any] = dict(toolchain.elf_size(target, build / shipped))
     est = estimates[name]
@@ -78,13 +86,13 @@ def build_and_check(
 
 
 def _emulated(
-    target: toolchain.Target, model_dir: Path, build: Path, shipped: str, tier: str | None
+    target: toolchain.Target, model_dir: Path, build: Path, shipped: str, variables: dict
 ) -> dict[str, Any]:
-    """The golden test under QEMU, counting what it executes; ``tier``: the rv32ec tier
-    qemu-rv32 builds (``RV_FLAGS``; the one the CH32V003 gets, so that its counts and
-    cycles are those of the part's code), None elsewhere."""
+    """The golden test under QEMU, counting what it executes; ``variables``: the make
+    variables that build the kernels the parts get (``RV_FLAGS``: the CH32V003's rv32ec
+    tier, ``ARM_FLAGS``: the 16 KB Cortex-M0's stride-1 kernel), so that its counts and
+    cycles are those of the parts' code."""
     name = target.name
-    variables = {"RV_FLAGS": RV_TIER_FLAGS[tier]} if tier else None
     text, executed = insn_mix.run_with_mix(name, model_dir, build, variables)
     ok, n = toolchain.golden_result(text)
     if ok != n:
@@ -96,7 +104,7 @@ def _emulated(
         "stack_high_water_bytes": toolchain.stack_high_water(text),
         "machine": target.machine,
         "cycles": timing_report(executed.segments, executed.isa),
-    } | ({"rv32ec_tier": tier} if tier else {})
+    }
 
 
 def _link_map(map_file: Path) -> str:

@@ -40,7 +40,7 @@ from tinycvae.deploy.preflight import check_fits, check_settings
 from tinycvae.deploy.projects import (
     ch32v003_tier,
     check_projects,
-    m0_has_room_for_winograd,
+    m0_stride1_kernel,
     write_projects,
 )
 from tinycvae.deploy.ptq_or_qat import quantise_for_export
@@ -139,11 +139,14 @@ def _export(
 
     model_dir, build = scratch / "model", scratch / "build"
     write_firmware(model_dir, model, fm, qm, cfg.golden_count, cfg.seed + 1)
-    tier = ch32v003_tier(fm, precision)  # the projects' and qemu-rv32's rv32ec build
+    # the projects' and the emulators' builds: the CH32V003's rv32ec tier, the 16 KB M0's
+    # stride-1 kernel
+    tier, arm = ch32v003_tier(fm, precision), m0_stride1_kernel(fm, precision)
     write_projects(model_dir, check_projects(cfg.get("projects")), precision, tier,
-                   m0_has_room_for_winograd(fm, precision))  # fmt: skip
+                   arm != "direct")  # fmt: skip
     results = {
-        t.name: build_and_check(t, model_dir, build, estimates, precision, tier) for t in targets
+        t.name: build_and_check(t, model_dir, build, estimates, precision, tier, arm)
+        for t in targets
     }
     quality |= score_shipped(scorer, qm, build, "host" in results, cfg.max_acc_drop)
 

@@ -20,7 +20,7 @@ no flash for the rv32ec quarter-square table (:func:`ch32v003_tier`), each copy 
 kernels' assembly requantisation, ``#define CVAE_RV_CHAIN 0`` too), as
 ``deploy/Makefile``'s ch32v003 build falls back by itself; where it leaves the 16 KB
 Cortex-M0 of the stm32f030f4 env no flash for the ARMv6-M Winograd kernel
-(:func:`m0_has_room_for_winograd`), each copy of ``cvae.h`` (read by ``cvae.c`` and the
+(:func:`m0_stride1_kernel`), each copy of ``cvae.h`` (read by ``cvae.c`` and the
 model both) starts with ``#define CVAE_ARM_WINO 0``, as the cortex-m0plus build falls
 back to the direct kernel. The export does not build these
 projects (its targets are built from ``deploy/``); ``tests/test_projects.py`` builds them
@@ -85,8 +85,8 @@ NO_WINO = (
     "/* Written by the export: this model leaves a 16 KB Cortex-M0/M0+ (PlatformIO's\n"
     " * stm32f030f4 env) no flash for the ARMv6-M Winograd kernel, so its direct kernel and\n"
     " * the model's int8 weights (docs/firmware.md, ARMv6-M kernels; a part with the room\n"
-    " * can drop this line). */\n"
-    "#define CVAE_ARM_WINO 0\n"
+    " * can drop this line, or build with -DCVAE_ARM_WINO=1). */\n"
+    "#ifndef CVAE_ARM_WINO\n#define CVAE_ARM_WINO 0\n#endif\n"
 )
 # what each copy of cvae.c starts with, by the CH32V003 tier (tinycvae.mcu.footprint.rv_tier)
 TIER_HEAD = {RV_TIER_QSQ: "", RV_TIER_CHAIN: NO_QSQ, RV_TIER_PLAIN: NO_CHAIN}
@@ -102,13 +102,16 @@ def ch32v003_tier(fm: FloatModel, precision: str) -> str:
     return tier
 
 
-def m0_has_room_for_winograd(fm: FloatModel, precision: str) -> bool:
-    """Whether the projects' 16 KB Cortex-M0 (the stm32f030f4 env, conf/mcu's
-    cortex_m0plus_16k) links ``fm``'s ARMv6-M Winograd kernel, as deploy/Makefile's
-    cortex-m0plus link decides (True where no stage has it)."""
+def m0_stride1_kernel(fm: FloatModel, precision: str) -> str | None:
+    """The ARMv6-M stride-1 kernel the projects' 16 KB Cortex-M0 (the stm32f030f4 env,
+    conf/mcu's cortex_m0plus_16k) links for ``fm``, as deploy/Makefile's cortex-m0plus link
+    decides: ``winograd``, ``direct`` where the Winograd kernel's weights and code leave it
+    no flash, or None where no stage has Winograd weights."""
     m0 = load_mcu("cortex_m0plus_16k")
     fp = estimate_stages(fm, precision, stream=True, mcu=m0)
-    return not fp.wino[0] or fp.armv6m_wino(m0)[0] > 0
+    if not fp.wino[0]:
+        return None
+    return "winograd" if fp.armv6m_wino(m0)[0] else "direct"
 
 
 def write_projects(
@@ -122,7 +125,7 @@ def write_projects(
     shipped integer model: int8 or int4); their folders. ``rv_tier``: the CH32V003's
     rv32ec build (:func:`ch32v003_tier`; every ``cvae.c`` starts with its ``TIER_HEAD``);
     ``arm_wino`` False: the 16 KB Cortex-M0's has no room for the ARMv6-M Winograd kernel
-    (:func:`m0_has_room_for_winograd`; every ``cvae.h`` starts with ``NO_WINO``)."""
+    (:func:`m0_stride1_kernel` direct; every ``cvae.h`` starts with ``NO_WINO``)."""
     if rv_tier not in TIER_HEAD:
         raise ConfigError(f"rv_tier={rv_tier} is unknown; allowed: {', '.join(TIER_HEAD)}")
     int8 = model_dir / precision
