@@ -96,8 +96,9 @@ def check_fit(
             "or drop the target"
         )
     est = {"flash_bytes": fit["flash_bytes"], "ram_bytes": fit["ram_bytes"]}
-    if mcu.armv6m and fp.wino[0]:  # a stage the exporter gives the Winograd kernel
-        est["armv6m_stride1"] = "winograd" if fp.armv6m_wino(mcu)[0] else "direct"
+    kernel = fp.armv6m_stride1(mcu)  # where a stage has Winograd weights
+    if kernel:
+        est["armv6m_stride1"] = kernel
     return est | ({"rv32ec_tier": tier} if tier else {})
 
 

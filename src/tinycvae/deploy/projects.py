@@ -108,10 +108,7 @@ def m0_stride1_kernel(fm: FloatModel, precision: str) -> str | None:
     decides: ``winograd``, ``direct`` where the Winograd kernel's weights and code leave it
     no flash, or None where no stage has Winograd weights."""
     m0 = load_mcu("cortex_m0plus_16k")
-    fp = estimate_stages(fm, precision, stream=True, mcu=m0)
-    if not fp.wino[0]:
-        return None
-    return "winograd" if fp.armv6m_wino(m0)[0] else "direct"
+    return estimate_stages(fm, precision, stream=True, mcu=m0).armv6m_stride1(m0)
 
 
 def write_projects(

@@ -511,6 +511,14 @@ class Footprint:
             return 0, 0
         return flash, self.wino[1]
 
+    def armv6m_stride1(self, mcu: MCUProfile | None) -> str | None:
+        """The stride-1 kernel an ARMv6-M ``mcu`` links: ``winograd``, ``direct`` where the
+        Winograd kernel leaves its flash (:meth:`armv6m_wino`), or None on other cores and
+        where no stage has Winograd weights."""
+        if mcu is None or not mcu.armv6m or not self.wino[0]:
+            return None
+        return "winograd" if self.armv6m_wino(mcu)[0] else "direct"
+
     @property
     def flash_bytes(self) -> int:
         return self.data_flash_bytes + self.code_bytes + self.armv6m_wino(self.mcu)[0]
