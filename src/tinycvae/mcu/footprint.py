@@ -136,7 +136,8 @@ CODE_ARMV6M_INT4_TAPS_BYTES = 48
 # (measured on c_c_c_c dice decoders, the stride-1 stage's instructions against the direct
 # kernel's, bench/winograd_gate.py: 4 +13%, 5 +4%, 6 -3%, 7 -7%, 8 -10%, 16 -20%)
 # run the Winograd F(2,3) kernel (deploy/cvae.c, "ARMv6-M kernels"): its weights are a
-# second array in flash, written by the exporter under `__thumb__ && !__thumb2__` only,
+# second array in flash, written by the exporter under CVAE_ARMV6M_WINO only (cvae.h:
+# ARMv6-M int8, unless the build sets CVAE_ARM_WINO=0 where the part has no room),
 # WINO_ROW_BYTES per (out, in, ky) kernel row (4 biased halfwords), and it keeps a static
 # scratch of (12 in_c + 4) words (the transformed inputs of one output pair, 4 words per
 # (in, ky), and their sums) beside the arena
