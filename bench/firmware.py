@@ -48,8 +48,10 @@ def count(goal: str, model: Path, build: Path, deploy: Path | None = None) -> in
     return toolchain.instructions_per_image(out)
 
 
-def cycle_lines(goal: str, model: Path, build: Path) -> list[str]:
-    """Cycles and microseconds per image on each part that runs ``goal``'s code."""
+def cycle_lines(goal: str, model: Path, build: Path, functions: int = 0) -> list[str]:
+    """Cycles and microseconds per image on each part that runs ``goal``'s code; with
+    ``functions``, each stage's instructions and the ``functions`` functions that ran most
+    of them."""
     target = goal.removeprefix("check-")
     text, executed = insn_mix.run_with_mix(target, model, build)
     report = timing_report(executed.segments, executed.isa)
@@ -61,6 +63,13 @@ def cycle_lines(goal: str, model: Path, build: Path) -> list[str]:
         lines.append(f"    {p['part']:12s} {p['core']:13s} {p['clock_mhz']:5.0f} MHz "
                      f"{p['flash_wait_states']} WS: {c:>11,} cycles ({c / n:.2f} per "
                      f"instruction), {p['us_per_image'] / 1000:8.2f} ms per image")  # fmt: skip
+    if functions:
+        emu = insn_mix.EMULATORS[target]
+        per_seg = insn_mix.by_function(executed, emu, build / target / "golden_test.elf")
+        for k, counts in enumerate(per_seg):
+            name = "before stage 0" if k == 0 else f"stage {k - 1}"
+            top = ", ".join(f"{f} {c:,}" for f, c in counts.most_common(functions))
+            lines.append(f"    {name:14s} {sum(counts.values()):>9,}: {top}")
     return lines
 
 
@@ -93,6 +102,8 @@ def main() -> None:
     )
     parser.add_argument("--baseline", default=BASELINE,
                         help="git revision of the runtime to compare with ('' : none)")  # fmt: skip
+    parser.add_argument("--by-function", type=int, default=0, metavar="N",
+                        help="per stage, the N functions that ran most instructions")  # fmt: skip
     args = parser.parse_args()
     model = Path(args.model).resolve()
     toolchain.check_targets(["qemu", "qemu-rv32"])
@@ -115,7 +126,9 @@ def main() -> None:
                 old = count(goal, old_model, tmp / "old", old_deploy)
                 line += f"   runtime {args.baseline}: {old:>11,}   {old / new:.2f}x fewer"
             print(line)
-            print("\n".join(cycle_lines(goal, model / args.precision, tmp / "new")))
+            print(
+                "\n".join(cycle_lines(goal, model / args.precision, tmp / "new", args.by_function))
+            )
         fp32 = count("check-qemu", model / "fp32", tmp / "fp32")
         fixed = count("check-qemu", model / args.precision, tmp / "new")
         print(f"  fp32 reference path, ARMv6-M: {fp32:,} ({fp32 / fixed:.1f}x the "

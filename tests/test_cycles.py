@@ -191,6 +191,12 @@ def test_the_plugin_counts_an_armv6m_loop_as_worked_out_by_hand(tmp_path):
     assert cycles.cycles(mix.rows, _part("cortex_m0plus", 1, 8)) == 72
     # Cortex-M0: a taken branch costs 3, not 2
     assert cycles.cycles(mix.rows, _part("cortex_m0", 1, 8)) == 81
+    # bench/firmware.py --by-function: each pc under the nearest symbol at or below it
+    # (_start's 2, the local label `loop`'s 30)
+    elf = tmp_path / "loop.elf"
+    assert insn_mix.by_function(mix, insn_mix.EMULATORS["qemu"], elf) == [
+        {"_start": 2, "loop": 30}
+    ]
 
 
 def test_code_run_from_ram_is_named_by_how_it_ran(tmp_path):

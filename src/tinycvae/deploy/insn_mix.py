@@ -12,10 +12,12 @@ so its flags stay in one place.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +134,26 @@ def _name(pc: int, count: int, taken: int, names: dict, generated: list, elf: Pa
     if any(lo <= pc < hi for lo, hi in generated):
         return ("c.jr", "t2") if taken == count else ("c.add", "generated")
     raise toolchain.ToolchainError(f"{elf}: no instruction at 0x{pc:x} in objdump -d")
+
+
+def by_function(mix: Mix, emu: Emulator, elf: Path) -> list[Counter]:
+    """Per segment of ``mix`` (``segments[k]``: stage ``k - 1``), the instructions each
+    function of ``elf`` executed, by the nearest symbol at or below each pc; code the
+    runtime writes into RAM (the rv32ec requantisation's chain) as "code in RAM"."""
+    syms = sorted((a, n) for n, a in symbols(emu, elf).items())
+    addrs = [a for a, _ in syms]
+    ram = writable_ranges(emu, elf)
+    out = []
+    for seg in mix.segments:
+        counts: Counter = Counter()
+        for r in seg:
+            i = bisect.bisect_right(addrs, r.pc) - 1
+            if any(lo <= r.pc < hi for lo, hi in ram):
+                counts["code in RAM"] += r.count
+            else:
+                counts[syms[i][1] if i >= 0 else f"0x{r.pc:x}"] += r.count
+        out.append(counts)
+    return out
 
 
 _LINE = re.compile(r"^\s*([0-9a-f]+):\t[0-9a-f ]+\t(\S+)[ \t]*(.*)$")
