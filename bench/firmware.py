@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--by-function", type=int, default=0, metavar="N",
                         help="per stage, the N functions that ran most instructions")  # fmt: skip
     args = parser.parse_args()
+    if args.by_function < 0:
+        parser.error(f"--by-function {args.by_function}: allowed: 0 (off) or more functions")
     model = Path(args.model).resolve()
     toolchain.check_targets(["qemu", "qemu-rv32"])
     with tempfile.TemporaryDirectory() as tmp:
