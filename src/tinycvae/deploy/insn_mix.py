@@ -147,11 +147,11 @@ def by_function(mix: Mix, emu: Emulator, elf: Path) -> list[Counter]:
     for seg in mix.segments:
         counts: Counter = Counter()
         for r in seg:
-            i = bisect.bisect_right(addrs, r.pc) - 1
             if any(lo <= r.pc < hi for lo, hi in ram):
                 counts["code in RAM"] += r.count
-            else:
-                counts[syms[i][1] if i >= 0 else f"0x{r.pc:x}"] += r.count
+                continue
+            i = bisect.bisect_right(addrs, r.pc) - 1
+            counts[syms[i][1] if i >= 0 else f"0x{r.pc:x}"] += r.count
         out.append(counts)
     return out
 
