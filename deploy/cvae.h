@@ -36,6 +36,18 @@
 #define CVAE_ARMV6M_WINO 1
 #endif
 
+/* ARMv6-M, int8: the narrow convTs that the exporter writes a row kernel for
+ * (cvae_arm_rows, CVAE_ROWS_KERNELS; tinycvae.deploy.armv6m_rows) run it: one call an
+ * output row, its weights in its code. CVAE_ARM_ROWS=0, for cvae.c and cvae_model.c both,
+ * builds without them (the stage's kernels and its int8 weights only). */
+#ifndef CVAE_ARM_ROWS
+#define CVAE_ARM_ROWS 1
+#endif
+#if CVAE_ARM_ROWS && defined(CVAE_ROWS_KERNELS) && defined(__thumb__) && !defined(__thumb2__) && \
+    !defined(CVAE_INT4) && defined(CVAE_INT8)
+#define CVAE_ARMV6M_ROWS 1
+#endif
+
 #define CVAE_STAGE_LINEAR 0
 #define CVAE_STAGE_CONVT 1
 #define CVAE_KERNEL 3 /* a convT's kernel: CVAE_KERNEL x CVAE_KERNEL, the only size supported */
@@ -84,6 +96,15 @@ extern const cvae_stage_t cvae_stages[CVAE_NUM_STAGES];
 extern const cvae_table_t cvae_table[];    /* [CVAE_NUM_CLASSES][out of stage 0] */
 #ifdef CVAE_INT8
 extern const uint8_t cvae_sigmoid_lut[256]; /* pixel = lut[logit + 128] */
+#endif
+
+#ifdef CVAE_ARMV6M_ROWS
+/* One output row of a convT, every channel: rows[ky] the input row (channel 0) that
+ * kernel row ky reads, or NULL; channels in_chan_step apart in the input, out_chan_step
+ * in the output. cvae_arm_rows[k]: stage k's, or NULL. */
+typedef void cvae_arm_rows_fn(const cvae_act_t *const rows[CVAE_KERNEL], uint32_t in_chan_step,
+                              cvae_act_t *out, uint32_t out_chan_step);
+extern cvae_arm_rows_fn *const cvae_arm_rows[CVAE_NUM_STAGES];
 #endif
 
 /* Called once per output row y: row = CVAE_OUT_C x CVAE_OUT_W pixels ([c][x]). */

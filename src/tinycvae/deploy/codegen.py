@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from tinycvae.deploy.armv6m_rows import rows_source
 from tinycvae.deploy.quantize import QuantModel, pack_nibbles
 from tinycvae.mcu.footprint import (
     acc_row_elems,
     arena_bytes,
     last_acc_row_elems,
+    rows_stage,
     stage_shapes,
     wino_scratch_words,
     wino_stage,
@@ -76,6 +78,8 @@ def model_header(
     wino = wino_scratch_words(fm.stages, precision)
     if wino:  # the ARMv6-M Winograd kernel's scratch (cvae_wino_u in cvae_model.c)
         lines.append(f"#define CVAE_WINO_SCRATCH {wino}")
+    if any(rows_stage(st, precision) for st in fm.stages):  # cvae_arm_rows in cvae_model.c
+        lines.append("#define CVAE_ROWS_KERNELS 1")
     lines += [
         "#endif",
         "",
@@ -197,6 +201,8 @@ def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -
         parts.append("/* pixel = cvae_sigmoid_lut[logit + 128] */\n")
         parts.append(_array("uint8_t", "cvae_sigmoid_lut", qm.sigmoid_lut, "int8", static=False))
         parts += _wino_table(fm, precision)
+        if precision == "int8":
+            parts += rows_source(fm.stages, qm.stages, "defined(CVAE_ARMV6M_ROWS)")
     else:
         for i, st in enumerate(fm.stages):
             parts.append(_layout(i, st, has_requant=False))

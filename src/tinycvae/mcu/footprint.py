@@ -279,6 +279,40 @@ def wino_stage(st: Stage, precision: str) -> bool:
     return WINO_MIN_IN_C <= st.in_shape[0] <= WINO_MAX_IN_C and st.in_shape[2] >= 3
 
 
+# ARMv6-M, int8: the narrow transposed convs (at most ROWS_MAX_CHANNEL_PAIRS input x output
+# channels, rows of 3 (stride 1) or 2 (stride 2) to 256 inputs, a stride-2 stage's rows
+# twice as wide out as in) run a row kernel the exporter generates for the stage
+# (tinycvae.deploy.armv6m_rows): its weights are immediates in its code; kernel rows past
+# the image read a zero row in flash (ROWS_ZERO_NAME, rows_zero_bytes)
+ROWS_MAX_CHANNEL_PAIRS = 9
+ROWS_ZERO_NAME = "cvae_arm_rows_zero"
+
+
+def rows_stage(st: Stage, precision: str) -> bool:
+    """Whether stage ``st`` runs a generated ARMv6-M row kernel (see ROWS_MAX_CHANNEL_PAIRS)."""
+    if precision != "int8" or st.kind != CONV_T or st.kernel != 3 or st.pad != 1:
+        return False
+    (in_c, _, in_w), out_w = st.in_shape, st.out_shape[2]
+    if in_c * st.out_channels > ROWS_MAX_CHANNEL_PAIRS or wino_stage(st, precision):
+        return False
+    if st.stride == 1:
+        return 3 <= in_w <= 256 and out_w == in_w
+    return st.stride == 2 and 2 <= in_w <= 256 and out_w == 2 * in_w
+
+
+def rows_zero_bytes(stages: list, precision: str) -> tuple[int, int]:
+    """Bytes of the row kernels' zero row (streaming, whole image): a kernel row's every
+    input channel, one ring slot's row apart when streaming (the image's rows otherwise);
+    (0, 0) where no stage has a row kernel."""
+    picked = [st for st in stages if rows_stage(st, precision)]
+    if not picked:
+        return 0, 0
+    stream = max((st.in_shape[0] - 1) * st.in_shape[2] + st.in_shape[2] for st in picked)
+    image = max((st.in_shape[0] - 1) * st.in_shape[1] * st.in_shape[2] + st.in_shape[2]
+                for st in picked)  # fmt: skip
+    return stream, image
+
+
 def wino_scratch_words(stages: list, precision: str) -> int:
     """Words of the Winograd kernel's static scratch (0: no stage runs it): 12 in_c + 4 for
     the stage with the most input channels."""

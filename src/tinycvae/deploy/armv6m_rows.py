@@ -1,0 +1,350 @@
+"""Generated Thumb-1 row kernels for the narrow transposed convs of an int8 decoder on
+ARMv6-M (Cortex-M0/M0+): one function per stage that computes a whole output row, every
+output channel, straight into activations (or pixels on the last stage).
+
+Output-stationary: the accumulators of up to three output channels (stride 1: one
+column; stride 2: a column pair, two channels) stay in registers while every input
+channel and kernel row is added; the weights are immediates in the code (MOVS, MULS,
+ADDS or SUBS: 3 instructions a MAC, none for a zero weight), the bias, the multiplier
+and the rounding term literals, and the requantisation follows in registers (no
+accumulator row in RAM, no separate requantisation pass). The exporter writes them into
+``cvae_model.c`` under ``CVAE_ARMV6M_ROWS`` (``deploy/cvae.h``); ``convt_row`` in
+``deploy/cvae.c`` calls a stage's through ``cvae_arm_rows``. Which stages have one is
+:func:`tinycvae.mcu.footprint.rows_stage` (the shapes only, as the estimator sees them).
+
+The sums are the same integers as the runtime's C (integer addition does not depend on
+the order), the requantisation is ``finish_row``'s (``deploy/CONTRACT.md``); its int16
+clamp is written out only where the stage's worst-case accumulator could reach it.
+
+Registers in the unit loops: r8 the input channels' distance, r9 the output channels',
+r10 the output column (channel 0 of the group), r11 the move from the last input
+channel's row back to the first one's, one input column on; r12 the first kernel row's
+pointer at the end of the loop. Stride 1: accumulators r0-r2, the input r3, scratch r4,
+the kernel rows' pointers r5-r7 (one before the output column). Stride 2: even output
+column of channel j in r(2j), odd in r(2j+1), the input r4, scratch r5, the kernel rows'
+pointers r6 (and r7 on odd output rows: kernel rows 0 and 2; even rows read row 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinycvae.mcu.footprint import ROWS_ZERO_NAME, rows_stage, rows_zero_bytes
+from tinycvae.mcu.stages import Stage
+
+INT16_MAX = 32767
+# a zero input skips its MACs where it has at least this many (measured: bench/firmware.py
+# on the 3_3_3_3 dice decoder)
+ZERO_SKIP_MIN_MACS = 2
+
+
+class _Asm:
+    """Thumb-1 source lines with unique local labels."""
+
+    def __init__(self, prefix: str):
+        self.lines: list[str] = []
+        self.prefix = prefix
+        self.n = 0
+
+    def label(self) -> str:
+        self.n += 1
+        return f".L{self.prefix}_{self.n}"
+
+    def __call__(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def far(self, cond: str, target: str) -> None:
+        """A conditional branch past B<cond>'s 256 bytes: the inverse over a B (2 KB)."""
+        inverse = {"ne": "eq", "eq": "ne"}[cond]
+        skip = self.label()
+        self(f"b{inverse} {skip}", f"b {target}", f"{skip}:")
+
+    def pool(self) -> None:
+        """A literal pool after an unconditional branch over it."""
+        over = self.label()
+        self(f"b {over}", ".ltorg", f"{over}:")
+
+
+def _macs(asm: _Asm, load: str, x: str, t: str, pairs: list[tuple[str, int]]) -> None:
+    """x = the input (load), then acc += w * x for each (acc, w) in pairs; where two or
+    more weights are not zero, a zero input (most, after a ReLU) branches past them (2
+    instructions for 6 or more)."""
+    pairs = [(a, w) for a, w in pairs if w]
+    if not pairs:
+        return
+    asm(load)
+    skip = asm.label() if len(pairs) >= ZERO_SKIP_MIN_MACS else None
+    if skip:
+        asm(f"cmp {x}, #0", f"beq {skip}")
+    for a, w in pairs:
+        _mac(asm, a, x, t, w)
+    if skip:
+        asm(f"{skip}:")
+
+
+def _mac(asm: _Asm, acc: str, x: str, t: str, w: int) -> None:
+    """acc += w * x (3 instructions; none for w = 0)."""
+    if w == 0:
+        return
+    asm(f"movs {t}, #{abs(w)}", f"muls {t}, {x}, {t}", f"{'adds' if w > 0 else 'subs'} {acc}, {t}")
+
+
+def _const(asm: _Asm, reg: str, v: int) -> None:
+    asm(f"movs {reg}, #{v}" if 0 <= v <= 255 else f"ldr {reg}, ={v}")
+
+
+def _requant(asm: _Asm, a: str, t: str, m: int, pre: int, shift: int, clamp: bool, last: bool):
+    """finish_row's requantisation of accumulator a in place (t scratch): a hidden
+    activation 0..255, or on the last stage the sigmoid LUT's pixel."""
+    done = asm.label()
+    if pre:
+        asm(f"asrs {a}, {a}, #{pre}")
+    elif not last:
+        asm(f"cmp {a}, #0")
+    if not last:  # the ReLU: a <= 0 gives 0 (ASRS leaves V clear: no sum overflows)
+        go = asm.label()
+        asm(f"bgt {go}", f"movs {a}, #0", f"b {done}", f"{go}:")
+    if clamp:
+        ok = asm.label()
+        asm(f"ldr {t}, ={INT16_MAX}", f"cmp {a}, {t}", f"ble {ok}", f"mov {a}, {t}", f"{ok}:")
+        if last:
+            ok = asm.label()
+            asm(f"ldr {t}, ={-INT16_MAX - 1}", f"cmp {a}, {t}", f"bge {ok}", f"mov {a}, {t}", f"{ok}:")
+    _const(asm, t, m)
+    asm(f"muls {a}, {t}, {a}")
+    rnd = 1 << (shift - 1)
+    if rnd <= 255:
+        asm(f"adds {a}, #{rnd}")
+    else:
+        asm(f"ldr {t}, ={rnd}", f"adds {a}, {a}, {t}")
+    asm(f"asrs {a}, {a}, #{shift}")
+    if last:
+        asm(f"adds {a}, #128")
+    asm(f"cmp {a}, #255", f"bls {done}")
+    if last:  # below 0: 0, above 255: 255
+        asm(f"asrs {a}, {a}, #31", f"mvns {a}, {a}", f"uxtb {a}, {a}")
+    else:
+        asm(f"movs {a}, #255")
+    asm(f"{done}:")
+    if last:
+        asm(f"ldr {t}, =cvae_sigmoid_lut", f"ldrb {a}, [{t}, {a}]")
+
+
+def _needs_clamp(w: np.ndarray, bias: np.ndarray, pre: np.ndarray, last: bool) -> list[bool]:
+    """Per output channel: whether acc >> pre can leave int16 for inputs 0..255."""
+    flat = w.reshape(w.shape[0], -1).astype(np.int64)
+    hi = bias.astype(np.int64) + 255 * np.clip(flat, 0, None).sum(1)
+    lo = bias.astype(np.int64) + 255 * np.clip(flat, None, 0).sum(1)
+    return [
+        bool((h >> p) > INT16_MAX or (last and (lo_ >> p) < -INT16_MAX - 1))
+        for h, lo_, p in zip(hi, lo, pre.astype(np.int64))
+    ]
+
+
+class _Stage:
+    """One stage's generator: weights [out][in][ky][kx], constants per output channel."""
+
+    def __init__(self, index: int, st: Stage, w, bias, requant, last: bool):
+        self.i, self.st, self.last = index, st, last
+        self.w = np.asarray(w, dtype=np.int64).reshape(st.out_channels, st.in_shape[0], 3, 3)
+        self.bias = np.asarray(bias, dtype=np.int64)
+        self.m, self.pre, self.shift = (np.asarray(v, dtype=np.int64) for v in requant)
+        self.clamp = _needs_clamp(self.w, self.bias, self.pre, last)
+        self.asm = _Asm(f"r{index}")
+
+    def finish(self, accs: list[tuple[int, str]], t: str) -> None:
+        for o, a in accs:
+            _requant(self.asm, a, t, int(self.m[o]), int(self.pre[o]), int(self.shift[o]),
+                     self.clamp[o], self.last)  # fmt: skip
+
+    def advance_out(self, p: str, cols: int) -> None:
+        """r10 on by cols (p: a free low register)."""
+        self.asm(f"movs {p}, #{cols}", f"add r10, {p}")
+
+    # stride 1 ---------------------------------------------------------------------
+    def s1_unit(self, group: list[int], edge: str) -> None:
+        """One output column of the channels in group (accumulators r0..), its kernel
+        rows' pointers r5-r7 one column before it; edge "left" leaves out kx = 2 (column
+        -1), "right" kx = 0 (column in_w)."""
+        asm, in_c = self.asm, self.st.in_shape[0]
+        accs = [(o, f"r{j}") for j, o in enumerate(group)]
+        for o, a in accs:
+            asm(f"ldr {a}, ={int(self.bias[o])}")
+        for ky, base in enumerate(("r5", "r6", "r7")):
+            for ic in range(in_c):
+                if ic:
+                    asm(f"add {base}, r8")
+                for kx in (2, 1, 0):
+                    if (edge == "left" and kx == 2) or (edge == "right" and kx == 0):
+                        continue
+                    pairs = [(a, int(self.w[o, ic, ky, kx])) for o, a in accs]
+                    _macs(asm, f"ldrb r3, [{base}, #{2 - kx}]", "r3", "r4", pairs)
+            asm(f"add {base}, r11")
+        self.finish(accs, "r4")
+        asm("mov r3, r10")
+        for j, (_, a) in enumerate(accs):
+            if j:
+                asm("add r3, r9")
+            asm(f"strb {a}, [r3, #0]")
+        self.advance_out("r0", 1)
+
+    def s1_pass(self, group: list[int]) -> None:
+        asm, in_w = self.asm, self.st.in_shape[2]
+        top = asm.label()
+        asm("ldr r5, [sp, #0]", "ldr r6, [sp, #4]", "ldr r7, [sp, #8]")
+        asm("subs r5, #1", "subs r6, #1", "subs r7, #1")
+        asm("mov r4, r5", f"adds r4, #{in_w - 1}", "mov r12, r4")
+        self.group_out(group[0])
+        self.s1_unit(group, "left")
+        asm.pool()
+        asm(f"{top}:")
+        self.s1_unit(group, "")
+        asm("cmp r5, r12")
+        asm.far("ne", top)
+        asm.pool()
+        self.s1_unit(group, "right")
+        asm.pool()
+
+    # stride 2 ---------------------------------------------------------------------
+    def s2_unit(self, group: list[int], rows: list[tuple[int, str]], cols: int, edge: bool):
+        """Output columns 2n .. 2n + 2 cols - 1 of the channels in group from input columns
+        n .. n + cols (n + cols left out at the row's end: edge) of the kernel rows in
+        rows, (ky, pointer at input column n). Output column 2(n + u) reads x[n + u] by
+        kx 1; 2(n + u) + 1 reads x[n + u] by kx 2 and x[n + u + 1] by kx 0."""
+        asm, in_c = self.asm, self.st.in_shape[0]
+        per = 2 * self.s2_cols(group)  # accumulators a channel: r(per j) ..
+        accs = [[f"r{per * j + c}" for c in range(2 * cols)] for j in range(len(group))]
+        for o, regs in zip(group, accs):
+            asm(f"ldr {regs[0]}, ={int(self.bias[o])}")
+            asm(*(f"mov {r}, {regs[0]}" for r in regs[1:]))
+        for ky, base in rows:
+            for ic in range(in_c):
+                if ic:
+                    asm(f"add {base}, r8")
+                w = self.w[:, ic, ky]
+                for u in range(cols + (0 if edge else 1)):
+                    pairs = []
+                    for o, regs in zip(group, accs):
+                        if u < cols:
+                            pairs += [(regs[2 * u], w[o, 1]), (regs[2 * u + 1], w[o, 2])]
+                        if u:
+                            pairs.append((regs[2 * u - 1], w[o, 0]))
+                    _macs(asm, f"ldrb r4, [{base}, #{u}]", "r4", "r5", pairs)
+            asm(f"add {base}, r11")
+        self.finish([(o, r) for o, regs in zip(group, accs) for r in regs], "r5")
+        asm("mov r4, r10")
+        for j, regs in enumerate(accs):
+            if j:
+                asm("add r4, r9")
+            asm(*(f"strb {r}, [r4, #{c}]" for c, r in enumerate(regs)))
+        self.advance_out("r0", 2 * cols)
+
+    def s2_cols(self, group: list[int]) -> int:
+        """Input columns a unit: 2 for one channel (4 accumulators) where the row has 3 or
+        more (the loop runs at least once), else 1."""
+        return 2 if len(group) == 1 and self.st.in_shape[2] >= 3 else 1
+
+    def s2_pass(self, group: list[int], rows: list[int]) -> None:
+        asm, (in_c, _, in_w) = self.asm, self.st.in_shape
+        cols = self.s2_cols(group)
+        units = (in_w - 1) // cols  # the loop's; then one of in_w - cols units columns
+        bases = list(zip(rows, ("r6", "r7")))
+        for ky, base in bases:
+            asm(f"ldr {base}, [sp, #{4 * ky}]")
+        asm("mov r4, r6", f"adds r4, #{cols * units}", "mov r12, r4")
+        # r11 = cols - (in_c - 1) * in_chan_step: the last input channel's row back to the
+        # first one's, cols columns on
+        asm(f"movs r4, #{in_c - 1}", "mov r5, r8", "muls r4, r5, r4", f"movs r5, #{cols}",
+            "subs r5, r5, r4", "mov r11, r5")  # fmt: skip
+        self.group_out(group[0])
+        top = asm.label()
+        asm(f"{top}:")
+        self.s2_unit(group, bases, cols, edge=False)
+        asm("cmp r6, r12")
+        asm.far("ne", top)
+        asm.pool()
+        self.s2_unit(group, bases, in_w - cols * units, edge=True)
+        asm.pool()
+
+    # the function -------------------------------------------------------------------
+    def group_out(self, first: int) -> None:
+        """r10: output channel first's row ([sp+12] channel 0's, r9 apart)."""
+        self.asm("ldr r4, [sp, #12]")
+        for _ in range(first):
+            self.asm("add r4, r9")
+        self.asm("mov r10, r4")
+
+    def groups(self, size: int) -> list[list[int]]:
+        o = self.st.out_channels
+        return [list(range(g, min(g + size, o))) for g in range(0, o, size)]
+
+    def source(self) -> str:
+        asm, st = self.asm, self.st
+        name = f"cvae_arm_rows_{self.i}"
+        in_c = st.in_shape[0]
+        asm(".balign 2", f".global {name}", f".type {name}, %function", ".thumb_func", f"{name}:")
+        asm("push {r4-r7, lr}", "mov r4, r8", "mov r5, r9", "mov r6, r10", "mov r7, r11")
+        asm("push {r4-r7}", "sub sp, #16", "mov r8, r1", "mov r9, r3", "str r2, [sp, #12]")
+        # r11 = 1 - (in_c - 1) * in_chan_step
+        asm(f"movs r4, #{in_c - 1}", "muls r4, r1, r4", "movs r5, #1", "subs r5, r5, r4",
+            "mov r11, r5")  # fmt: skip
+        for ky in range(3):  # the kernel rows, NULL: the zero row
+            have = asm.label()
+            asm(f"ldr r4, [r0, #{4 * ky}]", "cmp r4, #0", f"bne {have}", f"ldr r4, ={ROWS_ZERO_NAME}",
+                f"{have}:", f"str r4, [sp, #{4 * ky}]")  # fmt: skip
+        if st.stride == 1:
+            for group in self.groups(3):
+                self.s1_pass(group)
+        else:
+            odd = asm.label()
+            asm("ldr r4, [r0, #4]", "cmp r4, #0")
+            asm.far("eq", odd)
+            for group in self.groups(2):  # even output row: kernel row 1
+                self.s2_pass(group, [1])
+            end = asm.label()
+            asm(f"b {end}", f"{odd}:")
+            for group in self.groups(2):  # odd: kernel rows 0 and 2
+                self.s2_pass(group, [0, 2])
+            asm(f"{end}:")
+        asm("add sp, #16", "pop {r4-r7}", "mov r8, r4", "mov r9, r5", "mov r10, r6",
+            "mov r11, r7", "pop {r4-r7, pc}", ".ltorg", f".size {name}, .-{name}")  # fmt: skip
+        return "\n".join(asm.lines)
+
+
+def _c_string(lines: str) -> str:
+    return "\n".join(f'        "{line}\\n"' for line in lines.split("\n"))
+
+
+def rows_source(stages: list[Stage], quant_stages, guard: str) -> list[str]:
+    """cvae_model.c's part under ``guard``: the zero row, every rows stage's kernel and
+    the table cvae_arm_rows (stage k's kernel or NULL); [] where no stage has one."""
+    picked = [i for i, st in enumerate(stages) if rows_stage(st, "int8")]
+    if not picked:
+        return []
+    last = len(stages) - 1
+    bodies = []
+    for i in picked:
+        qs = quant_stages[i]
+        rq = (qs.requant.m, qs.requant.pre, qs.requant.shift)
+        bodies.append(_Stage(i, stages[i], qs.weight, qs.bias, rq, i == last).source())
+    names = [f"cvae_arm_rows_{i}" if i in picked else "NULL" for i in range(len(stages))]
+    stream, image = rows_zero_bytes(stages, "int8")
+    decls = "".join(f"cvae_arm_rows_fn cvae_arm_rows_{i};\n" for i in picked)
+    return [
+        f"#if {guard}\n"
+        "/* the kernel rows past the image's edge read zeros: kernel rows 0..2 of every input\n"
+        " * channel, in_chan_step apart (one slot's row when streaming, the image's otherwise) */\n"
+        "#ifdef CVAE_STREAM_ONLY\n"
+        f"const uint8_t {ROWS_ZERO_NAME}[{stream}] __attribute__((used)) = {{0}};\n"
+        "#else\n"
+        f"const uint8_t {ROWS_ZERO_NAME}[{image}] __attribute__((used)) = {{0}};\n"
+        "#endif\n"
+        "/* the generated row kernels (tinycvae.deploy.armv6m_rows) */\n"
+        f"{decls}"
+        '__asm__(".syntax unified\\n.thumb\\n"\n'
+        '        ".pushsection .text.cvae_arm_rows,\\"ax\\",%progbits\\n"\n'
+        + "\n".join(_c_string(b) for b in bodies)
+        + '\n        ".popsection\\n");\n'
+        f"cvae_arm_rows_fn *const cvae_arm_rows[CVAE_NUM_STAGES] = {{{', '.join(names)}}};\n"
+        "#endif\n"
+    ]
