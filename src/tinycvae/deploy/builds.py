@@ -38,6 +38,7 @@ def build_and_check(
     precision: str = "int8",
     rv_tier: str = RV_TIER_QSQ,
     arm_stride1: str | None = None,
+    arm_rows: str | None = None,
 ) -> dict[str, Any]:
     """Build ``target`` from the firmware in ``model_dir`` (builds under ``build``) and
     check it; what it measured, for the report. ``estimates``: the footprint estimates by
@@ -45,7 +46,9 @@ def build_and_check(
     shipped integer model's (int8 or int4; the host also builds fp32); ``rv_tier``: the
     CH32V003's rv32ec build (:func:`tinycvae.deploy.projects.ch32v003_tier`), which
     qemu-rv32 builds too; ``arm_stride1``: the 16 KB Cortex-M0's stride-1 kernel
-    (:func:`tinycvae.deploy.projects.m0_stride1_kernel`), which qemu builds too."""
+    (:func:`tinycvae.deploy.projects.m0_stride1_kernel`) and ``arm_rows`` its kernels for
+    the stages with a generated row kernel (:func:`~tinycvae.deploy.projects.m0_row_kernels`),
+    which qemu builds too."""
     name = target.name
     shipped = precision
     if name == "host":
@@ -59,9 +62,12 @@ def build_and_check(
     if target.check:  # an emulator runs the golden test, counting what it executes
         if name == "qemu-rv32":
             variables, kernel = {"RV_FLAGS": RV_TIER_FLAGS[rv_tier]}, {"rv32ec_tier": rv_tier}
-        elif arm_stride1:
-            flags = "-DCVAE_ARM_WINO=0" if arm_stride1 == "direct" else ""
-            variables, kernel = {"ARM_FLAGS": flags}, {"armv6m_stride1": arm_stride1}
+        elif arm_stride1 or arm_rows:
+            flags = ["-DCVAE_ARM_WINO=0"] if arm_stride1 == "direct" else []
+            flags += ["-DCVAE_ARM_ROWS=0"] if arm_rows == "runtime" else []
+            kernel = {"armv6m_stride1": arm_stride1, "armv6m_rows": arm_rows}
+            variables = {"ARM_FLAGS": " ".join(flags)}
+            kernel = {k: v for k, v in kernel.items() if v}
         else:
             variables, kernel = {}, {}
         return _emulated(target, model_dir / shipped, build / shipped, shipped, variables) | kernel
@@ -73,6 +79,8 @@ def build_and_check(
         measured["rv32ec_tier"] = linked_rv_tier(map_file)
     if "armv6m_stride1" in est:  # and the ARMv6-M stride-1 kernel it linked
         measured["armv6m_stride1"] = "direct" if linked_fallback(map_file) else "winograd"
+    if "armv6m_rows" in est:  # and its row kernels (the same fallback)
+        measured["armv6m_rows"] = "runtime" if linked_fallback(map_file) else "generated"
     mcu = load_mcu(target.mcu)
     return {
         "mcu": mcu.name,

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from tinycvae.deploy.armv6m_rows import rows_source
 from tinycvae.deploy.quantize import QuantModel, pack_nibbles
+from tinycvae.mcu.armv6m_rows import ROWS_ZERO_NAME, kernel_asm, rows_stage, rows_zero_bytes
 from tinycvae.mcu.footprint import (
     acc_row_elems,
     arena_bytes,
     last_acc_row_elems,
-    rows_stage,
     stage_shapes,
     wino_scratch_words,
     wino_stage,
@@ -175,6 +174,41 @@ def _wino_table(fm: FloatModel, precision: str) -> list[str]:
     return [f"#if {ARMV6M}\n{table}\n#endif\n"]
 
 
+def _rows_kernels(stages: list[Stage], qm: QuantModel) -> list[str]:
+    """Under CVAE_ARMV6M_ROWS (cvae.h): the zero row, the generated row kernels
+    (tinycvae.mcu.armv6m_rows) and cvae_arm_rows, stage k's kernel or NULL; [] where no
+    stage has one."""
+    picked = [i for i, st in enumerate(stages) if rows_stage(st, "int8")]
+    if not picked:
+        return []
+    asm = []
+    for i in picked:
+        qs, rq = qm.stages[i], qm.stages[i].requant
+        lines = kernel_asm(i, stages[i], qs.weight, qs.bias, (rq.m, rq.pre, rq.shift),
+                           i == len(stages) - 1)  # fmt: skip
+        asm += [f'        "{line}\\n"' for line in lines]
+    names = [f"cvae_arm_rows_{i}" if i in picked else "NULL" for i in range(len(stages))]
+    zero = "const uint8_t " + ROWS_ZERO_NAME + "[{}] __attribute__((used)) = {{0}};"
+    return [
+        "#if defined(CVAE_ARMV6M_ROWS)\n"
+        "/* read for the kernel rows past the image: kernel rows 0..2 of every input channel,\n"
+        " * in_chan_step apart (a ring slot's row when streaming, the image's otherwise) */\n"
+        "#ifdef CVAE_STREAM_ONLY\n"
+        f"{zero.format(rows_zero_bytes(stages, 'int8', stream=True))}\n"
+        "#else\n"
+        f"{zero.format(rows_zero_bytes(stages, 'int8', stream=False))}\n"
+        "#endif\n"
+        "/* the generated row kernels (tinycvae.mcu.armv6m_rows), their weights in the code */\n"
+        + "".join(f"cvae_arm_rows_fn cvae_arm_rows_{i};\n" for i in picked)
+        + '__asm__(".syntax unified\\n.thumb\\n"\n'
+        '        ".pushsection .text.cvae_arm_rows,\\"ax\\",%progbits\\n"\n'
+        + "\n".join(asm)
+        + '\n        ".popsection\\n");\n'
+        f"cvae_arm_rows_fn *const cvae_arm_rows[CVAE_NUM_STAGES] = {{{', '.join(names)}}};\n"
+        "#endif\n"
+    ]
+
+
 def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -> str:
     parts = [HEADER, '#include "cvae.h"\n']
     out0 = fm.stages[0].out_channels
@@ -202,7 +236,7 @@ def model_source(fm: FloatModel, precision: str, qm: QuantModel | None = None) -
         parts.append(_array("uint8_t", "cvae_sigmoid_lut", qm.sigmoid_lut, "int8", static=False))
         parts += _wino_table(fm, precision)
         if precision == "int8":
-            parts += rows_source(fm.stages, qm.stages, "defined(CVAE_ARMV6M_ROWS)")
+            parts += _rows_kernels(fm.stages, qm)
     else:
         for i, st in enumerate(fm.stages):
             parts.append(_layout(i, st, has_requant=False))

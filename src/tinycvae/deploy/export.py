@@ -40,6 +40,7 @@ from tinycvae.deploy.preflight import check_fits, check_settings
 from tinycvae.deploy.projects import (
     ch32v003_tier,
     check_projects,
+    m0_row_kernels,
     m0_stride1_kernel,
     write_projects,
 )
@@ -140,12 +141,13 @@ def _export(
     model_dir, build = scratch / "model", scratch / "build"
     write_firmware(model_dir, model, fm, qm, cfg.golden_count, cfg.seed + 1)
     # the projects' and the emulators' builds: the CH32V003's rv32ec tier, the 16 KB M0's
-    # stride-1 kernel
+    # stride-1 kernel and row kernels
     tier, arm = ch32v003_tier(fm, precision), m0_stride1_kernel(fm, precision)
+    rows = m0_row_kernels(fm, precision)
     write_projects(model_dir, check_projects(cfg.get("projects")), precision, tier,
-                   arm != "direct")  # fmt: skip
+                   arm != "direct", rows != "runtime")  # fmt: skip
     results = {
-        t.name: build_and_check(t, model_dir, build, estimates, precision, tier, arm)
+        t.name: build_and_check(t, model_dir, build, estimates, precision, tier, arm, rows)
         for t in targets
     }
     quality |= score_shipped(scorer, qm, build, "host" in results, cfg.max_acc_drop)

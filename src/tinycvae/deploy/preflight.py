@@ -81,7 +81,9 @@ def check_fit(
     the rv32ec build it is counted with (``rv32ec_tier``: quarter-square, table-free or
     table-free-c, :func:`~tinycvae.mcu.footprint.rv_tier`), and on ARMv6-M, where a
     stage has Winograd weights, its stride-1 kernel (``armv6m_stride1``: winograd, or
-    direct where the kernel's weights and code leave the part's flash)."""
+    direct where the kernel's weights and code leave the part's flash) and, where a stage
+    has a generated row kernel, ``armv6m_rows`` (generated, or runtime where they leave it:
+    the same fallback)."""
     fp = estimate_stages(fm, precision, True, mcu)
     fit = fp.fits(mcu)
     tier = rv_tier(precision, mcu, fp.data_flash_bytes, fp.last_acc_row)
@@ -99,6 +101,9 @@ def check_fit(
     kernel = fp.armv6m_stride1(mcu)  # where a stage has Winograd weights
     if kernel:
         est["armv6m_stride1"] = kernel
+    rows = fp.armv6m_row_kernels(mcu)  # where a stage has a generated row kernel
+    if rows:
+        est["armv6m_rows"] = rows
     return est | ({"rv32ec_tier": tier} if tier else {})
 
 

@@ -88,6 +88,13 @@ NO_WINO = (
     " * can drop this line, or build with -DCVAE_ARM_WINO=1). */\n"
     "#ifndef CVAE_ARM_WINO\n#define CVAE_ARM_WINO 0\n#endif\n"
 )
+NO_ROWS = (
+    "/* Written by the export: this model leaves a 16 KB Cortex-M0/M0+ (PlatformIO's\n"
+    " * stm32f030f4 env) no flash for the generated ARMv6-M row kernels, so the runtime's\n"
+    " * (docs/firmware.md, ARMv6-M kernels; a part with the room can drop this line, or\n"
+    " * build with -DCVAE_ARM_ROWS=1). */\n"
+    "#ifndef CVAE_ARM_ROWS\n#define CVAE_ARM_ROWS 0\n#endif\n"
+)
 # what each copy of cvae.c starts with, by the CH32V003 tier (tinycvae.mcu.footprint.rv_tier)
 TIER_HEAD = {RV_TIER_QSQ: "", RV_TIER_CHAIN: NO_QSQ, RV_TIER_PLAIN: NO_CHAIN}
 
@@ -111,23 +118,37 @@ def m0_stride1_kernel(fm: FloatModel, precision: str) -> str | None:
     return estimate_stages(fm, precision, stream=True, mcu=m0).armv6m_stride1(m0)
 
 
+def m0_row_kernels(fm: FloatModel, precision: str) -> str | None:
+    """The kernels the projects' 16 KB Cortex-M0 links for the stages with a generated row
+    kernel: ``generated``, ``runtime`` where the build falls back (as deploy/Makefile's
+    cortex-m0plus link), or None where no stage has one."""
+    m0 = load_mcu("cortex_m0plus_16k")
+    return estimate_stages(fm, precision, stream=True, mcu=m0).armv6m_row_kernels(m0)
+
+
 def write_projects(
     model_dir: Path,
     names: list[str],
     precision: str = "int8",
     rv_tier: str = RV_TIER_QSQ,
     arm_wino: bool = True,
+    arm_rows: bool = True,
 ) -> list[Path]:
     """Write the projects ``names`` into ``model_dir`` (which holds ``<precision>/``, the
     shipped integer model: int8 or int4); their folders. ``rv_tier``: the CH32V003's
     rv32ec build (:func:`ch32v003_tier`; every ``cvae.c`` starts with its ``TIER_HEAD``);
     ``arm_wino`` False: the 16 KB Cortex-M0's has no room for the ARMv6-M Winograd kernel
-    (:func:`m0_stride1_kernel` direct; every ``cvae.h`` starts with ``NO_WINO``)."""
+    (:func:`m0_stride1_kernel` direct; every ``cvae.h`` starts with ``NO_WINO``), and
+    ``arm_rows`` False none for the generated row kernels (:func:`m0_row_kernels` runtime:
+    ``NO_ROWS``)."""
     if rv_tier not in TIER_HEAD:
         raise ConfigError(f"rv_tier={rv_tier} is unknown; allowed: {', '.join(TIER_HEAD)}")
     int8 = model_dir / precision
     summary = _model_summary(int8 / "cvae_model.h")
-    heads = {"cvae.c": TIER_HEAD[rv_tier], "cvae.h": "" if arm_wino else NO_WINO}
+    heads = {
+        "cvae.c": TIER_HEAD[rv_tier],
+        "cvae.h": ("" if arm_wino else NO_WINO) + ("" if arm_rows else NO_ROWS),
+    }
     written = []
     for name in names:
         folder = model_dir / name

@@ -62,6 +62,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from tinycvae.errors import ConfigError
+from tinycvae.mcu.armv6m_rows import rows_code_bytes, rows_stage, rows_zero_bytes
 from tinycvae.mcu.stages import CONV_T, KERNEL, LINEAR, FloatModel, Stage, extract
 from tinycvae.repo import CONF_DIR
 
@@ -273,44 +274,21 @@ def code_bytes(
 def wino_stage(st: Stage, precision: str) -> bool:
     """Whether stage ``st`` (a :class:`~tinycvae.mcu.stages.Stage`) runs the ARMv6-M
     Winograd kernel: an int8 stride-1 transposed conv with WINO_MIN_IN_C .. WINO_MAX_IN_C
-    input channels and rows of at least 3 inputs; the exporter writes its weights for it."""
-    if precision != "int8" or st.kind != CONV_T or st.stride != 1:
+    input channels and rows of at least 3 inputs, unless it runs a generated row kernel
+    (:func:`~tinycvae.mcu.armv6m_rows.rows_stage`); the exporter writes its weights for it."""
+    if precision != "int8" or st.kind != CONV_T or st.stride != 1 or rows_stage(st, precision):
         return False
     return WINO_MIN_IN_C <= st.in_shape[0] <= WINO_MAX_IN_C and st.in_shape[2] >= 3
 
 
-# ARMv6-M, int8: the narrow transposed convs (at most ROWS_MAX_CHANNEL_PAIRS input x output
-# channels, rows of 3 (stride 1) or 2 (stride 2) to 256 inputs, a stride-2 stage's rows
-# twice as wide out as in) run a row kernel the exporter generates for the stage
-# (tinycvae.deploy.armv6m_rows): its weights are immediates in its code; kernel rows past
-# the image read a zero row in flash (ROWS_ZERO_NAME, rows_zero_bytes)
-ROWS_MAX_CHANNEL_PAIRS = 9
-ROWS_ZERO_NAME = "cvae_arm_rows_zero"
-
-
-def rows_stage(st: Stage, precision: str) -> bool:
-    """Whether stage ``st`` runs a generated ARMv6-M row kernel (see ROWS_MAX_CHANNEL_PAIRS)."""
-    if precision != "int8" or st.kind != CONV_T or st.kernel != 3 or st.pad != 1:
-        return False
-    (in_c, _, in_w), out_w = st.in_shape, st.out_shape[2]
-    if in_c * st.out_channels > ROWS_MAX_CHANNEL_PAIRS or wino_stage(st, precision):
-        return False
-    if st.stride == 1:
-        return 3 <= in_w <= 256 and out_w == in_w
-    return st.stride == 2 and 2 <= in_w <= 256 and out_w == 2 * in_w
-
-
-def rows_zero_bytes(stages: list, precision: str) -> tuple[int, int]:
-    """Bytes of the row kernels' zero row (streaming, whole image): a kernel row's every
-    input channel, one ring slot's row apart when streaming (the image's rows otherwise);
-    (0, 0) where no stage has a row kernel."""
-    picked = [st for st in stages if rows_stage(st, precision)]
-    if not picked:
-        return 0, 0
-    stream = max((st.in_shape[0] - 1) * st.in_shape[2] + st.in_shape[2] for st in picked)
-    image = max((st.in_shape[0] - 1) * st.in_shape[1] * st.in_shape[2] + st.in_shape[2]
-                for st in picked)  # fmt: skip
-    return stream, image
+def rows_bytes(stages: list, precision: str, stream: bool) -> int:
+    """Flash that the generated ARMv6-M row kernels add (0 where no stage has one): their
+    code (:func:`~tinycvae.mcu.armv6m_rows.rows_code_bytes`), the zero row and the table
+    cvae_arm_rows (4 B a stage)."""
+    code = rows_code_bytes(stages, precision)
+    if not code:
+        return 0
+    return code + rows_zero_bytes(stages, precision, stream) + WORD_BYTES * len(stages)
 
 
 def wino_scratch_words(stages: list, precision: str) -> int:
@@ -532,19 +510,41 @@ class Footprint:
     mcu: MCUProfile | None = field(default=None, repr=False)
     # the Winograd kernel's (flash, RAM) data on ARMv6-M (wino_bytes), counted on such cores
     wino: tuple[int, int] = (0, 0)
+    # the generated row kernels' flash on ARMv6-M (rows_bytes), counted on such cores
+    rows: int = 0
+
+    def armv6m_fallback(self, mcu: MCUProfile) -> bool:
+        """Whether the ARMv6-M build's extras (the Winograd kernel, the generated row
+        kernels) leave ``mcu``'s flash: deploy/Makefile's cortex-m0plus link then falls back
+        to neither (``CVAE_ARM_WINO=0 CVAE_ARM_ROWS=0``: the runtime's kernels, the int8
+        weights)."""
+        extras = (self.wino[0] + CODE_ARMV6M_WINO_BYTES if self.wino[0] else 0) + self.rows
+        code = _code_for(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
+        return self.data_flash_bytes + code + extras > mcu.flash_bytes
 
     def armv6m_wino(self, mcu: MCUProfile | None) -> tuple[int, int]:
         """(flash, RAM) that the Winograd kernel adds on ``mcu``: its weights, table and
-        code, its scratch; (0, 0) on other cores, where no stage runs it, or where they
-        leave ``mcu``'s flash (as deploy/Makefile's cortex-m0plus link, which falls back to
-        the direct kernel and the model's int8 weights: ``CVAE_ARM_WINO=0``)."""
-        if mcu is None or not mcu.armv6m or not self.wino[0]:
+        code, its scratch; (0, 0) on other cores, where no stage runs it, or where the
+        build falls back (:meth:`armv6m_fallback`)."""
+        if mcu is None or not mcu.armv6m or not self.wino[0] or self.armv6m_fallback(mcu):
             return 0, 0
-        flash = self.wino[0] + CODE_ARMV6M_WINO_BYTES
-        code = _code_for(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
-        if self.data_flash_bytes + code + flash > mcu.flash_bytes:
-            return 0, 0
-        return flash, self.wino[1]
+        return self.wino[0] + CODE_ARMV6M_WINO_BYTES, self.wino[1]
+
+    def armv6m_rows(self, mcu: MCUProfile | None) -> int:
+        """Flash that the generated row kernels add on ``mcu`` (their code, zero row and
+        table, ``rows``); 0 on other cores, where no stage has one, or where the build
+        falls back (:meth:`armv6m_fallback`)."""
+        if mcu is None or not mcu.armv6m or not self.rows or self.armv6m_fallback(mcu):
+            return 0
+        return self.rows
+
+    def armv6m_row_kernels(self, mcu: MCUProfile | None) -> str | None:
+        """The kernels an ARMv6-M ``mcu`` links for the stages with a generated row kernel:
+        ``generated``, ``runtime`` where the build falls back (:meth:`armv6m_fallback`), or
+        None on other cores and where no stage has one."""
+        if mcu is None or not mcu.armv6m or not self.rows:
+            return None
+        return "generated" if self.armv6m_rows(mcu) else "runtime"
 
     def armv6m_stride1(self, mcu: MCUProfile | None) -> str | None:
         """The stride-1 kernel an ARMv6-M ``mcu`` links: ``winograd``, ``direct`` where the
@@ -556,7 +556,12 @@ class Footprint:
 
     @property
     def flash_bytes(self) -> int:
-        return self.data_flash_bytes + self.code_bytes + self.armv6m_wino(self.mcu)[0]
+        return (
+            self.data_flash_bytes
+            + self.code_bytes
+            + self.armv6m_wino(self.mcu)[0]
+            + self.armv6m_rows(self.mcu)
+        )
 
     @property
     def ram_bytes(self) -> int:
@@ -579,6 +584,7 @@ class Footprint:
             self.data_flash_bytes
             + _code_for(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
             + wino_flash
+            + self.armv6m_rows(mcu)
         )
         ram = (
             self.activation_bytes
@@ -638,6 +644,7 @@ def estimate_stages(
         last_acc_row=last_acc_row,
         mcu=mcu,
         wino=wino_bytes(fm.stages, precision),
+        rows=rows_bytes(fm.stages, precision, stream),
     )
 
 

@@ -29,39 +29,59 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycvae.mcu.footprint import ROWS_ZERO_NAME, rows_stage, rows_zero_bytes
-from tinycvae.mcu.stages import Stage
+from tinycvae.mcu.stages import CONV_T, Stage
 
 INT16_MAX = 32767
+# the narrow transposed convs, at most ROWS_MAX_CHANNEL_PAIRS input x output channels, rows
+# of 3 (stride 1) or 2 (stride 2) to 256 inputs, a stride-2 stage's rows twice as wide out
+# as in: their weights are immediates in the code (6 B a weight, once for every edge
+# variant), so a wider stage keeps the runtime's kernels and its weights as data
+ROWS_MAX_CHANNEL_PAIRS = 9
+ROWS_ZERO_NAME = "cvae_arm_rows_zero"
 # a zero input skips its MACs where it has at least this many (measured: bench/firmware.py
 # on the 3_3_3_3 dice decoder)
 ZERO_SKIP_MIN_MACS = 2
 
 
 class _Asm:
-    """Thumb-1 source lines with unique local labels."""
+    """Thumb-1 source lines with unique local labels; a literal pool (branched over) goes in
+    before a pending literal would fall out of LDR's reach (1020 B forward)."""
+
+    REACH = 900  # bytes from the oldest pending literal's LDR: room for the pool itself
 
     def __init__(self, prefix: str):
         self.lines: list[str] = []
         self.prefix = prefix
         self.n = 0
+        self.pos = 0
+        self.oldest: int | None = None  # position of the first LDR since the last pool
 
     def label(self) -> str:
         self.n += 1
         return f".L{self.prefix}_{self.n}"
 
     def __call__(self, *lines: str) -> None:
-        self.lines.extend(lines)
+        for line in lines:
+            if line == ".ltorg":
+                self.oldest = None
+            elif not (line.startswith(".") or line.endswith(":")):
+                if self.oldest is not None and self.pos - self.oldest > self.REACH:
+                    self.pool()
+                self.pos += 2
+                if "=" in line and self.oldest is None:
+                    self.oldest = self.pos
+            self.lines.append(line)
 
     def far(self, cond: str, target: str) -> None:
         """A conditional branch past B<cond>'s 256 bytes: the inverse over a B (2 KB)."""
-        inverse = {"ne": "eq", "eq": "ne"}[cond]
+        inverse = {"ne": "eq", "eq": "ne", "lo": "hs"}[cond]
         skip = self.label()
         self(f"b{inverse} {skip}", f"b {target}", f"{skip}:")
 
     def pool(self) -> None:
         """A literal pool after an unconditional branch over it."""
         over = self.label()
+        self.oldest = None
         self(f"b {over}", ".ltorg", f"{over}:")
 
 
@@ -109,7 +129,8 @@ def _requant(asm: _Asm, a: str, t: str, m: int, pre: int, shift: int, clamp: boo
         asm(f"ldr {t}, ={INT16_MAX}", f"cmp {a}, {t}", f"ble {ok}", f"mov {a}, {t}", f"{ok}:")
         if last:
             ok = asm.label()
-            asm(f"ldr {t}, ={-INT16_MAX - 1}", f"cmp {a}, {t}", f"bge {ok}", f"mov {a}, {t}", f"{ok}:")
+            asm(f"ldr {t}, ={-INT16_MAX - 1}", f"cmp {a}, {t}", f"bge {ok}", f"mov {a}, {t}")
+            asm(f"{ok}:")
     _const(asm, t, m)
     asm(f"muls {a}, {t}, {a}")
     rnd = 1 << (shift - 1)
@@ -157,19 +178,52 @@ class _Stage:
             _requant(self.asm, a, t, int(self.m[o]), int(self.pre[o]), int(self.shift[o]),
                      self.clamp[o], self.last)  # fmt: skip
 
-    def advance_out(self, p: str, cols: int) -> None:
-        """r10 on by cols (p: a free low register)."""
-        self.asm(f"movs {p}, #{cols}", f"add r10, {p}")
+    def tail(self, accs: list[tuple[int, str]], t: str, p: str, cols: int) -> None:
+        """A unit's end: accs (output channel, register: cols columns a channel, a
+        channel's in a row) requantised (t scratch), stored from r10 on (p: a free low
+        register), r10 on by cols."""
+        self.finish(accs, t)
+        self.asm(f"mov {p}, r10")
+        for k, (_, a) in enumerate(accs):
+            if k and k % cols == 0:
+                self.asm(f"add {p}, r9")
+            self.asm(f"strb {a}, [{p}, #{k % cols}]")
+        self.asm(f"movs {accs[0][1]}, #{cols}", f"add r10, {accs[0][1]}")
+
+    def row_loop(self, base: str, first, middle, last, tail, last_tail=None) -> None:
+        """A pass over the row: first (or None), then middle until base reaches r12, then
+        last; each emits a unit's loads and MACs and shares tail (requantisation, stores,
+        the move on), last_tail where given in its place."""
+        asm = self.asm
+        top, shared, end_, to_last = asm.label(), asm.label(), asm.label(), asm.label()
+        if first:
+            first()
+            asm(f"b {shared}")
+            asm.pool()
+        asm(f"{top}:")
+        middle()
+        asm(f"{shared}:")
+        tail()
+        asm(f"cmp {base}, r12")
+        asm.far("lo", top)  # the middle units while base < r12
+        if last_tail is None:  # base == r12: the last unit, then through the tail again
+            asm(f"beq {to_last}", f"b {end_}", ".ltorg", f"{to_last}:")
+            last()
+            asm(f"b {shared}", ".ltorg", f"{end_}:")
+        else:  # base == r12: the last unit and its own tail
+            asm.pool()
+            last()
+            last_tail()
+            asm.pool()
 
     # stride 1 ---------------------------------------------------------------------
     def s1_unit(self, group: list[int], edge: str) -> None:
-        """One output column of the channels in group (accumulators r0..), its kernel
-        rows' pointers r5-r7 one column before it; edge "left" leaves out kx = 2 (column
-        -1), "right" kx = 0 (column in_w)."""
+        """The loads and MACs of one output column of the channels in group (accumulators
+        r0..), its kernel rows' pointers r5-r7 one column before it; edge "left" leaves
+        out kx = 2 (column -1), "right" kx = 0 (column in_w)."""
         asm, in_c = self.asm, self.st.in_shape[0]
-        accs = [(o, f"r{j}") for j, o in enumerate(group)]
-        for o, a in accs:
-            asm(f"ldr {a}, ={int(self.bias[o])}")
+        for j, o in enumerate(group):
+            asm(f"ldr r{j}, ={int(self.bias[o])}")
         for ky, base in enumerate(("r5", "r6", "r7")):
             for ic in range(in_c):
                 if ic:
@@ -177,43 +231,38 @@ class _Stage:
                 for kx in (2, 1, 0):
                     if (edge == "left" and kx == 2) or (edge == "right" and kx == 0):
                         continue
-                    pairs = [(a, int(self.w[o, ic, ky, kx])) for o, a in accs]
+                    pairs = [(f"r{j}", int(self.w[o, ic, ky, kx])) for j, o in enumerate(group)]
                     _macs(asm, f"ldrb r3, [{base}, #{2 - kx}]", "r3", "r4", pairs)
             asm(f"add {base}, r11")
-        self.finish(accs, "r4")
-        asm("mov r3, r10")
-        for j, (_, a) in enumerate(accs):
-            if j:
-                asm("add r3, r9")
-            asm(f"strb {a}, [r3, #0]")
-        self.advance_out("r0", 1)
 
     def s1_pass(self, group: list[int]) -> None:
         asm, in_w = self.asm, self.st.in_shape[2]
-        top = asm.label()
         asm("ldr r5, [sp, #0]", "ldr r6, [sp, #4]", "ldr r7, [sp, #8]")
         asm("subs r5, #1", "subs r6, #1", "subs r7, #1")
         asm("mov r4, r5", f"adds r4, #{in_w - 1}", "mov r12, r4")
         self.group_out(group[0])
-        self.s1_unit(group, "left")
-        asm.pool()
-        asm(f"{top}:")
-        self.s1_unit(group, "")
-        asm("cmp r5, r12")
-        asm.far("ne", top)
-        asm.pool()
-        self.s1_unit(group, "right")
-        asm.pool()
+        accs = [(o, f"r{j}") for j, o in enumerate(group)]
+        self.row_loop(
+            "r5",
+            lambda: self.s1_unit(group, "left"),
+            lambda: self.s1_unit(group, ""),
+            lambda: self.s1_unit(group, "right"),
+            lambda: self.tail(accs, "r4", "r3", 1),
+        )
 
     # stride 2 ---------------------------------------------------------------------
+    def s2_accs(self, group: list[int], cols: int) -> list[list[str]]:
+        """Each channel's accumulators: output columns 2n .. 2n + 2 cols - 1."""
+        per = 2 * self.s2_cols(group)
+        return [[f"r{per * j + c}" for c in range(2 * cols)] for j in range(len(group))]
+
     def s2_unit(self, group: list[int], rows: list[tuple[int, str]], cols: int, edge: bool):
-        """Output columns 2n .. 2n + 2 cols - 1 of the channels in group from input columns
-        n .. n + cols (n + cols left out at the row's end: edge) of the kernel rows in
-        rows, (ky, pointer at input column n). Output column 2(n + u) reads x[n + u] by
-        kx 1; 2(n + u) + 1 reads x[n + u] by kx 2 and x[n + u + 1] by kx 0."""
+        """The loads and MACs of output columns 2n .. 2n + 2 cols - 1 of the channels in
+        group from input columns n .. n + cols (n + cols left out at the row's end: edge)
+        of the kernel rows in rows, (ky, pointer at input column n). Output column 2(n + u)
+        reads x[n + u] by kx 1; 2(n + u) + 1 reads x[n + u] by kx 2, x[n + u + 1] by kx 0."""
         asm, in_c = self.asm, self.st.in_shape[0]
-        per = 2 * self.s2_cols(group)  # accumulators a channel: r(per j) ..
-        accs = [[f"r{per * j + c}" for c in range(2 * cols)] for j in range(len(group))]
+        accs = self.s2_accs(group, cols)
         for o, regs in zip(group, accs):
             asm(f"ldr {regs[0]}, ={int(self.bias[o])}")
             asm(*(f"mov {r}, {regs[0]}" for r in regs[1:]))
@@ -231,13 +280,6 @@ class _Stage:
                             pairs.append((regs[2 * u - 1], w[o, 0]))
                     _macs(asm, f"ldrb r4, [{base}, #{u}]", "r4", "r5", pairs)
             asm(f"add {base}, r11")
-        self.finish([(o, r) for o, regs in zip(group, accs) for r in regs], "r5")
-        asm("mov r4, r10")
-        for j, regs in enumerate(accs):
-            if j:
-                asm("add r4, r9")
-            asm(*(f"strb {r}, [r4, #{c}]" for c, r in enumerate(regs)))
-        self.advance_out("r0", 2 * cols)
 
     def s2_cols(self, group: list[int]) -> int:
         """Input columns a unit: 2 for one channel (4 accumulators) where the row has 3 or
@@ -248,6 +290,7 @@ class _Stage:
         asm, (in_c, _, in_w) = self.asm, self.st.in_shape
         cols = self.s2_cols(group)
         units = (in_w - 1) // cols  # the loop's; then one of in_w - cols units columns
+        edge = in_w - cols * units
         bases = list(zip(rows, ("r6", "r7")))
         for ky, base in bases:
             asm(f"ldr {base}, [sp, #{4 * ky}]")
@@ -257,14 +300,19 @@ class _Stage:
         asm(f"movs r4, #{in_c - 1}", "mov r5, r8", "muls r4, r5, r4", f"movs r5, #{cols}",
             "subs r5, r5, r4", "mov r11, r5")  # fmt: skip
         self.group_out(group[0])
-        top = asm.label()
-        asm(f"{top}:")
-        self.s2_unit(group, bases, cols, edge=False)
-        asm("cmp r6, r12")
-        asm.far("ne", top)
-        asm.pool()
-        self.s2_unit(group, bases, in_w - cols * units, edge=True)
-        asm.pool()
+
+        def tail(n: int):
+            accs = [(o, r) for o, regs in zip(group, self.s2_accs(group, n)) for r in regs]
+            return lambda: self.tail(accs, "r5", "r4", 2 * n)
+
+        self.row_loop(
+            "r6",
+            None,
+            lambda: self.s2_unit(group, bases, cols, edge=False),
+            lambda: self.s2_unit(group, bases, edge, edge=True),
+            tail(cols),
+            None if edge == cols else tail(edge),
+        )
 
     # the function -------------------------------------------------------------------
     def group_out(self, first: int) -> None:
@@ -290,8 +338,8 @@ class _Stage:
             "mov r11, r5")  # fmt: skip
         for ky in range(3):  # the kernel rows, NULL: the zero row
             have = asm.label()
-            asm(f"ldr r4, [r0, #{4 * ky}]", "cmp r4, #0", f"bne {have}", f"ldr r4, ={ROWS_ZERO_NAME}",
-                f"{have}:", f"str r4, [sp, #{4 * ky}]")  # fmt: skip
+            asm(f"ldr r4, [r0, #{4 * ky}]", "cmp r4, #0", f"bne {have}")
+            asm(f"ldr r4, ={ROWS_ZERO_NAME}", f"{have}:", f"str r4, [sp, #{4 * ky}]")
         if st.stride == 1:
             for group in self.groups(3):
                 self.s1_pass(group)
@@ -311,40 +359,69 @@ class _Stage:
         return "\n".join(asm.lines)
 
 
-def _c_string(lines: str) -> str:
-    return "\n".join(f'        "{line}\\n"' for line in lines.split("\n"))
+def rows_stage(st: Stage, precision: str) -> bool:
+    """Whether stage ``st`` runs a generated row kernel on ARMv6-M (see
+    ROWS_MAX_CHANNEL_PAIRS): an int8 3x3 transposed conv, padding 1, narrow enough."""
+    if precision != "int8" or st.kind != CONV_T or st.kernel != 3 or st.pad != 1:
+        return False
+    (in_c, _, in_w), out_w = st.in_shape, st.out_shape[2]
+    if in_c * st.out_channels > ROWS_MAX_CHANNEL_PAIRS:
+        return False
+    if st.stride == 1:
+        return 3 <= in_w <= 256 and out_w == in_w
+    return st.stride == 2 and 2 <= in_w <= 256 and out_w == 2 * in_w
 
 
-def rows_source(stages: list[Stage], quant_stages, guard: str) -> list[str]:
-    """cvae_model.c's part under ``guard``: the zero row, every rows stage's kernel and
-    the table cvae_arm_rows (stage k's kernel or NULL); [] where no stage has one."""
-    picked = [i for i, st in enumerate(stages) if rows_stage(st, "int8")]
-    if not picked:
-        return []
+def rows_zero_bytes(stages: list[Stage], precision: str, stream: bool) -> int:
+    """Bytes of the zero row that the kernel rows past the image read (0 where no stage
+    has a row kernel): a kernel row's every input channel, in_chan_step apart (a ring
+    slot's row when streaming, the image's rows otherwise)."""
+    picked = [st.in_shape for st in stages if rows_stage(st, precision)]
+    return max(((c - 1) * (w if stream else h * w) + w for c, h, w in picked), default=0)
+
+
+def kernel_asm(index: int, st: Stage, weight, bias, requant, last: bool) -> list[str]:
+    """Stage ``index``'s row kernel ``cvae_arm_rows_<index>`` in Thumb-1 (GNU as, unified
+    syntax): ``weight`` int8 [out][in][3][3], ``bias`` int32 [out], ``requant`` (m, pre,
+    shift) arrays; ``last``: the decoder's last stage (pixels by the sigmoid LUT)."""
+    return _Stage(index, st, weight, bias, requant, last).source().split("\n")
+
+
+def code_bytes(lines: list[str]) -> int:
+    """The bytes GNU as makes of ``lines`` (kernel_asm's): 2 a Thumb-1 instruction (none
+    here is 32-bit), and each literal pool's distinct words, aligned to 4."""
+    pos, pending = 0, set()
+
+    def flush() -> int:
+        return (-pos % 4 + 4 * len(pending)) if pending else 0
+
+    for line in lines:
+        if line == ".ltorg":
+            pos += flush()
+            pending = set()
+        elif not (line.startswith(".") or line.endswith(":")):
+            pos += 2
+            if "=" in line:
+                pending.add(line.split("=", 1)[1])
+    return pos + flush()
+
+
+def shape_code_bytes(index: int, st: Stage, last: bool) -> int:
+    """Stage ``index``'s row kernel as the estimator counts it from the shape: kernel_asm's
+    bytes with no zero weight, distinct channel constants and no int16 clamp (a trained
+    model's zero weights and repeated constants make it smaller)."""
+    o, n = st.out_channels, st.in_shape[0]
+    channels = np.arange(o)
+    # pre 8: no clamp; shift 9 on: a literal rounding term, one a channel
+    requant = (1000 + channels, np.full(o, 8), 9 + channels)
+    return code_bytes(kernel_asm(index, st, np.ones((o, n, 3, 3)), 1 + channels, requant, last))
+
+
+def rows_code_bytes(stages: list[Stage], precision: str) -> int:
+    """The row kernels' code, every stage's :func:`shape_code_bytes` (0: none)."""
     last = len(stages) - 1
-    bodies = []
-    for i in picked:
-        qs = quant_stages[i]
-        rq = (qs.requant.m, qs.requant.pre, qs.requant.shift)
-        bodies.append(_Stage(i, stages[i], qs.weight, qs.bias, rq, i == last).source())
-    names = [f"cvae_arm_rows_{i}" if i in picked else "NULL" for i in range(len(stages))]
-    stream, image = rows_zero_bytes(stages, "int8")
-    decls = "".join(f"cvae_arm_rows_fn cvae_arm_rows_{i};\n" for i in picked)
-    return [
-        f"#if {guard}\n"
-        "/* the kernel rows past the image's edge read zeros: kernel rows 0..2 of every input\n"
-        " * channel, in_chan_step apart (one slot's row when streaming, the image's otherwise) */\n"
-        "#ifdef CVAE_STREAM_ONLY\n"
-        f"const uint8_t {ROWS_ZERO_NAME}[{stream}] __attribute__((used)) = {{0}};\n"
-        "#else\n"
-        f"const uint8_t {ROWS_ZERO_NAME}[{image}] __attribute__((used)) = {{0}};\n"
-        "#endif\n"
-        "/* the generated row kernels (tinycvae.deploy.armv6m_rows) */\n"
-        f"{decls}"
-        '__asm__(".syntax unified\\n.thumb\\n"\n'
-        '        ".pushsection .text.cvae_arm_rows,\\"ax\\",%progbits\\n"\n'
-        + "\n".join(_c_string(b) for b in bodies)
-        + '\n        ".popsection\\n");\n'
-        f"cvae_arm_rows_fn *const cvae_arm_rows[CVAE_NUM_STAGES] = {{{', '.join(names)}}};\n"
-        "#endif\n"
-    ]
+    return sum(
+        shape_code_bytes(i, st, i == last)
+        for i, st in enumerate(stages)
+        if rows_stage(st, precision)
+    )
