@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from test_streaming import saturate
 from tinycvae.data.dice import dice_spec
 from tinycvae.deploy import toolchain
 from tinycvae.deploy.firmware import write_firmware
@@ -27,7 +28,6 @@ from tinycvae.mcu.stages import extract
 from tinycvae.models import build_cvae
 
 from conftest import needs_tools
-from test_streaming import saturate
 
 needs_arm = needs_tools(
     "arm-none-eabi-gcc", "qemu-system-arm",
