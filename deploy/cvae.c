@@ -1174,9 +1174,9 @@ static NOINLINE void convt_row(const cvae_stage_t *s, const cvae_act_t *const ro
     acc_t *const acc = last ? LAST_ACC_ROW : ACC_ROW;
     unsigned o;
 
-#ifdef CVAE_ARMV6M_ROWS
-    if (cvae_arm_rows[s - cvae_stages]) {
-        cvae_arm_rows[s - cvae_stages](rows, in_chan_step, out, out_chan_step);
+#ifdef CVAE_ROWS
+    if (CVAE_ROWS[s - cvae_stages]) { /* the stage's generated row kernel */
+        CVAE_ROWS[s - cvae_stages](rows, in_chan_step, out, out_chan_step);
         return;
     }
 #endif

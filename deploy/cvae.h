@@ -47,6 +47,17 @@
     !defined(CVAE_INT4) && defined(CVAE_INT8)
 #define CVAE_ARMV6M_ROWS 1
 #endif
+/* rv32ec (no multiply instruction), int8 and int4: the same for the narrow convTs whose
+ * weights each serve 100 MACs or more (cvae_rv_rows, CVAE_RV_ROWS_KERNELS;
+ * tinycvae.mcu.rv32ec_rows: a weight's product is its shifts and adds). CVAE_RV_ROWS=0
+ * builds without them. */
+#ifndef CVAE_RV_ROWS
+#define CVAE_RV_ROWS 1
+#endif
+#if CVAE_RV_ROWS && defined(CVAE_RV_ROWS_KERNELS) && defined(__riscv) && !defined(__riscv_mul) && \
+    (defined(CVAE_INT8) || defined(CVAE_INT4))
+#define CVAE_RV32EC_ROWS 1
+#endif
 
 #define CVAE_STAGE_LINEAR 0
 #define CVAE_STAGE_CONVT 1
@@ -98,13 +109,18 @@ extern const cvae_table_t cvae_table[];    /* [CVAE_NUM_CLASSES][out of stage 0]
 extern const uint8_t cvae_sigmoid_lut[256]; /* pixel = lut[logit + 128] */
 #endif
 
-#ifdef CVAE_ARMV6M_ROWS
+#if defined(CVAE_ARMV6M_ROWS) || defined(CVAE_RV32EC_ROWS)
 /* One output row of a convT, every channel: rows[ky] the input row (channel 0) that
  * kernel row ky reads, or NULL; channels in_chan_step apart in the input, out_chan_step
- * in the output. cvae_arm_rows[k]: stage k's, or NULL. */
-typedef void cvae_arm_rows_fn(const cvae_act_t *const rows[CVAE_KERNEL], uint32_t in_chan_step,
-                              cvae_act_t *out, uint32_t out_chan_step);
-extern cvae_arm_rows_fn *const cvae_arm_rows[CVAE_NUM_STAGES];
+ * in the output. cvae_arm_rows[k] (cvae_rv_rows[k]): stage k's, or NULL. */
+typedef void cvae_rows_fn(const cvae_act_t *const rows[CVAE_KERNEL], uint32_t in_chan_step,
+                          cvae_act_t *out, uint32_t out_chan_step);
+#ifdef CVAE_ARMV6M_ROWS
+#define CVAE_ROWS cvae_arm_rows
+#else
+#define CVAE_ROWS cvae_rv_rows
+#endif
+extern cvae_rows_fn *const CVAE_ROWS[CVAE_NUM_STAGES];
 #endif
 
 /* Called once per output row y: row = CVAE_OUT_C x CVAE_OUT_W pixels ([c][x]). */

@@ -99,7 +99,7 @@ def test_estimated_flash_and_ram_are_within_1_percent_of_the_linked_images(
         map_file = (tmp_path / "build" / toolchain.TARGETS[target].elf).with_suffix(".map")
         if target == "ch32v003":  # the tier the Makefile linked is the estimator's
             assert linked_rv_tier(map_file) == tier, out
-            assert rv_tier(precision, est.mcu, est.data_flash_bytes, est.last_acc_row) == tier
+            assert rv_tier(precision, est.mcu, est.model_flash(est.mcu), est.last_acc_row) == tier
         else:  # and so is the stride-1 kernel: the direct one wherever it fits the part
             assert linked_fallback(map_file) == (est.wino[0] > 0), out
             says = "cortex-m0plus: the model leaves no flash for the ARMv6-M Winograd or row"

@@ -93,8 +93,11 @@ def test_the_runtime_is_clean_under_asan_and_ubsan_on_random_inputs(models, arch
 needs_rv32 = needs_tools("riscv64-unknown-elf-gcc", "qemu-system-riscv32",
                          install="gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf and "
                          "qemu-system-misc")  # fmt: skip
-needs_arm = needs_tools("arm-none-eabi-gcc", "qemu-system-arm",
-                        install="gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm")
+needs_arm = needs_tools(
+    "arm-none-eabi-gcc",
+    "qemu-system-arm",
+    install="gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm",
+)
 
 
 @pytest.mark.parametrize("goal", [pytest.param("check-fuzz-rv32", marks=needs_rv32),
@@ -113,17 +116,21 @@ def test_the_mcu_kernels_draw_the_host_images_on_random_inputs(models, arch, goa
             assert "fuzz: 60/60 ok" in out and "fuzz images: " in out, (tier, out[-800:])
 
 
-def _check_with_fault(models, tmp_path, good: str, bad: str, count: int, goal: str):
-    """``make <goal>`` on a copy of deploy/ whose cvae.c has ``good`` (found ``count``
-    times) replaced by ``bad``, against the conv int8 model."""
-    deploy = tmp_path / "deploy"
+def _check_with_fault(models, tmp_path, good: str, bad: str, count: int | None, goal: str,
+                      flags: str = "", file: str = "cvae.c"):  # fmt: skip
+    """``make <goal>`` (more make variables: ``flags``) on a copy of deploy/ and of the conv
+    int8 model whose ``file`` (cvae.c, or the model's cvae_model.c) has ``good`` (found
+    ``count`` times; None: at least once) replaced by ``bad``."""
+    deploy, model = tmp_path / "deploy", tmp_path / "model"
     shutil.copytree(toolchain.DEPLOY_SRC, deploy, ignore=shutil.ignore_patterns("build", "model"))
-    source = (deploy / "cvae.c").read_text()
-    assert source.count(good) == count
-    (deploy / "cvae.c").write_text(source.replace(good, bad))
+    shutil.copytree(models / "conv" / "int8", model)
+    path = (deploy if file == "cvae.c" else model) / file
+    source = path.read_text()
+    assert source.count(good) == count if count is not None else good in source
+    path.write_text(source.replace(good, bad))
     return subprocess.run(
-        ["make", "-s", "-C", str(deploy), f"MODEL_DIR={models / 'conv' / 'int8'}",
-         f"BUILD={tmp_path / 'build'}", goal],
+        ["make", "-s", "-C", str(deploy), f"MODEL_DIR={model}",
+         f"BUILD={tmp_path / 'build'}", goal, *flags.split()],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
@@ -134,7 +141,9 @@ def test_a_fault_in_the_rv32ec_kernels_fails_the_fuzz_check(models, tmp_path):
     input's neighbour draws other images than the host."""
     good = '#define RV_ZERO_S2(A0, N) RV_ADD(A0, "s1") "j " N "\\n"'
     bad = '#define RV_ZERO_S2(A0, N) "j " N "\\n"'
-    done = _check_with_fault(models, tmp_path, good, bad, 1, "check-fuzz-rv32")
+    done = _check_with_fault(
+        models, tmp_path, good, bad, 1, "check-fuzz-rv32", "RV_FLAGS=-DCVAE_RV_ROWS=0"
+    )  # the runtime's kernels, not the model's
     assert done.returncode != 0
     assert "rv32ec and host images differ" in done.stdout + done.stderr
 
@@ -142,12 +151,27 @@ def test_a_fault_in_the_rv32ec_kernels_fails_the_fuzz_check(models, tmp_path):
 @needs_arm
 def test_a_fault_in_the_armv6m_kernels_fails_the_fuzz_check(models, tmp_path):
     """The check can fail: a stride-2 unit whose zero input skips one accumulator store
-    too few (it stores a stale register into the next slot) draws other images."""
+    too few (it stores a stale register into the next slot) draws other images (the
+    runtime's kernels: CVAE_ARM_ROWS=0, as the cortex-m0plus fallback builds them)."""
     good = '"str r7, [r0, #8*" j "+8]\\n7:\\n"'
     bad = '"7:\\n str r7, [r0, #8*" j "+8]\\n"'
-    done = _check_with_fault(models, tmp_path, good, bad, 1, "check-fuzz-arm")
+    done = _check_with_fault(models, tmp_path, good, bad, 1, "check-fuzz-arm",
+                             "ARM_FLAGS=-DCVAE_ARM_ROWS=0")  # fmt: skip
     assert done.returncode != 0
     assert "ARMv6-M and host images differ" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("goal, good, bad", [
+    pytest.param("check-fuzz-arm", '"adds r0, r4\\n"', '"subs r0, r4\\n"', marks=needs_arm),
+    pytest.param("check-fuzz-rv32", '"add s0, s0, a2\\n"', '"sub s0, s0, a2\\n"',
+                 marks=needs_rv32),
+])  # fmt: skip
+def test_a_fault_in_a_generated_row_kernel_fails_the_fuzz_check(models, tmp_path, goal, good, bad):
+    """The check covers the model's generated row kernels too: a product added to the
+    first accumulator subtracted instead (every one) draws other images."""
+    done = _check_with_fault(models, tmp_path, good, bad, None, goal, file="cvae_model.c")
+    assert done.returncode != 0
+    assert "and host images differ" in done.stdout + done.stderr
 
 
 def test_a_fault_the_fuzz_test_must_catch_fails_the_check(models, tmp_path):

@@ -55,8 +55,9 @@ def test_the_transform_is_integer_exact():
 
 
 def test_the_exporter_writes_the_winograd_weights_for_armv6m_int8_stride_1_only():
-    def stage(kind="convT", stride=1, c=footprint.WINO_MIN_IN_C, w=16):
-        return SimpleNamespace(kind=kind, stride=stride, in_shape=(c, w, w))
+    def stage(kind="convT", stride=1, c=footprint.WINO_MIN_IN_C, w=16, out=16):
+        return SimpleNamespace(kind=kind, stride=stride, in_shape=(c, w, w), kernel=3, pad=1,
+                               out_channels=out, out_shape=(out, w, w))  # fmt: skip
 
     assert footprint.wino_stage(stage(), "int8")
     assert footprint.wino_stage(stage(w=3), "int8")
@@ -68,8 +69,11 @@ def test_the_exporter_writes_the_winograd_weights_for_armv6m_int8_stride_1_only(
     assert not footprint.wino_stage(stage(c=footprint.WINO_MAX_IN_C + 1), "int8")
     assert not footprint.wino_stage(stage(stride=2), "int8")
     assert not footprint.wino_stage(stage(), "int4")  # int4 keeps the direct kernel
+    # a narrow stage (in x out channels at most ROWS_MAX_CHANNEL_PAIRS) runs its generated
+    # row kernel instead (tinycvae.mcu.armv6m_rows)
+    assert not footprint.wino_stage(stage(out=1), "int8")
     assert not footprint.wino_stage(
-        SimpleNamespace(kind="linear", stride=1, in_shape=(64,)), "int8"
+        SimpleNamespace(kind="linear", stride=1, in_shape=(64,), kernel=1, pad=0), "int8"
     )
     torch.manual_seed(0)
     model = build_cvae(dice_spec(32), latent=1, latent_mode="bypass",
@@ -116,8 +120,8 @@ def export(tmp_path, size: int, dims: tuple, min_in_c: int, monkeypatch, extreme
 # (size, dims, WINO_MIN_IN_C): the stride-1 stage has dim2 input channels and dim1 output
 # ones, rows of size / 2: 15, 17 and 5 (the last pair's one column, WINO_ODD), 16, 18 and 4;
 # a pair's (ky, in) entries (3 or 2 kernel rows x in_c) enter the loop of 7 at (-n) mod 7:
-# in_c 8 (24 or 16: 4 and 5), 7 at the default gate (21 or 14: 0), 6 at the gate with one
-# output channel (18 or 12: 3 and 2), 4 and 3 with the gate lowered (12 or 8: 2 and 6;
+# in_c 8 (24 or 16: 4 and 5), 7 at the default gate (21 or 14: 0), 6 at the gate with two
+# output channels (18 or 12: 3 and 2), 4 and 3 with the gate lowered (12 or 8: 2 and 6;
 # 9 or 6: 5 and 1)
 CASES = {
     "30x30, rows of 15, in_c 8": (30, (8, 8, 8, 8), 8),
@@ -125,7 +129,7 @@ CASES = {
     "34x34, rows of 17, in_c 8": (34, (8, 8, 8, 8), 8),
     "36x36, rows of 18, in_c 7": (36, (7, 7, 2, 3), footprint.WINO_MIN_IN_C),
     "30x30, rows of 15, in_c 4": (30, (7, 4, 2, 3), 1),
-    "10x10, rows of 5, in_c 6, out_c 1": (10, (1, 6, 3, 3), footprint.WINO_MIN_IN_C),
+    "10x10, rows of 5, in_c 6, out_c 2": (10, (2, 6, 3, 3), footprint.WINO_MIN_IN_C),
     "8x8, rows of 4, in_c 3": (8, (7, 3, 2, 3), 1),  # a pair at the start and at the end
 }
 

@@ -60,16 +60,7 @@ def build_and_check(
             out[f"golden_{precision}"] = _golden("check-host", model_dir / precision, b, what)[1]
         return out
     if target.check:  # an emulator runs the golden test, counting what it executes
-        if name == "qemu-rv32":
-            variables, kernel = {"RV_FLAGS": RV_TIER_FLAGS[rv_tier]}, {"rv32ec_tier": rv_tier}
-        elif arm_stride1 or arm_rows:
-            flags = ["-DCVAE_ARM_WINO=0"] if arm_stride1 == "direct" else []
-            flags += ["-DCVAE_ARM_ROWS=0"] if arm_rows == "runtime" else []
-            kernel = {"armv6m_stride1": arm_stride1, "armv6m_rows": arm_rows}
-            variables = {"ARM_FLAGS": " ".join(flags)}
-            kernel = {k: v for k, v in kernel.items() if v}
-        else:
-            variables, kernel = {}, {}
+        variables, kernel = _parts_kernels(name, rv_tier, arm_stride1, arm_rows)
         return _emulated(target, model_dir / shipped, build / shipped, shipped, variables) | kernel
     toolchain.make(name, model_dir / shipped, build / shipped)
     measured: dict[str, Any] = dict(toolchain.elf_size(target, build / shipped))
@@ -91,6 +82,22 @@ def build_and_check(
         "flash_error": round(est["flash_bytes"] / measured["flash_bytes"] - 1, 4),
         "ram_error": round(est["ram_bytes"] / measured["ram_bytes"] - 1, 4),
     }
+
+
+def _parts_kernels(
+    name: str, rv_tier: str, arm_stride1: str | None, arm_rows: str | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The make variables that build emulator ``name``'s kernels as the parts get them,
+    and those kernels for the report: qemu-rv32 the CH32V003's tier, qemu the 16 KB
+    Cortex-M0's stride-1 kernel and row kernels (where the model has them)."""
+    if name == "qemu-rv32":
+        return {"RV_FLAGS": RV_TIER_FLAGS[rv_tier]}, {"rv32ec_tier": rv_tier}
+    if not (arm_stride1 or arm_rows):
+        return {}, {}
+    flags = ["-DCVAE_ARM_WINO=0"] if arm_stride1 == "direct" else []
+    flags += ["-DCVAE_ARM_ROWS=0"] if arm_rows == "runtime" else []
+    kernel = {"armv6m_stride1": arm_stride1, "armv6m_rows": arm_rows}
+    return {"ARM_FLAGS": " ".join(flags)}, {k: v for k, v in kernel.items() if v}
 
 
 def _emulated(

@@ -86,7 +86,7 @@ def check_fit(
     the same fallback)."""
     fp = estimate_stages(fm, precision, True, mcu)
     fit = fp.fits(mcu)
-    tier = rv_tier(precision, mcu, fp.data_flash_bytes, fp.last_acc_row)
+    tier = rv_tier(precision, mcu, fp.model_flash(mcu), fp.last_acc_row)
     if not (fit["flash_ok"] and fit["ram_ok"]):
         kernels = f" with the {tier} rv32ec kernels" if tier else ""
         raise ConfigError(

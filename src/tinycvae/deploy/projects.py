@@ -104,7 +104,7 @@ def ch32v003_tier(fm: FloatModel, precision: str) -> str:
     ch32v003 link picks it (the estimator's :func:`~tinycvae.mcu.footprint.rv_tier`)."""
     ch32 = load_mcu("ch32v003")
     fp = estimate_stages(fm, precision, stream=True, mcu=ch32)
-    tier = rv_tier(precision, ch32, fp.data_flash_bytes, fp.last_acc_row)
+    tier = rv_tier(precision, ch32, fp.model_flash(ch32), fp.last_acc_row)
     assert tier is not None  # an integer path on a core without a multiplier
     return tier
 

@@ -37,7 +37,7 @@ INT16_MAX = 32767
 # as in: their weights are immediates in the code (6 B a weight, once for every edge
 # variant), so a wider stage keeps the runtime's kernels and its weights as data
 ROWS_MAX_CHANNEL_PAIRS = 9
-ROWS_ZERO_NAME = "cvae_arm_rows_zero"
+ROWS_ZERO_NAME = "cvae_rows_zero"
 # a zero input skips its MACs where it has at least this many (measured: bench/firmware.py
 # on the 3_3_3_3 dice decoder)
 ZERO_SKIP_MIN_MACS = 2
@@ -151,7 +151,7 @@ def _requant(asm: _Asm, a: str, t: str, m: int, pre: int, shift: int, clamp: boo
         asm(f"ldr {t}, =cvae_sigmoid_lut", f"ldrb {a}, [{t}, {a}]")
 
 
-def _needs_clamp(w: np.ndarray, bias: np.ndarray, pre: np.ndarray, last: bool) -> list[bool]:
+def needs_clamp(w: np.ndarray, bias: np.ndarray, pre: np.ndarray, last: bool) -> list[bool]:
     """Per output channel: whether acc >> pre can leave int16 for inputs 0..255."""
     flat = w.reshape(w.shape[0], -1).astype(np.int64)
     hi = bias.astype(np.int64) + 255 * np.clip(flat, 0, None).sum(1)
@@ -162,6 +162,22 @@ def _needs_clamp(w: np.ndarray, bias: np.ndarray, pre: np.ndarray, last: bool) -
     ]
 
 
+def s2_taps(w: np.ndarray, group: list[int], accs: list[list[str]], cols: int, edge: bool):
+    """A stride-2 unit's loads from one (input channel, kernel row), w its taps [out][kx]:
+    (u, [(accumulator, weight)]) for input column n + u, u = 0 .. cols (cols left out at
+    the row's end: edge), accs[j] channel group[j]'s accumulators of output columns 2n ..
+    2n + 2 cols - 1. Column 2(n + u) reads x[n + u] by kx 1; 2(n + u) + 1 reads x[n + u]
+    by kx 2 and x[n + u + 1] by kx 0."""
+    for u in range(cols + (0 if edge else 1)):
+        pairs = []
+        for o, regs in zip(group, accs):
+            if u < cols:
+                pairs += [(regs[2 * u], w[o, 1]), (regs[2 * u + 1], w[o, 2])]
+            if u:
+                pairs.append((regs[2 * u - 1], w[o, 0]))
+        yield u, pairs
+
+
 class _Stage:
     """One stage's generator: weights [out][in][ky][kx], constants per output channel."""
 
@@ -170,7 +186,7 @@ class _Stage:
         self.w = np.asarray(w, dtype=np.int64).reshape(st.out_channels, st.in_shape[0], 3, 3)
         self.bias = np.asarray(bias, dtype=np.int64)
         self.m, self.pre, self.shift = (np.asarray(v, dtype=np.int64) for v in requant)
-        self.clamp = _needs_clamp(self.w, self.bias, self.pre, last)
+        self.clamp = needs_clamp(self.w, self.bias, self.pre, last)
         self.asm = _Asm(f"r{index}")
 
     def finish(self, accs: list[tuple[int, str]], t: str) -> None:
@@ -270,14 +286,7 @@ class _Stage:
             for ic in range(in_c):
                 if ic:
                     asm(f"add {base}, r8")
-                w = self.w[:, ic, ky]
-                for u in range(cols + (0 if edge else 1)):
-                    pairs = []
-                    for o, regs in zip(group, accs):
-                        if u < cols:
-                            pairs += [(regs[2 * u], w[o, 1]), (regs[2 * u + 1], w[o, 2])]
-                        if u:
-                            pairs.append((regs[2 * u - 1], w[o, 0]))
+                for u, pairs in s2_taps(self.w[:, ic, ky], group, accs, cols, edge):
                     _macs(asm, f"ldrb r4, [{base}, #{u}]", "r4", "r5", pairs)
             asm(f"add {base}, r11")
 
@@ -372,11 +381,12 @@ def rows_stage(st: Stage, precision: str) -> bool:
     return st.stride == 2 and 2 <= in_w <= 256 and out_w == 2 * in_w
 
 
-def rows_zero_bytes(stages: list[Stage], precision: str, stream: bool) -> int:
+def rows_zero_bytes(stages: list[Stage], picks, precision: str, stream: bool) -> int:
     """Bytes of the zero row that the kernel rows past the image read (0 where no stage
-    has a row kernel): a kernel row's every input channel, in_chan_step apart (a ring
-    slot's row when streaming, the image's rows otherwise)."""
-    picked = [st.in_shape for st in stages if rows_stage(st, precision)]
+    has a row kernel: ``picks(stage, precision)``, e.g. :func:`rows_stage`): a kernel row's
+    every input channel, in_chan_step apart (a ring slot's row when streaming, the image's
+    rows otherwise)."""
+    picked = [st.in_shape for st in stages if picks(st, precision)]
     return max(((c - 1) * (w if stream else h * w) + w for c, h, w in picked), default=0)
 
 

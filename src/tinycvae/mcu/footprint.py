@@ -63,6 +63,7 @@ from torch import nn
 
 from tinycvae.errors import ConfigError
 from tinycvae.mcu.armv6m_rows import rows_code_bytes, rows_stage, rows_zero_bytes
+from tinycvae.mcu.rv32ec_rows import rv_rows_code_bytes, rv_rows_stage
 from tinycvae.mcu.stages import CONV_T, KERNEL, LINEAR, FloatModel, Stage, extract
 from tinycvae.repo import CONF_DIR
 
@@ -288,7 +289,19 @@ def rows_bytes(stages: list, precision: str, stream: bool) -> int:
     code = rows_code_bytes(stages, precision)
     if not code:
         return 0
-    return code + rows_zero_bytes(stages, precision, stream) + WORD_BYTES * len(stages)
+    return code + rows_zero_bytes(stages, rows_stage, precision, stream) + WORD_BYTES * len(stages)
+
+
+def rv_rows_bytes(stages: list, precision: str, stream: bool) -> int:
+    """Flash that the generated rv32ec row kernels add (0 where no stage has one): their
+    code (:func:`~tinycvae.mcu.rv32ec_rows.rv_rows_code_bytes`), the zero row and the
+    table cvae_rv_rows (4 B a stage)."""
+    code = rv_rows_code_bytes(stages, precision)
+    if not code:
+        return 0
+    return (
+        code + rows_zero_bytes(stages, rv_rows_stage, precision, stream) + WORD_BYTES * len(stages)
+    )
 
 
 def wino_scratch_words(stages: list, precision: str) -> int:
@@ -512,6 +525,15 @@ class Footprint:
     wino: tuple[int, int] = (0, 0)
     # the generated row kernels' flash on ARMv6-M (rows_bytes), counted on such cores
     rows: int = 0
+    # and on rv32ec (rv_rows_bytes), counted on cores without a multiplier with the model's
+    rv_rows: int = 0
+
+    def model_flash(self, mcu: MCUProfile | None) -> int:
+        """The model's flash on ``mcu``: its constants, and on a core without a multiplier
+        (None: the worst case) its generated rv32ec row kernels, which decide the rv32ec
+        tier as its data does (:func:`rv_tier`)."""
+        rv = self.precision != "fp32" and (mcu is None or not mcu.hw_multiply)
+        return self.data_flash_bytes + (self.rv_rows if rv else 0)
 
     def armv6m_fallback(self, mcu: MCUProfile) -> bool:
         """Whether the ARMv6-M build's extras (the Winograd kernel, the generated row
@@ -557,7 +579,7 @@ class Footprint:
     @property
     def flash_bytes(self) -> int:
         return (
-            self.data_flash_bytes
+            self.model_flash(self.mcu)
             + self.code_bytes
             + self.armv6m_wino(self.mcu)[0]
             + self.armv6m_rows(self.mcu)
@@ -567,7 +589,9 @@ class Footprint:
     def ram_bytes(self) -> int:
         return (
             self.activation_bytes
-            + runtime_ram_bytes(self.precision, self.mcu, self.data_flash_bytes, self.last_acc_row)
+            + runtime_ram_bytes(
+                self.precision, self.mcu, self.model_flash(self.mcu), self.last_acc_row
+            )
             + self.armv6m_wino(self.mcu)[1]
         )
 
@@ -581,14 +605,14 @@ class Footprint:
             raise ConfigError("fits() needs an MCU profile; allowed: " + ", ".join(mcu_names()))
         wino_flash, wino_ram = self.armv6m_wino(mcu)
         flash = (
-            self.data_flash_bytes
-            + _code_for(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
+            self.model_flash(mcu)
+            + _code_for(self.precision, mcu, self.model_flash(mcu), self.last_acc_row)
             + wino_flash
             + self.armv6m_rows(mcu)
         )
         ram = (
             self.activation_bytes
-            + runtime_ram_bytes(self.precision, mcu, self.data_flash_bytes, self.last_acc_row)
+            + runtime_ram_bytes(self.precision, mcu, self.model_flash(mcu), self.last_acc_row)
             + wino_ram
         )
         return {
@@ -645,6 +669,7 @@ def estimate_stages(
         mcu=mcu,
         wino=wino_bytes(fm.stages, precision),
         rows=rows_bytes(fm.stages, precision, stream),
+        rv_rows=rv_rows_bytes(fm.stages, precision, stream),
     )
 
 
@@ -700,7 +725,7 @@ def summary_dict(
             "rv32ec_tier": {
                 m.name: t
                 for m in profiles
-                if (t := rv_tier(precision, m, streamed.data_flash_bytes, streamed.last_acc_row))
+                if (t := rv_tier(precision, m, streamed.model_flash(m), streamed.last_acc_row))
             },
         }
     return block
