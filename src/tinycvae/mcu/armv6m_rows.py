@@ -178,8 +178,12 @@ def s2_taps(w: np.ndarray, group: list[int], accs: list[list[str]], cols: int, e
         yield u, pairs
 
 
-class _Stage:
-    """One stage's generator: weights [out][in][ky][kx], constants per output channel."""
+class StagePlan:
+    """What both cores' generators plan alike for one stage: its weights [out][in][ky][kx]
+    and per-channel constants, where the int16 clamp is needed, the output channels' groups
+    and a stride-2 unit's columns and accumulators (``ACC_S2``: the core's four)."""
+
+    ACC_S2: tuple[str, ...] = ()
 
     def __init__(self, index: int, st: Stage, w, bias, requant, last: bool):
         self.i, self.st, self.last = index, st, last
@@ -187,7 +191,93 @@ class _Stage:
         self.bias = np.asarray(bias, dtype=np.int64)
         self.m, self.pre, self.shift = (np.asarray(v, dtype=np.int64) for v in requant)
         self.clamp = needs_clamp(self.w, self.bias, self.pre, last)
+
+    def groups(self, size: int) -> list[list[int]]:
+        o = self.st.out_channels
+        return [list(range(g, min(g + size, o))) for g in range(0, o, size)]
+
+    def s2_cols(self, group: list[int]) -> int:
+        """Input columns a unit: 2 for one channel (4 accumulators) where the row has 3 or
+        more (the loop runs at least once), else 1."""
+        return 2 if len(group) == 1 and self.st.in_shape[2] >= 3 else 1
+
+    def s2_accs(self, group: list[int], cols: int) -> list[list[str]]:
+        """Each channel's accumulators: output columns 2n .. 2n + 2 cols - 1."""
+        per = 2 * self.s2_cols(group)
+        return [[self.ACC_S2[per * j + c] for c in range(2 * cols)] for j in range(len(group))]
+
+    def s2_steps(self, group: list[int]) -> tuple[int, int, int]:
+        """(columns a unit, units in the loop, columns of the last unit after it)."""
+        cols, in_w = self.s2_cols(group), self.st.in_shape[2]
+        units = (in_w - 1) // cols
+        return cols, units, in_w - cols * units
+
+    # the unit walks, by the core's hooks: bias(reg, value), copy(dst, src), step(base) (to
+    # the next input channel's row), back(base) (to the first one's, a unit on) and
+    # load_macs(base, offset, [(acc, w)]) (the input at base + offset into its MACs)
+    ACC_S1: tuple[str, ...] = ()
+    BASES_S1: tuple[str, ...] = ()
+
+    def s1_unit(self, group: list[int], edge: str) -> None:
+        """The loads and MACs of one output column of the channels in group (accumulators
+        ACC_S1), its kernel rows' pointers BASES_S1 one column before it; edge "left"
+        leaves out kx = 2 (column -1), "right" kx = 0 (column in_w)."""
+        accs = self.ACC_S1[: len(group)]
+        for a, o in zip(accs, group):
+            self.bias_to(a, int(self.bias[o]))
+        for ky, base in enumerate(self.BASES_S1):
+            for ic in range(self.st.in_shape[0]):
+                if ic:
+                    self.step(base)
+                for kx in (2, 1, 0):
+                    if (edge == "left" and kx == 2) or (edge == "right" and kx == 0):
+                        continue
+                    pairs = [(a, int(self.w[o, ic, ky, kx])) for a, o in zip(accs, group)]
+                    self.load_macs(base, 2 - kx, pairs)
+            self.back(base)
+
+    def s2_unit(self, group: list[int], rows: list[tuple[int, str]], cols: int, edge: bool):
+        """The loads and MACs of output columns 2n .. 2n + 2 cols - 1 of the channels in
+        group from input columns n .. n + cols (n + cols left out at the row's end: edge)
+        of the kernel rows in rows, (ky, pointer at input column n): s2_taps."""
+        accs = self.s2_accs(group, cols)
+        for o, regs in zip(group, accs):
+            self.bias_to(regs[0], int(self.bias[o]))
+            for r in regs[1:]:
+                self.copy(r, regs[0])
+        for ky, base in rows:
+            for ic in range(self.st.in_shape[0]):
+                if ic:
+                    self.step(base)
+                for u, pairs in s2_taps(self.w[:, ic, ky], group, accs, cols, edge):
+                    self.load_macs(base, u, pairs)
+            self.back(base)
+
+
+class _Stage(StagePlan):
+    """The Thumb-1 generator of one stage."""
+
+    ACC_S1, BASES_S1, ACC_S2 = ("r0", "r1", "r2"), ("r5", "r6", "r7"), ("r0", "r1", "r2", "r3")
+
+    def __init__(self, index: int, st: Stage, w, bias, requant, last: bool):
+        super().__init__(index, st, w, bias, requant, last)
         self.asm = _Asm(f"r{index}")
+
+    def bias_to(self, reg: str, v: int) -> None:
+        self.asm(f"ldr {reg}, ={v}")
+
+    def copy(self, dst: str, src: str) -> None:
+        self.asm(f"mov {dst}, {src}")
+
+    def step(self, base: str) -> None:
+        self.asm(f"add {base}, r8")
+
+    def back(self, base: str) -> None:
+        self.asm(f"add {base}, r11")
+
+    def load_macs(self, base: str, offset: int, pairs) -> None:
+        x, t = ("r3", "r4") if self.st.stride == 1 else ("r4", "r5")
+        _macs(self.asm, f"ldrb {x}, [{base}, #{offset}]", x, t, pairs)
 
     def finish(self, accs: list[tuple[int, str]], t: str) -> None:
         for o, a in accs:
@@ -233,24 +323,6 @@ class _Stage:
             asm.pool()
 
     # stride 1 ---------------------------------------------------------------------
-    def s1_unit(self, group: list[int], edge: str) -> None:
-        """The loads and MACs of one output column of the channels in group (accumulators
-        r0..), its kernel rows' pointers r5-r7 one column before it; edge "left" leaves
-        out kx = 2 (column -1), "right" kx = 0 (column in_w)."""
-        asm, in_c = self.asm, self.st.in_shape[0]
-        for j, o in enumerate(group):
-            asm(f"ldr r{j}, ={int(self.bias[o])}")
-        for ky, base in enumerate(("r5", "r6", "r7")):
-            for ic in range(in_c):
-                if ic:
-                    asm(f"add {base}, r8")
-                for kx in (2, 1, 0):
-                    if (edge == "left" and kx == 2) or (edge == "right" and kx == 0):
-                        continue
-                    pairs = [(f"r{j}", int(self.w[o, ic, ky, kx])) for j, o in enumerate(group)]
-                    _macs(asm, f"ldrb r3, [{base}, #{2 - kx}]", "r3", "r4", pairs)
-            asm(f"add {base}, r11")
-
     def s1_pass(self, group: list[int]) -> None:
         asm, in_w = self.asm, self.st.in_shape[2]
         asm("ldr r5, [sp, #0]", "ldr r6, [sp, #4]", "ldr r7, [sp, #8]")
@@ -267,39 +339,10 @@ class _Stage:
         )
 
     # stride 2 ---------------------------------------------------------------------
-    def s2_accs(self, group: list[int], cols: int) -> list[list[str]]:
-        """Each channel's accumulators: output columns 2n .. 2n + 2 cols - 1."""
-        per = 2 * self.s2_cols(group)
-        return [[f"r{per * j + c}" for c in range(2 * cols)] for j in range(len(group))]
-
-    def s2_unit(self, group: list[int], rows: list[tuple[int, str]], cols: int, edge: bool):
-        """The loads and MACs of output columns 2n .. 2n + 2 cols - 1 of the channels in
-        group from input columns n .. n + cols (n + cols left out at the row's end: edge)
-        of the kernel rows in rows, (ky, pointer at input column n). Output column 2(n + u)
-        reads x[n + u] by kx 1; 2(n + u) + 1 reads x[n + u] by kx 2, x[n + u + 1] by kx 0."""
-        asm, in_c = self.asm, self.st.in_shape[0]
-        accs = self.s2_accs(group, cols)
-        for o, regs in zip(group, accs):
-            asm(f"ldr {regs[0]}, ={int(self.bias[o])}")
-            asm(*(f"mov {r}, {regs[0]}" for r in regs[1:]))
-        for ky, base in rows:
-            for ic in range(in_c):
-                if ic:
-                    asm(f"add {base}, r8")
-                for u, pairs in s2_taps(self.w[:, ic, ky], group, accs, cols, edge):
-                    _macs(asm, f"ldrb r4, [{base}, #{u}]", "r4", "r5", pairs)
-            asm(f"add {base}, r11")
-
-    def s2_cols(self, group: list[int]) -> int:
-        """Input columns a unit: 2 for one channel (4 accumulators) where the row has 3 or
-        more (the loop runs at least once), else 1."""
-        return 2 if len(group) == 1 and self.st.in_shape[2] >= 3 else 1
 
     def s2_pass(self, group: list[int], rows: list[int]) -> None:
-        asm, (in_c, _, in_w) = self.asm, self.st.in_shape
-        cols = self.s2_cols(group)
-        units = (in_w - 1) // cols  # the loop's; then one of in_w - cols units columns
-        edge = in_w - cols * units
+        asm, in_c = self.asm, self.st.in_shape[0]
+        cols, units, edge = self.s2_steps(group)
         bases = list(zip(rows, ("r6", "r7")))
         for ky, base in bases:
             asm(f"ldr {base}, [sp, #{4 * ky}]")
@@ -330,10 +373,6 @@ class _Stage:
         for _ in range(first):
             self.asm("add r4, r9")
         self.asm("mov r10, r4")
-
-    def groups(self, size: int) -> list[list[int]]:
-        o = self.st.out_channels
-        return [list(range(g, min(g + size, o))) for g in range(0, o, size)]
 
     def source(self) -> str:
         asm, st = self.asm, self.st

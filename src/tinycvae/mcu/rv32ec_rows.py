@@ -23,13 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycvae.mcu.armv6m_rows import (
-    INT16_MAX,
-    ROWS_ZERO_NAME,
-    needs_clamp,
-    rows_stage,
-    s2_taps,
-)
+from tinycvae.mcu.armv6m_rows import INT16_MAX, ROWS_ZERO_NAME, StagePlan, rows_stage
 from tinycvae.mcu.stages import Stage
 
 # a stage gets a kernel where every weight's code runs at least this often per image
@@ -141,14 +135,29 @@ def macs(asm: _Asm, load: str, pairs: list[tuple[str, int]]) -> None:
         asm(f"{skip}:")
 
 
-class _Stage:
+class _Stage(StagePlan):
+    """The RV32EC generator of one stage."""
+
+    ACC_S1, BASES_S1, ACC_S2 = ("s0", "s1", "a0"), ("a3", "a4", "a5"), ("s0", "s1", "a0", "a5")
+
     def __init__(self, index: int, st: Stage, w, bias, requant, last: bool):
-        self.i, self.st, self.last = index, st, last
-        self.w = np.asarray(w, dtype=np.int64).reshape(st.out_channels, st.in_shape[0], 3, 3)
-        self.bias = np.asarray(bias, dtype=np.int64)
-        self.m, self.pre, self.shift = (np.asarray(v, dtype=np.int64) for v in requant)
-        self.clamp = needs_clamp(self.w, self.bias, self.pre, last)
+        super().__init__(index, st, w, bias, requant, last)
         self.asm = _Asm(f"v{index}")
+
+    def bias_to(self, reg: str, v: int) -> None:
+        self.asm(f"li {reg}, {v}")
+
+    def copy(self, dst: str, src: str) -> None:
+        self.asm(f"mv {dst}, {src}")
+
+    def step(self, base: str) -> None:
+        self.asm(f"add {base}, {base}, t0")
+
+    def back(self, base: str) -> None:
+        self.asm(f"add {base}, {base}, t1")
+
+    def load_macs(self, base: str, offset: int, pairs) -> None:
+        macs(self.asm, f"lbu {X}, {offset}({base})", pairs)
 
     def requant(self, o: int, a: str) -> None:
         """finish_row's requantisation of accumulator a in place (X, T scratch)."""
@@ -219,7 +228,7 @@ class _Stage:
             last()
             last_tail()
 
-    def back(self, cols: int) -> None:
+    def set_back(self, cols: int) -> None:
         """t1 = cols - (in_c - 1) * t0."""
         in_c = self.st.in_shape[0]
         if in_c > 1:
@@ -235,27 +244,7 @@ class _Stage:
         for _ in range(first):
             self.asm(f"add t2, t2, {T}")
 
-    def groups(self, size: int) -> list[list[int]]:
-        o = self.st.out_channels
-        return [list(range(g, min(g + size, o))) for g in range(0, o, size)]
-
     # stride 1
-    def s1_unit(self, group: list[int], edge: str) -> None:
-        asm, in_c = self.asm, self.st.in_shape[0]
-        accs = ["s0", "s1", "a0"][: len(group)]
-        for a, o in zip(accs, group):
-            asm(f"li {a}, {int(self.bias[o])}")
-        for ky, base in enumerate(("a3", "a4", "a5")):
-            for ic in range(in_c):
-                if ic:
-                    asm(f"add {base}, {base}, t0")
-                for kx in (2, 1, 0):
-                    if (edge == "left" and kx == 2) or (edge == "right" and kx == 0):
-                        continue
-                    pairs = [(a, self.w[o, ic, ky, kx]) for a, o in zip(accs, group)]
-                    macs(asm, f"lbu {X}, {2 - kx}({base})", pairs)
-            asm(f"add {base}, {base}, t1")
-
     def s1_pass(self, group: list[int]) -> None:
         asm, in_w = self.asm, self.st.in_shape[2]
         asm("lw a3, 0(sp)", "lw a4, 4(sp)", "lw a5, 8(sp)")
@@ -271,38 +260,14 @@ class _Stage:
         )
 
     # stride 2
-    def s2_cols(self, group: list[int]) -> int:
-        return 2 if len(group) == 1 and self.st.in_shape[2] >= 3 else 1
-
-    def s2_accs(self, group: list[int], cols: int) -> list[list[str]]:
-        regs = ["s0", "s1", "a0", "a5"]
-        per = 2 * self.s2_cols(group)
-        return [[regs[per * j + c] for c in range(2 * cols)] for j in range(len(group))]
-
-    def s2_unit(self, group, rows, cols: int, edge: bool) -> None:
-        asm, in_c = self.asm, self.st.in_shape[0]
-        accs = self.s2_accs(group, cols)
-        for o, regs in zip(group, accs):
-            asm(f"li {regs[0]}, {int(self.bias[o])}")
-            asm(*(f"mv {r}, {regs[0]}" for r in regs[1:]))
-        for ky, base in rows:
-            for ic in range(in_c):
-                if ic:
-                    asm(f"add {base}, {base}, t0")
-                for u, pairs in s2_taps(self.w[:, ic, ky], group, accs, cols, edge):
-                    macs(asm, f"lbu {X}, {u}({base})", pairs)
-            asm(f"add {base}, {base}, t1")
-
     def s2_pass(self, group: list[int], rows: list[int]) -> None:
-        asm, in_w = self.asm, self.st.in_shape[2]
-        cols = self.s2_cols(group)
-        units = (in_w - 1) // cols
-        edge = in_w - cols * units
+        asm = self.asm
+        cols, units, edge = self.s2_steps(group)
         bases = list(zip(rows, ("a3", "a4")))
         for ky, base in bases:
             asm(f"lw {base}, {4 * ky}(sp)")
         asm(f"addi ra, a3, {cols * units}")
-        self.back(cols)
+        self.set_back(cols)
         self.group_out(group[0])
 
         def tail(n: int):
@@ -331,7 +296,7 @@ class _Stage:
             asm(f"lw t1, {4 * ky}(a0)", f"bnez t1, {have}", f"la t1, {ROWS_ZERO_NAME}",
                 f"{have}:", f"sw t1, {4 * ky}(sp)")  # fmt: skip
         if st.stride == 1:
-            self.back(1)
+            self.set_back(1)
             for group in self.groups(3):
                 self.s1_pass(group)
         else:
