@@ -32,7 +32,11 @@ The runtime model (the C runtime in ``deploy/`` implements it; keep the two in s
   core is assumed to have neither multiplier nor FPU (rv32ec's C kernels); an ARMv6-M
   core's int8/int4 code is larger (its Thumb-1 kernels, ``CODE_ARMV6M_*``), and on int8 the
   stride-1 stages that run its Winograd kernel store 8 B per kernel row there instead of 3
-  (:func:`wino_bytes`, counted by :class:`Footprint` for ARMv6-M profiles only).
+  (:func:`wino_bytes`, counted by :class:`Footprint` for ARMv6-M profiles only). The
+  narrow transposed convs' generated row kernels are counted from their generators
+  (:func:`rows_bytes` on ARMv6-M, :func:`rv_rows_bytes` with the model's flash on cores
+  without a multiplier, where they decide the rv32ec tier; ``tinycvae.mcu.armv6m_rows``,
+  ``rv32ec_rows``).
 * **RAM.** Activations are int8/uint8 (1 B per element) on int8 *and* int4 (only weights
   are 4-bit), float (4 B) on fp32. Every layer is computed output-stationary (gather form,
   also for the transposed convs): each output element's accumulator lives in a register,
