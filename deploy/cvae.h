@@ -37,7 +37,7 @@
 #endif
 
 /* ARMv6-M, int8: the narrow convTs that the exporter writes a row kernel for
- * (cvae_arm_rows, CVAE_ROWS_KERNELS; tinycvae.deploy.armv6m_rows) run it: one call an
+ * (cvae_arm_rows, CVAE_ROWS_KERNELS; tinycvae.mcu.armv6m_rows) run it: one call an
  * output row, its weights in its code. CVAE_ARM_ROWS=0, for cvae.c and cvae_model.c both,
  * builds without them (the stage's kernels and its int8 weights only). */
 #ifndef CVAE_ARM_ROWS
