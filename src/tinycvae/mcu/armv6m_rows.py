@@ -10,7 +10,7 @@ and the rounding term literals, and the requantisation follows in registers (no
 accumulator row in RAM, no separate requantisation pass). The exporter writes them into
 ``cvae_model.c`` under ``CVAE_ARMV6M_ROWS`` (``deploy/cvae.h``); ``convt_row`` in
 ``deploy/cvae.c`` calls a stage's through ``cvae_arm_rows``. Which stages have one is
-:func:`tinycvae.mcu.footprint.rows_stage` (the shapes only, as the estimator sees them).
+:func:`rows_stage` (the shapes only, as the estimator sees them).
 
 The sums are the same integers as the runtime's C (integer addition does not depend on
 the order), the requantisation is ``finish_row``'s (``deploy/CONTRACT.md``); its int16
@@ -20,9 +20,10 @@ Registers in the unit loops: r8 the input channels' distance, r9 the output chan
 r10 the output column (channel 0 of the group), r11 the move from the last input
 channel's row back to the first one's, one input column on; r12 the first kernel row's
 pointer at the end of the loop. Stride 1: accumulators r0-r2, the input r3, scratch r4,
-the kernel rows' pointers r5-r7 (one before the output column). Stride 2: even output
-column of channel j in r(2j), odd in r(2j+1), the input r4, scratch r5, the kernel rows'
-pointers r6 (and r7 on odd output rows: kernel rows 0 and 2; even rows read row 1).
+the kernel rows' pointers r5-r7 (one before the output column). Stride 2: accumulators
+r0-r3 (two channels' column pair, or one channel's two pairs), the input r4, scratch r5,
+the kernel rows' pointers r6 (and r7 on odd output rows: kernel rows 0 and 2; even rows
+read row 1).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class _Asm:
 
     def far(self, cond: str, target: str) -> None:
         """A conditional branch past B<cond>'s 256 bytes: the inverse over a B (2 KB)."""
-        inverse = {"ne": "eq", "eq": "ne", "lo": "hs"}[cond]
+        inverse = {"eq": "ne", "lo": "hs"}[cond]
         skip = self.label()
         self(f"b{inverse} {skip}", f"b {target}", f"{skip}:")
 
