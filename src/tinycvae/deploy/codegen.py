@@ -179,12 +179,13 @@ def _wino_table(fm: FloatModel, precision: str) -> list[str]:
 
 
 # the generated row kernels by core: the guard (cvae.h), the table's name, which stages
-# have one, their source (tinycvae.mcu.armv6m_rows, rv32ec_rows), the assembler's header
+# have one, their source (tinycvae.mcu.armv6m_rows, rv32ec_rows), the assembler's
+# directives before and after them
 ROWS_CORES = (
     ("defined(CVAE_ARMV6M_ROWS)", "cvae_arm_rows", rows_stage, armv6m_rows.kernel_asm,
-     ".syntax unified\\n.thumb\\n"),
+     (".syntax unified\\n.thumb\\n", "")),
     ("defined(CVAE_RV32EC_ROWS)", "cvae_rv_rows", rv_rows_stage, rv32ec_rows.kernel_asm,
-     ".option push\\n.option norelax\\n"),
+     (".option push\\n.option norelax\\n", ".option pop\\n")),
 )  # fmt: skip
 
 
@@ -192,14 +193,15 @@ def _rows_kernels(stages: list[Stage], qm: QuantModel) -> list[str]:
     """Under each core's guard (cvae.h): the zero row, the generated row kernels and the
     table (stage k's kernel or NULL); nothing for a core where no stage has one."""
     parts = []
-    for guard, table, picks, source, head in ROWS_CORES:
+    for guard, table, picks, source, directives in ROWS_CORES:
         picked = [i for i, st in enumerate(stages) if picks(st, qm.precision)]
         if picked:
-            parts.append(_rows_part(stages, qm, guard, table, picks, picked, source, head))
+            parts.append(_rows_part(stages, qm, guard, table, picks, picked, source, directives))
     return parts
 
 
-def _rows_part(stages, qm: QuantModel, guard, table, picks, picked, source, head) -> str:
+def _rows_part(stages, qm: QuantModel, guard, table, picks, picked, source, directives) -> str:
+    head, tail = directives
     asm = []
     for i in picked:
         qs, rq = qm.stages[i], qm.stages[i].requant
@@ -208,7 +210,6 @@ def _rows_part(stages, qm: QuantModel, guard, table, picks, picked, source, head
         asm += [f'        "{line}\\n"' for line in lines]
     names = [f"{table}_{i}" if i in picked else "NULL" for i in range(len(stages))]
     zero = "const uint8_t " + ROWS_ZERO_NAME + "[{}] __attribute__((used)) = {{0}};"
-    tail = '        ".option pop\\n"\n' if "option" in head else ""
     return (
         f"#if {guard}\n"
         "/* read for the kernel rows past the image: kernel rows 0..2 of every input channel,\n"
@@ -223,7 +224,7 @@ def _rows_part(stages, qm: QuantModel, guard, table, picks, picked, source, head
         + f'__asm__("{head}"\n'
         f'        ".pushsection .text.{table},\\"ax\\",%progbits\\n"\n'
         + "\n".join(asm)
-        + f'\n        ".popsection\\n"\n{tail}        );\n'
+        + f'\n        ".popsection\\n{tail}");\n'
         f"cvae_rows_fn *const {table}[CVAE_NUM_STAGES] = {{{', '.join(names)}}};\n"
         "#endif\n"
     )

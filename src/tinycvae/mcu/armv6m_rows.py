@@ -382,9 +382,9 @@ class _Stage(StagePlan):
         asm(".balign 2", f".global {name}", f".type {name}, %function", ".thumb_func", f"{name}:")
         asm("push {r4-r7, lr}", "mov r4, r8", "mov r5, r9", "mov r6, r10", "mov r7, r11")
         asm("push {r4-r7}", "sub sp, #16", "mov r8, r1", "mov r9, r3", "str r2, [sp, #12]")
-        # r11 = 1 - (in_c - 1) * in_chan_step
-        asm(f"movs r4, #{in_c - 1}", "muls r4, r1, r4", "movs r5, #1", "subs r5, r5, r4",
-            "mov r11, r5")  # fmt: skip
+        if st.stride == 1:  # r11 = 1 - (in_c - 1) * in_chan_step (stride 2: per pass)
+            asm(f"movs r4, #{in_c - 1}", "muls r4, r1, r4", "movs r5, #1", "subs r5, r5, r4",
+                "mov r11, r5")  # fmt: skip
         for ky in range(3):  # the kernel rows, NULL: the zero row
             have = asm.label()
             asm(f"ldr r4, [r0, #{4 * ky}]", "cmp r4, #0", f"bne {have}")

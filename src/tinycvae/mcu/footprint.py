@@ -291,21 +291,20 @@ def rows_bytes(stages: list, precision: str, stream: bool) -> int:
     code (:func:`~tinycvae.mcu.armv6m_rows.rows_code_bytes`), the zero row and the table
     cvae_arm_rows (4 B a stage)."""
     code = rows_code_bytes(stages, precision)
-    if not code:
-        return 0
-    return code + rows_zero_bytes(stages, rows_stage, precision, stream) + WORD_BYTES * len(stages)
+    return _with_zero_row_and_table(code, stages, rows_stage, precision, stream)
 
 
 def rv_rows_bytes(stages: list, precision: str, stream: bool) -> int:
-    """Flash that the generated rv32ec row kernels add (0 where no stage has one): their
-    code (:func:`~tinycvae.mcu.rv32ec_rows.rv_rows_code_bytes`), the zero row and the
-    table cvae_rv_rows (4 B a stage)."""
+    """The same for the rv32ec ones (:func:`~tinycvae.mcu.rv32ec_rows.rv_rows_code_bytes`,
+    the table cvae_rv_rows)."""
     code = rv_rows_code_bytes(stages, precision)
+    return _with_zero_row_and_table(code, stages, rv_rows_stage, precision, stream)
+
+
+def _with_zero_row_and_table(code: int, stages: list, picks, precision: str, stream: bool) -> int:
     if not code:
         return 0
-    return (
-        code + rows_zero_bytes(stages, rv_rows_stage, precision, stream) + WORD_BYTES * len(stages)
-    )
+    return code + rows_zero_bytes(stages, picks, precision, stream) + WORD_BYTES * len(stages)
 
 
 def wino_scratch_words(stages: list, precision: str) -> int:
